@@ -1,0 +1,89 @@
+"""The ASGI app factory: one Settings object in, the whole platform out."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from civicmesh.config import Settings
+from civicmesh.errors import Problem
+from civicmesh.events import OutboxRelay
+from civicmesh.exchange.gate import Gate
+
+log = logging.getLogger("civicmesh")
+
+# Each room module exposes `mount(app, platform)`; they are mounted in this order.
+ROOMS: list[str] = []
+
+
+@dataclass
+class Platform:
+    """What every room may use: settings, the store, the event relay and the gate."""
+
+    settings: Settings
+    store: Any = None
+    relay: OutboxRelay | None = None
+    gate: Gate = field(default_factory=Gate)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def problem_response(problem: Problem) -> Response:
+    import orjson
+
+    return Response(orjson.dumps(problem.to_dict()), status_code=problem.status,
+                    media_type="application/problem+json")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    platform = Platform(settings=settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for hook in app.state.startup_hooks:
+            await hook()
+        try:
+            yield
+        finally:
+            for hook in reversed(app.state.shutdown_hooks):
+                await hook()
+
+    app = FastAPI(title="civicmesh", version="0.1.0", lifespan=lifespan,
+                  description="Open city data platform: NGSI-LD broker, live city, data exchange, ledger.")
+    app.state.platform = platform
+    app.state.startup_hooks = []
+    app.state.shutdown_hooks = []
+
+    @app.exception_handler(Problem)
+    async def _problem(_: Request, exc: Problem) -> Response:
+        return problem_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return problem_response(Problem("BadRequestData", f"{where}: {first.get('msg', 'invalid input')}"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        kinds = {404: "ResourceNotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge",
+                 415: "UnsupportedMediaType", 406: "NotAcceptable"}
+        kind = kinds.get(exc.status_code, "InvalidRequest")
+        return problem_response(Problem(kind, str(exc.detail), status=exc.status_code))
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    for name in ROOMS:
+        importlib.import_module(name).mount(app, platform)
+    return app

@@ -1,0 +1,145 @@
+"""The change-event stream.
+
+Every write stores its change event in an outbox row inside the same transaction as the data (see `store/`).
+The relay reads the outbox in order and hands each event to the subscribers. A durable subscriber's position is
+kept in the store after it has handled an event, so a crash between the write and the delivery loses nothing:
+on start the relay replays from each durable subscriber's last position. The transport is in-process; a NATS
+JetStream relay can replace `OutboxRelay` without the subscribers noticing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+log = logging.getLogger("civicmesh.events")
+
+ENTITY_CREATED = "entity.created"
+ENTITY_UPDATED = "entity.updated"
+ENTITY_DELETED = "entity.deleted"
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    """One change, as written to the outbox.
+
+    `data` holds, for entity events, `before` and `after` (expanded internal entity documents, None where the
+    entity did not / no longer exist) and `attributes`: the expanded names of the attributes the write touched.
+    Other rooms use their own `kind` namespaces (`exchange.*`, `citizen.*`) with their own `data`.
+    """
+
+    seq: int
+    tenant: str
+    kind: str
+    subject: str
+    at: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+Handler = Callable[[ChangeEvent], Awaitable[None]]
+
+
+class OutboxReader(Protocol):
+    async def read_outbox(self, after_seq: int, limit: int) -> list[ChangeEvent]: ...
+    async def get_cursor(self, name: str) -> int | None: ...
+    async def set_cursor(self, name: str, seq: int) -> None: ...
+    async def last_outbox_seq(self) -> int: ...
+
+
+@dataclass
+class _Subscriber:
+    name: str
+    handler: Handler
+    durable: bool
+    position: int = 0
+
+
+class OutboxRelay:
+    """Moves events from the outbox to subscribers, in order, at least once for durable subscribers."""
+
+    def __init__(self, store: OutboxReader, *, batch: int = 500, idle_poll: float = 0.5) -> None:
+        self._store = store
+        self._subscribers: list[_Subscriber] = []
+        self._wake = asyncio.Event()
+        self._batch = batch
+        self._idle_poll = idle_poll
+        self._task: asyncio.Task[None] | None = None
+        self._delivered = asyncio.Condition()
+        self.position = 0
+
+    def subscribe(self, name: str, handler: Handler, *, durable: bool = False) -> None:
+        """Register before `start()`. A durable subscriber resumes where it stopped; others start at the tip."""
+        if self._task is not None:
+            raise RuntimeError("subscribe before the relay starts")
+        self._subscribers.append(_Subscriber(name, handler, durable))
+
+    def notify(self) -> None:
+        """Called by the store after a commit: there is something new to relay."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        tip = await self._store.last_outbox_seq()
+        for sub in self._subscribers:
+            saved = await self._store.get_cursor(sub.name) if sub.durable else None
+            sub.position = saved if saved is not None else tip
+        self.position = min([s.position for s in self._subscribers], default=tip)
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+
+    async def wait_until(self, seq: int, timeout: float = 10.0) -> None:
+        """Wait until every subscriber has seen `seq` (tests and read-your-writes consumers use this)."""
+        async def _wait() -> None:
+            async with self._delivered:
+                await self._delivered.wait_for(lambda: self.position >= seq)
+        await asyncio.wait_for(_wait(), timeout)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                moved = await self._pump()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a broken store read must not kill the relay; retry after a pause
+                log.exception("outbox relay failed; retrying")
+                moved = False
+            if not moved:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._idle_poll)
+                except TimeoutError:
+                    pass
+
+    async def _pump(self) -> bool:
+        events = await self._store.read_outbox(self.position, self._batch)
+        if not events:
+            return False
+        for sub in self._subscribers:
+            pending = [e for e in events if e.seq > sub.position]
+            for event in pending:
+                try:
+                    await sub.handler(event)
+                except Exception:
+                    log.exception("subscriber %s failed on event %s", sub.name, event.seq)
+                    if sub.durable:
+                        # Stop this subscriber here; it gets the same event again on the next pump.
+                        break
+                sub.position = event.seq
+            if sub.durable and pending:
+                await self._store.set_cursor(sub.name, sub.position)
+        new_position = min([s.position for s in self._subscribers], default=events[-1].seq)
+        async with self._delivered:
+            self.position = new_position
+            self._delivered.notify_all()
+        # A full batch means more may be waiting; a failed durable subscriber waits for the next poll.
+        return len(events) == self._batch and new_position == events[-1].seq

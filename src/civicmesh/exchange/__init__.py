@@ -1,0 +1,1 @@
+"""The data exchange: identities, catalog, agreements, ODRL policies, the access gate, metering."""
