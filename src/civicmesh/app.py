@@ -18,11 +18,12 @@ from civicmesh.config import Settings
 from civicmesh.errors import Problem
 from civicmesh.events import OutboxRelay
 from civicmesh.exchange.gate import Gate
+from civicmesh.store import open_store
 
 log = logging.getLogger("civicmesh")
 
 # Each room module exposes `mount(app, platform)`; they are mounted in this order.
-ROOMS: list[str] = []
+ROOMS: list[str] = ["civicmesh.ngsild"]
 
 
 @dataclass
@@ -45,7 +46,10 @@ def problem_response(problem: Problem) -> Response:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
-    platform = Platform(settings=settings)
+    store = open_store(settings.database_url)
+    relay = OutboxRelay(store)
+    store.add_listener(relay.notify)
+    platform = Platform(settings=settings, store=store, relay=relay)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -57,11 +61,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for hook in reversed(app.state.shutdown_hooks):
                 await hook()
 
-    app = FastAPI(title="civicmesh", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="civicmesh", version="0.1.0", lifespan=lifespan, redirect_slashes=False,
                   description="Open city data platform: NGSI-LD broker, live city, data exchange, ledger.")
     app.state.platform = platform
-    app.state.startup_hooks = []
-    app.state.shutdown_hooks = []
+
+    async def open_store_and_relay() -> None:
+        await store.open()
+        log.info("store: %s (%s engine)", _redacted(settings.database_url), store.engine)
+
+    async def start_relay() -> None:
+        await relay.start()
+
+    async def close_store_and_relay() -> None:
+        await relay.stop()
+        await store.close()
+
+    # Rooms append their own hooks while mounting: they run after the store opens and before the relay starts,
+    # so every durable subscriber is registered when the relay replays the outbox.
+    app.state.startup_hooks = [open_store_and_relay]
+    app.state.shutdown_hooks = [close_store_and_relay]
 
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> Response:
@@ -80,10 +98,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         kind = kinds.get(exc.status_code, "InvalidRequest")
         return problem_response(Problem(kind, str(exc.detail), status=exc.status_code))
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return problem_response(Problem("InternalError", f"{type(exc).__name__} while serving "
+                                        f"{request.method} {request.url.path}; the server log has the details"))
+
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
     for name in ROOMS:
         importlib.import_module(name).mount(app, platform)
+    app.state.startup_hooks.append(start_relay)
     return app
+
+
+def _redacted(url: str) -> str:
+    """A database URL without its password, for logs."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}@{host}"
+    return url

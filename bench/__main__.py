@@ -1,0 +1,53 @@
+"""`make bench`: run every bench/bench_*.py module's `run()` and print one table.
+
+Each row carries a baseline measured in the same run, because this machine is shared and noisy.
+Usage: python -m bench [name ...]   (names: broker, ledger, feasibility, ...; default all)
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+
+def main(argv: list[str]) -> int:
+    here = Path(__file__).parent
+    names = sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
+    wanted = argv or names
+    console = Console()
+    rows: list[dict] = []
+    for name in wanted:
+        if name not in names:
+            console.print(f"[red]no benchmark named {name!r}; have {', '.join(names)}[/]")
+            return 2
+        started = time.perf_counter()
+        console.print(f"[bold]bench {name}[/] ...")
+        module = importlib.import_module(f"bench.bench_{name}")
+        for row in module.run():
+            rows.append({"bench": name, **row})
+        console.print(f"  done in {time.perf_counter() - started:.0f} s")
+    table = Table(title="civicmesh benchmarks")
+    for column in ("bench", "scenario", "value", "unit", "baseline", "target", "met"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["bench"], row["scenario"], f"{row['value']:,.1f}", row["unit"], row["baseline"],
+                      row["target"], "yes" if row["met"] else "NO")
+    console.print(table)
+    out = here / "results"
+    out.mkdir(exist_ok=True)
+    lines = ["| bench | scenario | value | unit | baseline (same run) | target | met |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['bench']} | {r['scenario']} | {r['value']:,.1f} | {r['unit']} | {r['baseline']} | "
+              f"{r['target']} | {'yes' if r['met'] else 'no'} |" for r in rows]
+    (out / "latest.md").write_text("\n".join(lines) + "\n")
+    console.print(f"written to {out / 'latest.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

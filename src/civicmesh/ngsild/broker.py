@@ -1,0 +1,244 @@
+"""The broker: NGSI-LD operations over the store, each one passing the access gate.
+
+Routes (HTTP), the IoT agent and other rooms call this; it never speaks HTTP itself.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from civicmesh.errors import Problem
+from civicmesh.exchange.gate import ANONYMOUS, AccessRequest, Caller, Gate
+from civicmesh.ngsild import operations as ops
+from civicmesh.ngsild.model import now_iso
+from civicmesh.store.base import Change, EntityQuery
+
+Doc = dict[str, Any]
+
+
+@dataclass
+class BatchResult:
+    success: list[str] = field(default_factory=list)
+    errors: list[tuple[str, Problem]] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
+
+
+@dataclass
+class UpdateResult:
+    updated: list[str]
+    not_updated: list[tuple[str, str]]
+
+
+class Broker:
+    def __init__(self, store: Any, gate: Gate) -> None:
+        self.store = store
+        self.gate = gate
+
+    async def _allow(self, caller: Caller, tenant: str, operation: str, *, ids: tuple[str, ...] = (),
+                     types: tuple[str, ...] = (), attrs: tuple[str, ...] = ()) -> None:
+        decision = await self.gate.check(AccessRequest(caller, tenant, operation, types, ids, attrs))  # type: ignore[arg-type]
+        if not decision.allowed:
+            raise Problem("Forbidden", decision.reason or "the access gate denied this operation")
+
+    async def require_tenant(self, tenant: str) -> None:
+        if not await self.store.tenant_exists(tenant):
+            raise Problem("NonexistentTenant", f"tenant {tenant!r} does not exist (it is created by its first write)")
+
+    # -- single entity ------------------------------------------------------------------------------------
+    async def create(self, tenant: str, doc: Doc, caller: Caller = ANONYMOUS) -> None:
+        await self._allow(caller, tenant, "create", ids=(doc["id"],), types=tuple(doc["type"]),
+                          attrs=tuple(doc["attrs"]))
+
+        def plan(current: dict[str, Doc | None]) -> list[Change]:
+            if current[doc["id"]] is not None:
+                raise Problem("AlreadyExists", f"entity {doc['id']} already exists")
+            return [Change(doc["id"], None, doc, list(doc["attrs"]))]
+
+        await self.store.write(tenant, [doc["id"]], plan)
+
+    async def retrieve(self, tenant: str, entity_id: str, caller: Caller = ANONYMOUS) -> Doc:
+        await self.require_tenant(tenant)
+        await self._allow(caller, tenant, "read", ids=(entity_id,))
+        doc = await self.store.get(tenant, entity_id)
+        if doc is None:
+            raise Problem("ResourceNotFound", f"entity {entity_id} does not exist")
+        return doc
+
+    async def _modify(self, tenant: str, entity_id: str, caller: Caller, operation: str,
+                      change: Any) -> Any:
+        """Run `change(doc) -> (new_doc | None, touched attributes, result)` on one existing entity."""
+        await self.require_tenant(tenant)
+        await self._allow(caller, tenant, operation, ids=(entity_id,))
+        outcome: list[Any] = []
+
+        def plan(current: dict[str, Doc | None]) -> list[Change]:
+            before = current[entity_id]
+            if before is None:
+                raise Problem("ResourceNotFound", f"entity {entity_id} does not exist")
+            after, touched, result = change(copy.deepcopy(before))
+            outcome.append(result)
+            if after is not None and touched == [] and after == before:
+                return []
+            return [Change(entity_id, before, after, touched)]
+
+        await self.store.write(tenant, [entity_id], plan)
+        return outcome[0] if outcome else None
+
+    async def delete(self, tenant: str, entity_id: str, caller: Caller = ANONYMOUS) -> None:
+        await self._modify(tenant, entity_id, caller, "delete", lambda d: (None, list(d["attrs"]), None))
+
+    async def append(self, tenant: str, entity_id: str, attrs: dict[str, Any], *, no_overwrite: bool,
+                     caller: Caller = ANONYMOUS) -> UpdateResult:
+        def change(doc: Doc) -> tuple[Doc, list[str], UpdateResult]:
+            updated, skipped = ops.append(doc, attrs, no_overwrite=no_overwrite, now=now_iso())
+            return doc, updated, UpdateResult(updated, skipped)
+        return await self._modify(tenant, entity_id, caller, "update", change)  # type: ignore[no-any-return]
+
+    async def update_attributes(self, tenant: str, entity_id: str, attrs: dict[str, Any],
+                                caller: Caller = ANONYMOUS) -> UpdateResult:
+        def change(doc: Doc) -> tuple[Doc, list[str], UpdateResult]:
+            updated, skipped = ops.update(doc, attrs, now=now_iso())
+            return doc, updated, UpdateResult(updated, skipped)
+        return await self._modify(tenant, entity_id, caller, "update", change)  # type: ignore[no-any-return]
+
+    async def partial_update(self, tenant: str, entity_id: str, iri: str, name: str, fragment: dict[str, Any],
+                             caller: Caller = ANONYMOUS) -> None:
+        def change(doc: Doc) -> tuple[Doc, list[str], None]:
+            ops.partial_update(doc, iri, name, fragment, now=now_iso())
+            return doc, [iri], None
+        await self._modify(tenant, entity_id, caller, "update", change)
+
+    async def merge(self, tenant: str, entity_id: str, patch: Doc, caller: Caller = ANONYMOUS) -> None:
+        def change(doc: Doc) -> tuple[Doc, list[str], None]:
+            return doc, ops.merge(doc, patch, now=now_iso()), None
+        await self._modify(tenant, entity_id, caller, "update", change)
+
+    async def replace(self, tenant: str, entity_id: str, new: Doc, caller: Caller = ANONYMOUS) -> None:
+        def change(doc: Doc) -> tuple[Doc, list[str], None]:
+            touched = sorted(set(doc["attrs"]) | set(new["attrs"]))
+            return ops.replace_entity(doc, new), touched, None
+        await self._modify(tenant, entity_id, caller, "update", change)
+
+    async def replace_attribute(self, tenant: str, entity_id: str, iri: str, name: str,
+                                instances: list[dict[str, Any]], caller: Caller = ANONYMOUS) -> None:
+        def change(doc: Doc) -> tuple[Doc, list[str], None]:
+            ops.replace_attribute(doc, iri, name, instances, now=now_iso())
+            return doc, [iri], None
+        await self._modify(tenant, entity_id, caller, "update", change)
+
+    async def delete_attribute(self, tenant: str, entity_id: str, iri: str, name: str, *,
+                               dataset_id: str | None, delete_all: bool, caller: Caller = ANONYMOUS) -> None:
+        def change(doc: Doc) -> tuple[Doc, list[str], None]:
+            ops.delete_attribute(doc, iri, name, dataset_id=dataset_id, delete_all=delete_all, now=now_iso())
+            return doc, [iri], None
+        await self._modify(tenant, entity_id, caller, "update", change)
+
+    # -- batches ------------------------------------------------------------------------------------------
+    async def batch(self, tenant: str, mode: str, docs: list[Doc], *, option: str | None = None,
+                    caller: Caller = ANONYMOUS) -> BatchResult:
+        """create | upsert (option replace|update) | update (option noOverwrite) | merge, each entity atomic."""
+        result = BatchResult()
+        if mode != "create" and mode != "upsert":
+            await self.require_tenant(tenant)
+        allowed: list[Doc] = []
+        for doc in docs:
+            try:
+                await self._allow(caller, tenant, "create" if mode in ("create", "upsert") else "update",
+                                  ids=(doc["id"],), types=tuple(doc["type"]), attrs=tuple(doc["attrs"]))
+                allowed.append(doc)
+            except Problem as problem:
+                result.errors.append((doc["id"], problem))
+        now = now_iso()
+
+        def plan(current: dict[str, Doc | None]) -> list[Change]:
+            changes: list[Change] = []
+            state = dict(current)  # later items see earlier items of the same batch
+            for doc in allowed:
+                entity_id = doc["id"]
+                before = state.get(entity_id)
+                try:
+                    after, touched = _batch_apply(mode, option, before, doc, now)
+                except Problem as problem:
+                    result.errors.append((entity_id, problem))
+                    continue
+                state[entity_id] = after
+                changes.append(Change(entity_id, before, after, touched))
+                result.success.append(entity_id)
+                if before is None:
+                    result.created.append(entity_id)
+            return changes
+
+        await self.store.write(tenant, [d["id"] for d in allowed], plan)
+        return result
+
+    async def batch_delete(self, tenant: str, ids: list[str], caller: Caller = ANONYMOUS) -> BatchResult:
+        await self.require_tenant(tenant)
+        result = BatchResult()
+        allowed: list[str] = []
+        for entity_id in ids:
+            try:
+                await self._allow(caller, tenant, "delete", ids=(entity_id,))
+                allowed.append(entity_id)
+            except Problem as problem:
+                result.errors.append((entity_id, problem))
+
+        def plan(current: dict[str, Doc | None]) -> list[Change]:
+            changes = []
+            gone: set[str] = set()
+            for entity_id in allowed:
+                before = current.get(entity_id)
+                if before is None or entity_id in gone:
+                    result.errors.append((entity_id, Problem("ResourceNotFound", f"entity {entity_id} does not exist")))
+                    continue
+                gone.add(entity_id)
+                changes.append(Change(entity_id, before, None, list(before["attrs"])))
+                result.success.append(entity_id)
+            return changes
+
+        await self.store.write(tenant, allowed, plan)
+        return result
+
+    # -- queries ------------------------------------------------------------------------------------------
+    async def query(self, tenant: str, query: EntityQuery, caller: Caller = ANONYMOUS) -> tuple[list[Doc], int | None]:
+        await self.require_tenant(tenant)
+        await self._allow(caller, tenant, "query")
+        return await self.store.query(tenant, query)  # type: ignore[no-any-return]
+
+    async def purge(self, tenant: str, query: EntityQuery, caller: Caller = ANONYMOUS) -> int:
+        await self.require_tenant(tenant)
+        await self._allow(caller, tenant, "delete")
+        ids = await self.store.query_ids(tenant, query)
+        if not ids:
+            return 0
+        result = await self.batch_delete(tenant, ids, caller)
+        return len(result.success)
+
+
+def _batch_apply(mode: str, option: str | None, before: Doc | None, doc: Doc, now: str) -> tuple[Doc | None, list[str]]:
+    entity_id = doc["id"]
+    if mode == "create":
+        if before is not None:
+            raise Problem("AlreadyExists", f"entity {entity_id} already exists")
+        return doc, list(doc["attrs"])
+    if mode == "upsert":
+        if before is None:
+            return doc, list(doc["attrs"])
+        if option == "update":
+            after = copy.deepcopy(before)
+            for t in doc["type"]:
+                if t not in after["type"]:
+                    after["type"].append(t)
+            updated, _ = ops.append(after, doc["attrs"], no_overwrite=False, now=now)
+            return after, updated
+        return ops.replace_entity(before, doc), sorted(set(before["attrs"]) | set(doc["attrs"]))
+    if before is None:
+        raise Problem("ResourceNotFound", f"entity {entity_id} does not exist")
+    after = copy.deepcopy(before)
+    if mode == "update":
+        updated, _ = ops.append(after, doc["attrs"], no_overwrite=option == "noOverwrite", now=now)
+        return after, updated
+    if mode == "merge":
+        return after, ops.merge(after, doc, now=now)
+    raise Problem("BadRequestData", f"unknown batch operation {mode!r}")

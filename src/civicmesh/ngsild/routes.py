@@ -1,0 +1,632 @@
+"""NGSI-LD API routes under /ngsi-ld/v1 (entities, batch operations, discovery, @contexts)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from civicmesh.errors import Problem
+from civicmesh.ngsild.broker import BatchResult, Broker, UpdateResult
+from civicmesh.ngsild.context import (
+    CORE_CONTEXT_URL,
+    ContextResolver,
+    HostedContext,
+    TermMap,
+    core_context_document,
+)
+from civicmesh.ngsild.http import (
+    GEOJSON,
+    JSONLD,
+    Call,
+    body_call,
+    json_response,
+    page_links,
+    read_call,
+)
+from civicmesh.ngsild.model import ENTITY_MEMBERS, EntityParser, check_entity_id, check_name, is_uri, now_iso
+from civicmesh.ngsild.render import CONCISE, NORMALIZED, SIMPLIFIED, View, render_entity, render_instance, to_geojson
+from civicmesh.store.base import EntityQuery
+
+PREFIX = "/ngsi-ld/v1"
+_CORE_CONTEXT_ID = "ngsi-ld-core-context"
+
+
+class NgsiLd:
+    """Binds the broker to HTTP. One instance per app."""
+
+    def __init__(self, broker: Broker, resolver: ContextResolver, *, max_body: int, max_limit: int,
+                 default_limit: int) -> None:
+        self.broker = broker
+        self.resolver = resolver
+        self.max_body = max_body
+        self.max_limit = max_limit
+        self.default_limit = default_limit
+
+    # -- helpers -----------------------------------------------------------------------------------------
+    async def _body(self, request: Request, *, merge_patch: bool = False, expect: type = dict) -> tuple[Call, Any]:
+        return await body_call(request, self.resolver, self.max_body, merge_patch=merge_patch, expect=expect)
+
+    def _view(self, request: Request, call: Call, *, for_query: bool) -> View:
+        params = request.query_params
+        form, sys_attrs = _representation(params.get("options"), params.get("format"))
+        attrs = _names(params.get("attrs"))
+        pick = _names(params.get("pick"))
+        omit = _names(params.get("omit"))
+        if attrs is not None and pick is not None:
+            raise Problem("BadRequestData", "use either attrs or pick, not both")
+        if pick is not None and omit is not None:
+            raise Problem("BadRequestData", "use either pick or omit, not both")
+        chosen = pick if pick is not None else attrs
+        pick_members = None
+        if pick is not None:
+            pick_members = frozenset(n for n in pick if n in ("id", "type", "scope"))
+        expanded = None
+        if chosen is not None:
+            expanded = frozenset(call.terms.expand(n) for n in chosen if n not in ("id", "type", "scope"))
+        omitted = frozenset((n if n in ("id", "type") else call.terms.expand(n)) for n in (omit or []))
+        lang = params.get("lang")
+        return View(call.terms, form, sys_attrs, expanded, omitted, pick_members, lang, params.get("datasetId"))
+
+    def _render(self, docs: list[dict[str, Any]], view: View, call: Call, request: Request) -> Any:
+        if call.accept == GEOJSON:
+            geometry = call.terms.expand(request.query_params.get("geometryProperty") or "location")
+            features = [to_geojson(d, view, geometry) for d in docs]
+            return features
+        return [render_entity(d, view) for d in docs]
+
+    # -- entities ----------------------------------------------------------------------------------------
+    async def create(self, request: Request) -> Response:
+        call, body = await self._body(request)
+        doc = EntityParser(call.terms).entity(body)
+        await self.broker.create(call.tenant, doc)
+        return Response(status_code=201, headers={"Location": f"{PREFIX}/entities/{doc['id']}"})
+
+    async def retrieve(self, request: Request, entity_id: str) -> Response:
+        call = read_call(request, self.resolver)
+        check_entity_id(entity_id)
+        view = self._view(request, call, for_query=False)
+        doc = await self.broker.retrieve(call.tenant, entity_id)
+        if call.accept == GEOJSON:
+            geometry = call.terms.expand(request.query_params.get("geometryProperty") or "location")
+            return json_response(call, to_geojson(doc, view, geometry), media=GEOJSON)
+        return json_response(call, render_entity(doc, view))
+
+    async def query(self, request: Request) -> Response:
+        call = read_call(request, self.resolver)
+        query = self._query_from_params(request, call)
+        view = self._view(request, call, for_query=True)
+        docs, total = await self.broker.query(call.tenant, query)
+        return self._query_response(request, call, view, query, docs, total)
+
+    def _query_response(self, request: Request, call: Call, view: View, query: EntityQuery,
+                        docs: list[dict[str, Any]], total: int | None) -> Response:
+        headers: dict[str, str] = {}
+        if total is not None:
+            headers["NGSILD-Results-Count"] = str(total)
+        links = page_links(request, query.offset, query.limit, len(docs), total)
+        body = self._render(docs, view, call, request)
+        if call.accept == GEOJSON:
+            response = json_response(call, {"type": "FeatureCollection", "features": body}, headers=headers,
+                                     media=GEOJSON)
+        else:
+            response = json_response(call, body, headers=headers)
+        if links:
+            existing = response.headers.get("link")
+            response.headers["Link"] = f"{existing}, {links}" if existing else links
+        return response
+
+    def _query_from_params(self, request: Request, call: Call) -> EntityQuery:
+        p = request.query_params
+        return self._build_query(
+            call.terms, ids=_split(p.get("id")), id_pattern=p.get("idPattern"), types=p.get("type"),
+            attrs=_names(p.get("attrs")) or _names(p.get("pick")), q=p.get("q"),
+            georel=p.get("georel"), geometry=p.get("geometry"), coordinates=p.get("coordinates"),
+            geoproperty=p.get("geoproperty"), scope_q=p.get("scopeQ"), limit=p.get("limit"),
+            offset=p.get("offset"), count=p.get("count"), require_selector=True)
+
+    def _build_query(self, terms: TermMap, *, ids: list[str] | None, id_pattern: str | None, types: Any,
+                     attrs: list[str] | None, q: str | None, georel: str | None, geometry: str | None,
+                     coordinates: Any, geoproperty: str | None, scope_q: str | None, limit: Any, offset: Any,
+                     count: Any, require_selector: bool) -> EntityQuery:
+        from civicmesh.ngsild import geoquery, qlang, typequery
+
+        if require_selector and not any([ids, id_pattern, types, attrs, q, georel, scope_q]):
+            raise Problem("BadRequestData", "an entity query needs at least one of id, idPattern, type, attrs, q, "
+                          "georel or scopeQ")
+        for entity_id in ids or []:
+            if not is_uri(entity_id):
+                raise Problem("BadRequestData", f"id {entity_id!r} is not a URI")
+        if id_pattern is not None:
+            _check_regex(id_pattern, "idPattern")
+        query = EntityQuery()
+        query.ids = ids
+        query.id_pattern = id_pattern
+        if types:
+            expr = typequery.parse_types(types) if isinstance(types, str) else types
+            expr = typequery.map_terms(expr, terms.expand)
+            query.types = typequery.as_disjunction(expr)
+        if attrs:
+            query.attrs_any = [terms.expand(a) for a in attrs if a not in ("id", "type")] or None
+        if q:
+            query.q = expand_q(qlang.parse_q(q), terms)
+        geo = geoquery.parse_geoquery(georel, geometry, coordinates, geoproperty)
+        if geo is not None:
+            query.geo = dataclasses.replace(geo, geoproperty=terms.expand(geo.geoproperty))
+        elif geometry or coordinates:
+            raise Problem("BadRequestData", "geometry and coordinates need a georel")
+        if scope_q:
+            query.scopes = _scopes(scope_q)
+        query.limit = _int(limit, "limit", self.default_limit)
+        query.offset = _int(offset, "offset", 0)
+        query.count = _flag(count, "count")
+        if query.limit > self.max_limit:
+            raise Problem("TooManyResults", f"limit {query.limit} is above this broker's maximum of {self.max_limit}")
+        if query.limit == 0 and not query.count:
+            raise Problem("BadRequestData", "limit=0 is only allowed together with count=true")
+        return query
+
+    async def delete(self, request: Request, entity_id: str) -> Response:
+        call = read_call(request, self.resolver)
+        check_entity_id(entity_id)
+        await self.broker.delete(call.tenant, entity_id)
+        return Response(status_code=204)
+
+    async def purge(self, request: Request) -> Response:
+        call = read_call(request, self.resolver)
+        p = request.query_params
+        query = self._build_query(call.terms, ids=_split(p.get("id")), id_pattern=p.get("idPattern"),
+                                  types=p.get("type"), attrs=None, q=p.get("q"), georel=p.get("georel"),
+                                  geometry=p.get("geometry"), coordinates=p.get("coordinates"),
+                                  geoproperty=p.get("geoproperty"), scope_q=p.get("scopeQ"),
+                                  limit=str(self.max_limit), offset=None, count=None, require_selector=True)
+        await self.broker.purge(call.tenant, query)
+        return Response(status_code=204)
+
+    async def append(self, request: Request, entity_id: str) -> Response:
+        call, body = await self._body(request)
+        check_entity_id(entity_id)
+        attrs = EntityParser(call.terms).attributes(_attributes_only(body, entity_id))
+        no_overwrite = "noOverwrite" in (_split(request.query_params.get("options")) or [])
+        result = await self.broker.append(call.tenant, entity_id, attrs, no_overwrite=no_overwrite)
+        return self._update_response(call, result)
+
+    async def update_attrs(self, request: Request, entity_id: str) -> Response:
+        call, body = await self._body(request)
+        check_entity_id(entity_id)
+        attrs = EntityParser(call.terms).attributes(_attributes_only(body, entity_id), allow_null=True)
+        result = await self.broker.update_attributes(call.tenant, entity_id, attrs)
+        return self._update_response(call, result)
+
+    def _update_response(self, call: Call, result: UpdateResult) -> Response:
+        if not result.not_updated:
+            return Response(status_code=204)
+        body = {"updated": [call.terms.compact(a) for a in result.updated],
+                "notUpdated": [{"attributeName": call.terms.compact(a), "reason": r} for a, r in result.not_updated]}
+        return json_response(call, body, status=207, media="application/json")
+
+    async def partial_update(self, request: Request, entity_id: str, attr: str) -> Response:
+        call, body = await self._body(request)
+        check_entity_id(entity_id)
+        check_name(attr)
+        iri = call.terms.expand(attr)
+        parser = EntityParser(call.terms)
+        fragment = _fragment(parser, attr, body)
+        await self.broker.partial_update(call.tenant, entity_id, iri, attr, fragment)
+        return Response(status_code=204)
+
+    async def replace_attr(self, request: Request, entity_id: str, attr: str) -> Response:
+        call, body = await self._body(request)
+        check_entity_id(entity_id)
+        check_name(attr)
+        instances = EntityParser(call.terms).instances(attr, _strip_context(body))
+        await self.broker.replace_attribute(call.tenant, entity_id, call.terms.expand(attr), attr, instances)
+        return Response(status_code=204)
+
+    async def delete_attr(self, request: Request, entity_id: str, attr: str) -> Response:
+        call = read_call(request, self.resolver)
+        check_entity_id(entity_id)
+        check_name(attr)
+        p = request.query_params
+        dataset_id = p.get("datasetId")
+        if dataset_id is not None and not is_uri(dataset_id):
+            raise Problem("BadRequestData", f"datasetId {dataset_id!r} is not a URI")
+        await self.broker.delete_attribute(call.tenant, entity_id, call.terms.expand(attr), attr,
+                                           dataset_id=dataset_id, delete_all=_flag(p.get("deleteAll"), "deleteAll"))
+        return Response(status_code=204)
+
+    async def merge(self, request: Request, entity_id: str) -> Response:
+        call, body = await self._body(request, merge_patch=True)
+        check_entity_id(entity_id)
+        parser = EntityParser(call.terms)
+        patch = {"id": entity_id, "type": parser.types(body["type"]) if "type" in body else [],
+                 "attrs": parser.attributes(_attributes_only(body, entity_id), allow_null=True)}
+        if "scope" in body:
+            from civicmesh.ngsild.model import parse_scope
+            patch["scope"] = parse_scope(body["scope"])
+        await self.broker.merge(call.tenant, entity_id, patch)
+        return Response(status_code=204)
+
+    async def replace(self, request: Request, entity_id: str) -> Response:
+        call, body = await self._body(request)
+        check_entity_id(entity_id)
+        doc = EntityParser(call.terms).entity(body, require_type=False, entity_id=entity_id)
+        await self.broker.replace(call.tenant, entity_id, doc)
+        return Response(status_code=204)
+
+    # -- batch operations --------------------------------------------------------------------------------
+    async def batch(self, request: Request, operation: str) -> Response:
+        if operation == "query":
+            return await self.post_query(request)
+        if operation not in ("create", "upsert", "update", "delete", "merge"):
+            raise Problem("ResourceNotFound", f"there is no batch operation {operation!r}")
+        call, body = await self._body(request, expect=list, merge_patch=operation == "merge")
+        if not body:
+            raise Problem("BadRequestData", "the batch is empty")
+        options = _split(request.query_params.get("options")) or []
+        if operation == "delete":
+            bad: BatchResult = BatchResult()
+            ids: list[str] = []
+            for item in body:
+                if isinstance(item, str) and is_uri(item):
+                    ids.append(item)
+                else:
+                    bad.errors.append((str(item), Problem("BadRequestData", f"{item!r} is not an entity id (URI)")))
+            result = await self.broker.batch_delete(call.tenant, ids) if ids else BatchResult()
+            result.errors = bad.errors + result.errors
+            return _batch_response(call, result, created_status=None)
+        parser = EntityParser(call.terms)
+        docs = []
+        errors: list[tuple[str, Problem]] = []
+        for item in body:
+            entity_id = item.get("id", "") if isinstance(item, dict) else ""
+            try:
+                if operation in ("update", "merge"):
+                    check_entity_id(entity_id)
+                    doc = {"id": entity_id, "type": parser.types(item["type"]) if item.get("type") else [],
+                           "attrs": parser.attributes(_attributes_only(item, entity_id),
+                                                      allow_null=operation == "merge")}
+                else:
+                    doc = parser.entity(item)
+                docs.append(doc)
+            except Problem as problem:
+                errors.append((str(entity_id), problem))
+        option = None
+        if operation == "upsert":
+            option = "update" if "update" in options else "replace"
+        elif operation == "update" and "noOverwrite" in options:
+            option = "noOverwrite"
+        result = await self.broker.batch(call.tenant, operation, docs, option=option) if docs else BatchResult()
+        result.errors = errors + result.errors
+        if operation == "create":
+            return _batch_response(call, result, created_status=201)
+        if operation == "upsert":
+            return _batch_response(call, result, created_status=201, created_only=True, created=result.created)
+        return _batch_response(call, result, created_status=None)
+
+    async def post_query(self, request: Request) -> Response:
+        call, body = await self._body(request)
+        if body.get("type") != "Query":
+            raise Problem("BadRequestData", "the body of a query must have \"type\": \"Query\"")
+        entities = body.get("entities")
+        ids: list[str] = []
+        id_pattern = None
+        types: list[str] = []
+        for selector in entities or []:
+            if not isinstance(selector, dict):
+                raise Problem("BadRequestData", "each item of entities must be an object")
+            if "id" in selector:
+                ids.append(selector["id"])
+            if "idPattern" in selector:
+                id_pattern = selector["idPattern"]
+            if "type" in selector:
+                types.append(selector["type"])
+        geo_q = body.get("geoQ") or {}
+        if not isinstance(geo_q, dict):
+            raise Problem("BadRequestData", "geoQ must be an object")
+        attrs = body.get("attrs")
+        if attrs is not None and not (isinstance(attrs, list) and all(isinstance(a, str) for a in attrs)):
+            raise Problem("BadRequestData", "attrs must be a list of attribute names")
+        p = request.query_params
+        coordinates = geo_q.get("coordinates")
+        if coordinates is not None and not isinstance(coordinates, str):
+            coordinates = orjson.dumps(coordinates).decode()
+        query = self._build_query(
+            call.terms, ids=ids or None, id_pattern=id_pattern, types=",".join(types) if types else None,
+            attrs=attrs, q=body.get("q"), georel=geo_q.get("georel"), geometry=geo_q.get("geometry"),
+            coordinates=coordinates, geoproperty=geo_q.get("geoproperty"), scope_q=body.get("scopeQ"),
+            limit=p.get("limit"), offset=p.get("offset"), count=p.get("count"), require_selector=True)
+        view = self._view(request, call, for_query=True)
+        if attrs:
+            view = dataclasses.replace(view, attrs=frozenset(call.terms.expand(a) for a in attrs))
+        if body.get("lang"):
+            view = dataclasses.replace(view, lang=body["lang"])
+        docs, total = await self.broker.query(call.tenant, query)
+        return self._query_response(request, call, view, query, docs, total)
+
+    # -- discovery ---------------------------------------------------------------------------------------
+    async def types(self, request: Request) -> Response:
+        call = read_call(request, self.resolver, allow_geojson=False)
+        await self.broker.require_tenant(call.tenant)
+        summary = await self.broker.store.type_summary(call.tenant)
+        details = _flag(request.query_params.get("details"), "details")
+        if details:
+            attrs = await self.broker.store.attribute_summary(call.tenant)
+            by_type: dict[str, set[str]] = {}
+            for attr, _atype, type_iri, _n in attrs:
+                by_type.setdefault(type_iri, set()).add(attr)
+            body: Any = [{"id": t, "type": "EntityType", "typeName": call.terms.compact(t),
+                          "attributeNames": sorted(call.terms.compact(a) for a in by_type.get(t, ()))}
+                         for t, _ in summary]
+        else:
+            body = {"id": _list_id("EntityTypeList", summary), "type": "EntityTypeList",
+                    "typeList": [call.terms.compact(t) for t, _ in summary]}
+        return json_response(call, body)
+
+    async def type_info(self, request: Request, type_name: str) -> Response:
+        call = read_call(request, self.resolver, allow_geojson=False)
+        await self.broker.require_tenant(call.tenant)
+        iri = call.terms.expand(type_name)
+        counts = dict(await self.broker.store.type_summary(call.tenant))
+        if iri not in counts:
+            raise Problem("ResourceNotFound", f"no entity has type {type_name!r}")
+        attrs = await self.broker.store.attribute_summary(call.tenant, iri)
+        kinds: dict[str, set[str]] = {}
+        for attr, atype, _t, _n in attrs:
+            kinds.setdefault(attr, set()).add(atype)
+        body = {"id": iri, "type": "EntityTypeInfo", "typeName": call.terms.compact(iri),
+                "entityCount": counts[iri],
+                "attributeDetails": [{"id": a, "type": "Attribute", "attributeName": call.terms.compact(a),
+                                      "attributeTypes": sorted(k)} for a, k in sorted(kinds.items())]}
+        return json_response(call, body)
+
+    async def attributes(self, request: Request) -> Response:
+        call = read_call(request, self.resolver, allow_geojson=False)
+        await self.broker.require_tenant(call.tenant)
+        rows = await self.broker.store.attribute_summary(call.tenant)
+        info: dict[str, dict[str, Any]] = {}
+        for attr, atype, type_iri, _n in rows:
+            entry = info.setdefault(attr, {"types": set(), "kinds": set()})
+            entry["types"].add(type_iri)
+            entry["kinds"].add(atype)
+        if _flag(request.query_params.get("details"), "details"):
+            body: Any = [{"id": a, "type": "Attribute", "attributeName": call.terms.compact(a),
+                          "typeNames": sorted(call.terms.compact(t) for t in e["types"])}
+                         for a, e in sorted(info.items())]
+        else:
+            body = {"id": _list_id("AttributeList", list(info)), "type": "AttributeList",
+                    "attributeList": sorted(call.terms.compact(a) for a in info)}
+        return json_response(call, body)
+
+    async def attribute_info(self, request: Request, attr: str) -> Response:
+        call = read_call(request, self.resolver, allow_geojson=False)
+        await self.broker.require_tenant(call.tenant)
+        iri = call.terms.expand(attr)
+        rows = [r for r in await self.broker.store.attribute_summary(call.tenant) if r[0] == iri]
+        if not rows:
+            raise Problem("ResourceNotFound", f"no entity has attribute {attr!r}")
+        count = await self._attribute_count(call.tenant, iri)
+        body = {"id": iri, "type": "Attribute", "attributeName": call.terms.compact(iri),
+                "attributeCount": count, "attributeTypes": sorted({r[1] for r in rows}),
+                "typeNames": sorted({call.terms.compact(r[2]) for r in rows})}
+        return json_response(call, body)
+
+    async def _attribute_count(self, tenant: str, iri: str) -> int:
+        _, total = await self.broker.store.query(tenant, EntityQuery(attrs_any=[iri], limit=0, count=True))
+        return int(total or 0)
+
+    # -- @contexts ---------------------------------------------------------------------------------------
+    async def list_contexts(self, request: Request) -> Response:
+        details = _flag(request.query_params.get("details"), "details")
+        kind = request.query_params.get("kind")
+        base = str(request.base_url).rstrip("/")
+        entries = [HostedContext(_CORE_CONTEXT_ID, CORE_CONTEXT_URL, "Cached", None, "")]
+        entries += list(self.resolver.hosted.values())
+        if kind:
+            if kind not in ("Hosted", "Cached", "ImplicitlyCreated"):
+                raise Problem("BadRequestData", f"kind {kind!r} is not Hosted, Cached or ImplicitlyCreated")
+            entries = [e for e in entries if e.kind == kind]
+        if details:
+            body: Any = [{"URL": e.url, "localId": e.id, "kind": e.kind, "createdAt": e.created_at or None,
+                          "localURL": f"{base}{PREFIX}/jsonldContexts/{e.id}"} for e in entries]
+        else:
+            body = [e.url for e in entries]
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    async def add_context(self, request: Request) -> Response:
+        media = (request.headers.get("content-type") or "").split(";")[0].strip()
+        if media not in ("application/json", JSONLD):
+            raise Problem("UnsupportedMediaType", f"Content-Type {media!r} is not supported; use application/ld+json")
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            raise Problem("InvalidRequest", f"the body is not valid JSON: {exc}") from exc
+        if not isinstance(body, dict) or not isinstance(body.get("@context"), (dict, list)):
+            raise Problem("BadRequestData", "a hosted context is an object with an @context object or array")
+        digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+        base = str(request.base_url).rstrip("/")
+        url = f"{base}{PREFIX}/jsonldContexts/{digest}"
+        if digest in self.resolver.hosted:
+            raise Problem("AlreadyExists", f"this context is already hosted at {url}")
+        self.resolver.term_map([body["@context"]])  # fails early on an invalid context
+        self.resolver.hosted[digest] = HostedContext(digest, url, "Hosted", body, now_iso())
+        self.resolver.register_document(url, body)
+        return Response(status_code=201, headers={"Location": url})
+
+    async def get_context(self, request: Request, context_id: str) -> Response:
+        if context_id == _CORE_CONTEXT_ID:
+            return Response(orjson.dumps(core_context_document()), media_type=JSONLD)
+        hosted = self.resolver.hosted.get(context_id)
+        if hosted is None:
+            raise Problem("ResourceNotFound", f"no context is hosted with id {context_id!r}")
+        return Response(orjson.dumps(hosted.body), media_type=JSONLD)
+
+    async def delete_context(self, request: Request, context_id: str) -> Response:
+        if context_id == _CORE_CONTEXT_ID:
+            raise Problem("BadRequestData", "the core context cannot be deleted")
+        hosted = self.resolver.hosted.pop(context_id, None)
+        if hosted is None:
+            raise Problem("ResourceNotFound", f"no context is hosted with id {context_id!r}")
+        self.resolver.forget_document(hosted.url)
+        return Response(status_code=204)
+
+
+# -- request helpers ------------------------------------------------------------------------------------------
+def _split(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _names(value: str | None) -> list[str] | None:
+    names = _split(value)
+    if names is None:
+        return None
+    for name in names:
+        check_name(name)
+    return names
+
+
+def _int(value: Any, name: str, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise Problem("BadRequestData", f"{name} must be a whole number, not {value!r}") from None
+    if number < 0:
+        raise Problem("BadRequestData", f"{name} must not be negative")
+    return number
+
+
+def _flag(value: str | None, name: str) -> bool:
+    if value is None:
+        return False
+    if value in ("true", "false"):
+        return value == "true"
+    raise Problem("BadRequestData", f"{name} must be true or false, not {value!r}")
+
+
+def _representation(options: str | None, fmt: str | None) -> tuple[str, bool]:
+    opts = set(_split(options) or [])
+    known = {"keyValues", "simplified", "concise", "normalized", "sysAttrs", "noOverwrite", "replace", "update"}
+    unknown = opts - known
+    if unknown:
+        raise Problem("BadRequestData", f"unknown option(s) {', '.join(sorted(unknown))}")
+    form = NORMALIZED
+    if fmt is not None:
+        forms = {"keyValues": SIMPLIFIED, "simplified": SIMPLIFIED, "concise": CONCISE, "normalized": NORMALIZED}
+        if fmt not in forms:
+            raise Problem("BadRequestData", f"format {fmt!r} is not normalized, concise or simplified")
+        form = forms[fmt]
+    elif opts & {"keyValues", "simplified"}:
+        if "concise" in opts:
+            raise Problem("BadRequestData", "options keyValues and concise exclude each other")
+        form = SIMPLIFIED
+    elif "concise" in opts:
+        form = CONCISE
+    return form, "sysAttrs" in opts
+
+
+def _check_regex(pattern: str, name: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise Problem("BadRequestData", f"{name} {pattern!r} is not a valid regular expression: {exc}") from None
+
+
+def _scopes(text: str) -> list[str]:
+    scopes = [s.strip() for s in text.replace(";", ",").split(",") if s.strip()]
+    for s in scopes:
+        if not s.startswith("/"):
+            raise Problem("BadRequestData", f"scopeQ term {s!r} must start with '/'")
+    return [s.rstrip("#").rstrip("/") if s not in ("/#",) else "" for s in scopes]
+
+
+def _strip_context(body: Any) -> Any:
+    if isinstance(body, dict) and "@context" in body:
+        return {k: v for k, v in body.items() if k != "@context"}
+    return body
+
+
+def _attributes_only(body: dict[str, Any], entity_id: str) -> dict[str, Any]:
+    raw_id = body.get("id")
+    if raw_id is not None and raw_id != entity_id:
+        raise Problem("BadRequestData", f"the body's id {raw_id!r} differs from the entity id {entity_id!r}")
+    return {k: v for k, v in body.items() if k not in ENTITY_MEMBERS}
+
+
+def _fragment(parser: EntityParser, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A partial attribute update: only the members given, sub-attributes expanded."""
+    body = _strip_context(body)
+    if not isinstance(body, dict) or not body:
+        raise Problem("BadRequestData", "a partial attribute update needs a non-empty JSON object")
+    full = parser.instance(name, body, allow_null=True)
+    given = set(body) | {parser.terms.expand(k) for k in body}
+    if "type" not in body:
+        full.pop("type", None)
+    return {k: v for k, v in full.items() if k in given or k in ("modifiedAt",) or
+            (k == "value" and any(m in body for m in ("value",)))}
+
+
+def _list_id(kind: str, items: Any) -> str:
+    digest = hashlib.sha1(orjson.dumps(sorted(str(i) for i in items))).hexdigest()[:16]
+    return f"urn:ngsi-ld:{kind}:{digest}"
+
+
+def _batch_response(call: Call, result: BatchResult, *, created_status: int | None,
+                    created_only: bool = False, created: list[str] | None = None) -> Response:
+    if result.errors:
+        body = {"success": result.success,
+                "errors": [{"entityId": entity_id, "error": problem.to_dict()} for entity_id, problem in result.errors]}
+        return Response(orjson.dumps(body), status_code=207, media_type="application/json")
+    if created_status is None:
+        return Response(status_code=204)
+    ids = created if created_only and created is not None else result.success
+    if created_only and created is not None and not created:
+        return Response(status_code=204)
+    return Response(orjson.dumps(ids), status_code=created_status, media_type="application/json")
+
+
+def expand_q(expr: Any, terms: TermMap) -> Any:
+    """Expand the attribute and sub-attribute names of a parsed q expression."""
+    from civicmesh.ngsild import qlang
+
+    return qlang.map_terms(expr, terms.expand)
+
+
+def mount(app: FastAPI, ngsi: NgsiLd) -> None:
+    router = APIRouter(prefix=PREFIX)
+
+    def route(path: str, methods: list[str], endpoint: Any) -> None:
+        router.add_api_route(path, endpoint, methods=methods, include_in_schema=True)
+        router.add_api_route(path + "/", endpoint, methods=methods, include_in_schema=False)
+
+    route("/entities", ["POST"], ngsi.create)
+    route("/entities", ["GET"], ngsi.query)
+    route("/entities", ["DELETE"], ngsi.purge)
+    route("/entities/{entity_id:path}/attrs/{attr}", ["PATCH"], ngsi.partial_update)
+    route("/entities/{entity_id:path}/attrs/{attr}", ["PUT"], ngsi.replace_attr)
+    route("/entities/{entity_id:path}/attrs/{attr}", ["DELETE"], ngsi.delete_attr)
+    route("/entities/{entity_id:path}/attrs", ["POST"], ngsi.append)
+    route("/entities/{entity_id:path}/attrs", ["PATCH"], ngsi.update_attrs)
+    route("/entities/{entity_id}", ["GET"], ngsi.retrieve)
+    route("/entities/{entity_id}", ["DELETE"], ngsi.delete)
+    route("/entities/{entity_id}", ["PATCH"], ngsi.merge)
+    route("/entities/{entity_id}", ["PUT"], ngsi.replace)
+    route("/entityOperations/{operation}", ["POST"], ngsi.batch)
+    route("/types", ["GET"], ngsi.types)
+    route("/types/{type_name:path}", ["GET"], ngsi.type_info)
+    route("/attributes", ["GET"], ngsi.attributes)
+    route("/attributes/{attr:path}", ["GET"], ngsi.attribute_info)
+    route("/jsonldContexts", ["GET"], ngsi.list_contexts)
+    route("/jsonldContexts", ["POST"], ngsi.add_context)
+    route("/jsonldContexts/{context_id}", ["GET"], ngsi.get_context)
+    route("/jsonldContexts/{context_id}", ["DELETE"], ngsi.delete_context)
+    app.include_router(router)

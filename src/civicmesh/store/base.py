@@ -1,0 +1,150 @@
+"""What both store engines share: the data classes of the interface and the index extraction.
+
+Entities are stored whole (the expanded document, as orjson bytes) and indexed for queries:
+- `entity_types(eid, tkey)`: every type of every entity;
+- `attr_index(eid, akey, atype, kind, num, txt)`: one row per indexed leaf value. `akey` interns
+  (attribute IRI, path) where the path names a sub-attribute chain and/or keys into a JSON value, so that a `q`
+  term becomes an index range scan, never a JSON scan;
+- a geometry index per GeoProperty (an R*Tree in SQLite, PostGIS with GiST in PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from civicmesh.ngsild.model import ATTRIBUTE_TYPES, CORE_MEMBERS
+
+SCHEMA_VERSION = 1
+DEFAULT_TENANT = ""
+
+
+@dataclass
+class Change:
+    """One entity-level change a write plan wants committed."""
+
+    entity_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None  # None deletes the entity
+    attributes: list[str] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        if self.before is None:
+            return "entity.created"
+        if self.after is None:
+            return "entity.deleted"
+        return "entity.updated"
+
+
+# A plan gets the current documents of the requested ids (None where absent) and says what to change.
+# It may raise civicmesh.errors.Problem to abandon the whole transaction.
+WritePlan = Callable[[dict[str, dict[str, Any] | None]], list[Change]]
+
+
+@dataclass
+class EntityQuery:
+    ids: list[str] | None = None
+    id_pattern: str | None = None
+    # Disjunctive normal form of expanded type IRIs: any conjunct whose types all match.
+    types: list[frozenset[str]] | None = None
+    # Entities must have at least one of these expanded attributes.
+    attrs_any: list[str] | None = None
+    q: Any = None  # civicmesh.ngsild.qlang AST with expanded attribute names
+    geo: Any = None  # civicmesh.ngsild.geoquery.GeoQuery with expanded geoproperty
+    scopes: list[str] | None = None
+    limit: int = 20
+    offset: int = 0
+    count: bool = False
+
+
+# -- index extraction -----------------------------------------------------------------------------------------
+
+_DATETIME_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$")
+
+
+def normalize_text(value: str) -> str:
+    """Datetimes are indexed and compared in one canonical UTC form so text order is time order."""
+    if len(value) >= 16 and _DATETIME_LIKE.match(value):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+        return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value
+
+
+def path_key(segments: list[str], brackets: list[str]) -> str:
+    return " ".join(segments) + "".join(f"[{b}]" for b in brackets)
+
+
+# Row: (akey name tuple (attr, path), atype or None, kind, num, txt)
+IndexRow = tuple[str, str, str | None, str, float | None, str | None]
+
+
+def _leaf_rows(attr: str, path: str, atype: str | None, value: Any, out: list[IndexRow]) -> None:
+    if isinstance(value, bool):
+        out.append((attr, path, atype, "b", 1.0 if value else 0.0, None))
+    elif isinstance(value, (int, float)):
+        out.append((attr, path, atype, "n", float(value), None))
+    elif isinstance(value, str):
+        out.append((attr, path, atype, "s", None, normalize_text(value)))
+    elif isinstance(value, list):
+        if not value:
+            out.append((attr, path, atype, "o", None, None))
+        for i, item in enumerate(value):
+            _leaf_rows(attr, path, atype if i == 0 else None, item, out)
+    elif isinstance(value, dict):
+        out.append((attr, path, atype, "o", None, None))
+        for key, item in value.items():
+            _leaf_rows(attr, f"{path}[{key}]", None, item, out)
+    else:
+        out.append((attr, path, atype, "o", None, None))
+
+
+def _instance_rows(attr: str, segments: list[str], inst: dict[str, Any], out: list[IndexRow]) -> None:
+    path = path_key(segments, [])
+    kind = inst.get("type", "Property")
+    atype = kind if not segments else None
+    if kind == "GeoProperty":
+        out.append((attr, path, atype, "o", None, None))
+    elif kind == "LanguageProperty":
+        language_map = inst.get("languageMap") or {}
+        out.append((attr, path, atype, "o", None, None))
+        for lang, text in language_map.items():
+            for item in text if isinstance(text, list) else [text]:
+                out.append((attr, path, None, "s", None, item))
+                out.append((attr, f"{path}[{lang}]", None, "s", None, item))
+    elif kind == "ListRelationship":
+        objects = [o if isinstance(o, str) else o.get("object") for o in inst.get("objectList") or []]
+        _leaf_rows(attr, path, atype, objects, out)
+    else:
+        _leaf_rows(attr, path, atype, inst.get(ATTRIBUTE_TYPES.get(kind, "value")), out)
+    for member in ("observedAt", "unitCode", "datasetId", "createdAt", "modifiedAt"):
+        if member in inst:
+            _leaf_rows(attr, path_key(segments + [member], []), None, inst[member], out)
+    for key, sub in inst.items():
+        if key not in CORE_MEMBERS and isinstance(sub, dict):
+            _instance_rows(attr, segments + [key], sub, out)
+
+
+def index_rows(doc: dict[str, Any]) -> list[IndexRow]:
+    out: list[IndexRow] = []
+    for attr, instances in doc["attrs"].items():
+        for inst in instances:
+            _instance_rows(attr, [], inst, out)
+    return out
+
+
+def geometries(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for attr, instances in doc["attrs"].items():
+        for inst in instances:
+            if inst.get("type") == "GeoProperty" and isinstance(inst.get("value"), dict):
+                yield attr, inst["value"]
+
+
+def tenant_key(tenant: str | None) -> str:
+    return tenant or DEFAULT_TENANT

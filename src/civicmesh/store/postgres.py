@@ -1,0 +1,382 @@
+"""The production engine: PostgreSQL with PostGIS; geo-queries run in SQL."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+import psycopg
+import shapely
+from psycopg_pool import AsyncConnectionPool
+
+from civicmesh.errors import Problem
+from civicmesh.events import ChangeEvent
+from civicmesh.ngsild.model import now_iso
+from civicmesh.store.base import (
+    DEFAULT_TENANT,
+    Change,
+    EntityQuery,
+    WritePlan,
+    geometries,
+    index_rows,
+)
+from civicmesh.store.sql import QueryCompiler
+
+MIGRATIONS: list[list[str]] = [
+    [  # 1: as the SQLite engine, with PostGIS geometries
+        "CREATE EXTENSION IF NOT EXISTS postgis",
+        "CREATE TABLE tenants (name TEXT PRIMARY KEY, created_at TEXT NOT NULL)",
+        "CREATE TABLE entities (eid BIGSERIAL PRIMARY KEY, tenant TEXT NOT NULL, id TEXT NOT NULL, "
+        "doc BYTEA NOT NULL, scopes TEXT, created_at TEXT NOT NULL, modified_at TEXT NOT NULL, "
+        "UNIQUE (tenant, id))",
+        "CREATE TABLE terms (tkey SERIAL PRIMARY KEY, iri TEXT NOT NULL UNIQUE)",
+        "CREATE TABLE entity_types (eid BIGINT NOT NULL, tkey INTEGER NOT NULL, PRIMARY KEY (tkey, eid))",
+        "CREATE INDEX entity_types_eid ON entity_types (eid)",
+        "CREATE TABLE attr_keys (akey SERIAL PRIMARY KEY, attr TEXT NOT NULL, path TEXT NOT NULL, "
+        "UNIQUE (attr, path))",
+        "CREATE TABLE attr_index (eid BIGINT NOT NULL, akey INTEGER NOT NULL, atype TEXT, kind CHAR(1) NOT NULL, "
+        "num DOUBLE PRECISION, txt TEXT)",
+        "CREATE INDEX attr_index_num ON attr_index (akey, num, eid)",
+        "CREATE INDEX attr_index_txt ON attr_index (akey, txt, eid)",
+        "CREATE INDEX attr_index_eid ON attr_index (eid, akey)",
+        "CREATE TABLE geo (gid BIGSERIAL PRIMARY KEY, eid BIGINT NOT NULL, akey INTEGER NOT NULL, "
+        "geom geometry(Geometry, 4326) NOT NULL)",
+        "CREATE INDEX geo_eid ON geo (eid)",
+        "CREATE INDEX geo_geom ON geo USING gist (geom)",
+        "CREATE INDEX geo_geog ON geo USING gist ((geom::geography))",
+        "CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, tenant TEXT NOT NULL, kind TEXT NOT NULL, "
+        "subject TEXT NOT NULL, at TEXT NOT NULL, data BYTEA NOT NULL)",
+        "CREATE TABLE cursors (name TEXT PRIMARY KEY, seq BIGINT NOT NULL)",
+    ],
+]
+
+# Outbox rows are numbered and committed under this lock, so the relay never sees seq N+1 before N.
+_OUTBOX_LOCK = 7_311_001
+
+_GEO_SQL = {
+    "within": "ST_Within(g.geom, {q})",
+    "contains": "ST_Contains(g.geom, {q})",
+    "intersects": "ST_Intersects(g.geom, {q})",
+    "equals": "ST_Equals(g.geom, {q})",
+    "disjoint": "ST_Disjoint(g.geom, {q})",
+    "overlaps": "ST_Overlaps(g.geom, {q})",
+}
+
+
+def _pg(sql: str) -> str:
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class PostgresDialect:
+    def regex(self, column: str) -> str:
+        return f"{column} ~ ?"
+
+    def geo_condition(self, query: Any, akey: int, params: list[Any]) -> str:
+        q = "ST_SetSRID(ST_GeomFromGeoJSON(?), 4326)"
+        geojson = shapely.to_geojson(query.geometry)
+        if query.relation == "near":
+            parts = []
+            params.append(akey)
+            if query.max_distance is not None:
+                parts.append(f"ST_DWithin(g.geom::geography, {q}::geography, ?)")
+                params.extend([geojson, query.max_distance])
+            if query.min_distance is not None:
+                parts.append(f"NOT ST_DWithin(g.geom::geography, {q}::geography, ?)")
+                params.extend([geojson, query.min_distance])
+            return f"e.eid IN (SELECT g.eid FROM geo g WHERE g.akey = ? AND {' AND '.join(parts) or 'TRUE'})"
+        params.extend([akey, geojson])
+        return f"e.eid IN (SELECT g.eid FROM geo g WHERE g.akey = ? AND {_GEO_SQL[query.relation].format(q=q)})"
+
+
+class PostgresStore:
+    engine = "postgres"
+
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        self.url = url.replace("postgres://", "postgresql://", 1)
+        self._pool = AsyncConnectionPool(self.url, min_size=1, max_size=pool_size, open=False,
+                                         kwargs={"autocommit": True})
+        self._akeys: dict[tuple[str, str], int] = {}
+        self._tkeys: dict[str, int] = {}
+        self._listeners: list[Callable[[], None]] = []
+        self._compiler = QueryCompiler(PostgresDialect(), self._akeys_get, self._tkeys_get)
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        self._listeners.append(callback)
+
+    async def open(self) -> None:
+        await _ensure_database(self.url)
+        await self._pool.open(wait=True, timeout=30)
+        async with self._pool.connection() as conn:
+            await self._migrate(conn)
+            await self._reload_keys(conn)
+
+    async def _reload_keys(self, conn: psycopg.AsyncConnection) -> None:
+        for tkey, iri in await (await conn.execute("SELECT tkey, iri FROM terms")).fetchall():
+            self._tkeys[iri] = tkey
+        for akey, attr, path in await (await conn.execute("SELECT akey, attr, path FROM attr_keys")).fetchall():
+            self._akeys[(attr, path)] = akey
+
+    async def _migrate(self, conn: psycopg.AsyncConnection) -> None:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(7311000)")
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = await (await conn.execute("SELECT max(version) FROM schema_version")).fetchone()
+            current = (row[0] if row else None) or 0
+            for version, statements in enumerate(MIGRATIONS, start=1):
+                if version <= current:
+                    continue
+                for statement in statements:
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    # The compiler looks keys up synchronously; keys written by other workers are fetched before each query.
+    def _akeys_get(self, attr: str, path: str) -> int | None:
+        return self._akeys.get((attr, path))
+
+    def _tkeys_get(self, iri: str) -> int | None:
+        return self._tkeys.get(iri)
+
+    async def _prefetch_keys(self, conn: psycopg.AsyncConnection, query: EntityQuery) -> None:
+        wanted_types = {t for c in query.types or [] for t in c} - set(self._tkeys)
+        if wanted_types:
+            rows = await (await conn.execute("SELECT tkey, iri FROM terms WHERE iri = ANY(%s)",
+                                             (list(wanted_types),))).fetchall()
+            self._tkeys.update({iri: tkey for tkey, iri in rows})
+        # Attribute keys: cheap to refresh all when any is unknown (their number is the schema's size).
+        if query.q is not None or query.attrs_any or query.geo is not None:
+            await self._refresh_akeys(conn)
+
+    async def _refresh_akeys(self, conn: psycopg.AsyncConnection) -> None:
+        rows = await (await conn.execute("SELECT akey, attr, path FROM attr_keys WHERE akey > %s",
+                                         (max(self._akeys.values(), default=0),))).fetchall()
+        self._akeys.update({(attr, path): akey for akey, attr, path in rows})
+
+    async def _intern(self, conn: psycopg.AsyncConnection, rows: list[tuple[str, str]], types: set[str]) -> None:
+        missing_a = sorted({r for r in rows if r not in self._akeys})
+        if missing_a:
+            await conn.cursor().executemany(
+                "INSERT INTO attr_keys (attr, path) VALUES (%s, %s) ON CONFLICT DO NOTHING", missing_a)
+            await self._refresh_akeys(conn)
+            still = [r for r in missing_a if r not in self._akeys]
+            for attr, path in still:
+                row = await (await conn.execute("SELECT akey FROM attr_keys WHERE attr = %s AND path = %s",
+                                                (attr, path))).fetchone()
+                if row:
+                    self._akeys[(attr, path)] = row[0]
+        missing_t = sorted(t for t in types if t not in self._tkeys)
+        if missing_t:
+            await conn.cursor().executemany("INSERT INTO terms (iri) VALUES (%s) ON CONFLICT DO NOTHING",
+                                            [(t,) for t in missing_t])
+            rows_t = await (await conn.execute("SELECT tkey, iri FROM terms WHERE iri = ANY(%s)",
+                                               (missing_t,))).fetchall()
+            self._tkeys.update({iri: tkey for tkey, iri in rows_t})
+
+    # -- writes ------------------------------------------------------------------------------------------
+    async def write(self, tenant: str, ids: Sequence[str], plan: WritePlan,
+                    extra_events: Sequence[tuple[str, str, dict[str, Any]]] = ()) -> list[Change]:
+        try:
+            changes = await self._write(tenant, ids, plan, extra_events)
+        except psycopg.errors.UniqueViolation as exc:
+            raise Problem("AlreadyExists", "an entity with this id was created concurrently") from exc
+        if changes or extra_events:
+            for callback in self._listeners:
+                callback()
+        return changes
+
+    async def _write(self, tenant: str, ids: Sequence[str], plan: WritePlan,
+                     extra_events: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Change]:
+        async with self._pool.connection() as conn, conn.transaction():
+            current: dict[str, dict[str, Any] | None] = dict.fromkeys(ids)
+            eids: dict[str, int] = {}
+            unique = sorted(set(ids))  # lock rows in one order, so concurrent batches cannot deadlock
+            if unique:
+                rows = await (await conn.execute(
+                    "SELECT eid, id, doc FROM entities WHERE tenant = %s AND id = ANY(%s) ORDER BY id FOR UPDATE",
+                    (tenant, unique))).fetchall()
+                for eid, entity_id, doc in rows:
+                    current[entity_id] = orjson.loads(doc)
+                    eids[entity_id] = eid
+            changes = plan(current)
+            at = now_iso()
+            cur = conn.cursor()
+            stale = [eids[c.entity_id] for c in changes if c.entity_id in eids]
+            if stale:
+                await conn.execute("DELETE FROM attr_index WHERE eid = ANY(%s)", (stale,))
+                await conn.execute("DELETE FROM entity_types WHERE eid = ANY(%s)", (stale,))
+                await conn.execute("DELETE FROM geo WHERE eid = ANY(%s)", (stale,))
+            gone = [eids[c.entity_id] for c in changes if c.after is None and c.entity_id in eids]
+            if gone:
+                await conn.execute("DELETE FROM entities WHERE eid = ANY(%s)", (gone,))
+            live = [c for c in changes if c.after is not None]
+            # Last write per entity wins within one batch.
+            final: dict[str, dict[str, Any]] = {c.entity_id: c.after for c in live}  # type: ignore[misc]
+            new_ids = [i for i in final if i not in eids]
+            if new_ids:
+                seq_rows = await (await conn.execute(
+                    "SELECT nextval(pg_get_serial_sequence('entities', 'eid')) FROM generate_series(1, %s)",
+                    (len(new_ids),))).fetchall()
+                for entity_id, (eid,) in zip(new_ids, seq_rows, strict=True):
+                    eids[entity_id] = eid
+            inserts, updates, type_rows, attr_rows, geo_rows = [], [], [], [], []
+            all_index: list[tuple[int, tuple[Any, ...]]] = []
+            all_types: set[str] = set()
+            for entity_id, doc in final.items():
+                eid = eids[entity_id]
+                blob = orjson.dumps(doc)
+                scopes = "|" + "|".join(doc["scope"]) if doc.get("scope") else None
+                if entity_id in new_ids:
+                    inserts.append((eid, tenant, entity_id, blob, scopes, doc["createdAt"], doc["modifiedAt"]))
+                else:
+                    updates.append((blob, scopes, doc["modifiedAt"], eid))
+                all_types.update(doc["type"])
+                all_index.extend((eid, r) for r in index_rows(doc))
+                geo_rows.extend((eid, attr, orjson.dumps(g).decode()) for attr, g in geometries(doc))
+            await self._intern(conn, [(r[0], r[1]) for _, r in all_index] + [(a, "") for _, a, _ in geo_rows],
+                               all_types)
+            for entity_id, doc in final.items():
+                type_rows.extend((eids[entity_id], self._tkeys[t]) for t in doc["type"])
+            attr_rows = [(eid, self._akeys[(r[0], r[1])], r[2], r[3], r[4], r[5]) for eid, r in all_index]
+            if inserts:
+                await cur.executemany("INSERT INTO entities (eid, tenant, id, doc, scopes, created_at, modified_at) "
+                                      "VALUES (%s, %s, %s, %s, %s, %s, %s)", inserts)
+            if updates:
+                await cur.executemany("UPDATE entities SET doc = %s, scopes = %s, modified_at = %s WHERE eid = %s",
+                                      updates)
+            if type_rows:
+                await cur.executemany("INSERT INTO entity_types (eid, tkey) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                                      type_rows)
+            if attr_rows:
+                async with cur.copy("COPY attr_index (eid, akey, atype, kind, num, txt) FROM STDIN") as copy:
+                    for row in attr_rows:
+                        await copy.write_row(row)
+            if geo_rows:
+                await cur.executemany(
+                    "INSERT INTO geo (eid, akey, geom) VALUES (%s, %s, ST_SetSRID(ST_GeomFromGeoJSON(%s), 4326))",
+                    [(eid, self._akeys[(attr, "")], g) for eid, attr, g in geo_rows])
+            outbox = [(tenant, c.kind, c.entity_id, at, orjson.dumps(
+                {"before": c.before, "after": c.after, "attributes": c.attributes})) for c in changes]
+            outbox += [(tenant, kind, subject, at, orjson.dumps(data)) for kind, subject, data in extra_events]
+            if tenant != DEFAULT_TENANT and changes:
+                await conn.execute("INSERT INTO tenants (name, created_at) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                                   (tenant, at))
+            if outbox:
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_OUTBOX_LOCK,))
+                await cur.executemany("INSERT INTO outbox (tenant, kind, subject, at, data) "
+                                      "VALUES (%s, %s, %s, %s, %s)", outbox)
+        return changes
+
+    # -- reads -------------------------------------------------------------------------------------------
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        async with self._pool.connection() as conn:
+            return await (await conn.execute(sql, params)).fetchall()
+
+    async def tenant_exists(self, tenant: str) -> bool:
+        if tenant == DEFAULT_TENANT:
+            return True
+        return bool(await self._fetch("SELECT 1 FROM tenants WHERE name = %s", (tenant,)))
+
+    async def tenants(self) -> list[str]:
+        return [r[0] for r in await self._fetch("SELECT name FROM tenants ORDER BY name")]
+
+    async def get(self, tenant: str, entity_id: str) -> dict[str, Any] | None:
+        rows = await self._fetch("SELECT doc FROM entities WHERE tenant = %s AND id = %s", (tenant, entity_id))
+        return orjson.loads(rows[0][0]) if rows else None
+
+    async def query(self, tenant: str, query: EntityQuery) -> tuple[list[dict[str, Any]], int | None]:
+        async with self._pool.connection() as conn:
+            await self._prefetch_keys(conn, query)
+            where, params = self._compiler.compile(tenant, query)
+            try:
+                total = None
+                if query.count:
+                    row = await (await conn.execute(_pg(f"SELECT count(*) FROM entities e WHERE {where}"),
+                                                    params)).fetchone()
+                    total = row[0] if row else 0
+                docs: list[dict[str, Any]] = []
+                if query.limit > 0:
+                    rows = await (await conn.execute(
+                        _pg(f"SELECT e.doc FROM entities e WHERE {where} ORDER BY e.eid LIMIT ? OFFSET ?"),
+                        (*params, query.limit, query.offset))).fetchall()
+                    docs = [orjson.loads(r[0]) for r in rows]
+                return docs, total
+            except (psycopg.errors.InvalidRegularExpression, psycopg.errors.DataException) as exc:
+                raise Problem("BadRequestData", f"the query could not be evaluated: {exc}") from exc
+
+    async def query_ids(self, tenant: str, query: EntityQuery) -> list[str]:
+        async with self._pool.connection() as conn:
+            await self._prefetch_keys(conn, query)
+            where, params = self._compiler.compile(tenant, query)
+            rows = await (await conn.execute(_pg(f"SELECT e.id FROM entities e WHERE {where} ORDER BY e.eid"),
+                                             params)).fetchall()
+            return [r[0] for r in rows]
+
+    async def type_summary(self, tenant: str) -> list[tuple[str, int]]:
+        rows = await self._fetch(
+            "SELECT t.iri, count(*) FROM entity_types et JOIN terms t ON t.tkey = et.tkey "
+            "JOIN entities e ON e.eid = et.eid WHERE e.tenant = %s GROUP BY t.iri ORDER BY t.iri", (tenant,))
+        return [(r[0], r[1]) for r in rows]
+
+    async def attribute_summary(self, tenant: str, type_iri: str | None = None) -> list[tuple[str, str, str, int]]:
+        sql = ("SELECT k.attr, a.atype, t.iri, count(DISTINCT a.eid) FROM attr_index a "
+               "JOIN attr_keys k ON k.akey = a.akey AND k.path = '' "
+               "JOIN entities e ON e.eid = a.eid JOIN entity_types et ON et.eid = a.eid "
+               "JOIN terms t ON t.tkey = et.tkey WHERE e.tenant = %s AND a.atype IS NOT NULL")
+        params: list[Any] = [tenant]
+        if type_iri is not None:
+            sql += " AND t.iri = %s"
+            params.append(type_iri)
+        sql += " GROUP BY k.attr, a.atype, t.iri ORDER BY k.attr"
+        return [tuple(r) for r in await self._fetch(sql, params)]  # type: ignore[misc]
+
+    # -- outbox ------------------------------------------------------------------------------------------
+    async def read_outbox(self, after_seq: int, limit: int) -> list[ChangeEvent]:
+        rows = await self._fetch("SELECT seq, tenant, kind, subject, at, data FROM outbox WHERE seq > %s "
+                                 "ORDER BY seq LIMIT %s", (after_seq, limit))
+        return [ChangeEvent(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5])) for r in rows]
+
+    async def last_outbox_seq(self) -> int:
+        rows = await self._fetch("SELECT coalesce(max(seq), 0) FROM outbox")
+        return int(rows[0][0])
+
+    async def get_cursor(self, name: str) -> int | None:
+        rows = await self._fetch("SELECT seq FROM cursors WHERE name = %s", (name,))
+        return int(rows[0][0]) if rows else None
+
+    async def set_cursor(self, name: str, seq: int) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute("INSERT INTO cursors (name, seq) VALUES (%s, %s) "
+                               "ON CONFLICT (name) DO UPDATE SET seq = excluded.seq", (name, seq))
+
+    async def raw_insert(self, tenant: str, rows: list[tuple[str, bytes]]) -> None:
+        now = now_iso()
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.cursor().executemany(
+                "INSERT INTO entities (tenant, id, doc, created_at, modified_at) VALUES (%s, %s, %s, %s, %s)",
+                [(tenant, i, d, now, now) for i, d in rows])
+
+
+async def _ensure_database(url: str) -> None:
+    """Create the database named in the URL when the server does not have it yet."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        await conn.close()
+        return
+    except psycopg.OperationalError as exc:
+        if "does not exist" not in str(exc):
+            raise
+    match = re.match(r"^(postgresql://[^/]*)/([^?]+)(\?.*)?$", url)
+    if not match:
+        raise ValueError(f"cannot tell the database name in {url!r}")
+    admin = f"{match.group(1)}/postgres{match.group(3) or ''}"
+    conn = await psycopg.AsyncConnection.connect(admin, autocommit=True)
+    try:
+        await conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(match.group(2))))
+    except psycopg.errors.DuplicateDatabase:
+        pass
+    finally:
+        await conn.close()

@@ -1,0 +1,402 @@
+"""The embedded engine: one SQLite file in WAL mode. One writer thread, a few reader threads."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from civicmesh.errors import Problem
+from civicmesh.events import ChangeEvent
+from civicmesh.ngsild.model import now_iso
+from civicmesh.store.base import (
+    DEFAULT_TENANT,
+    Change,
+    EntityQuery,
+    WritePlan,
+    geometries,
+    index_rows,
+)
+from civicmesh.store.geo import bbox_of, geo_predicate
+from civicmesh.store.sql import QueryCompiler
+
+T = TypeVar("T")
+
+MIGRATIONS: list[list[str]] = [
+    [  # 1: entities, their types, the attribute index, geometries, the outbox and consumer cursors
+        "CREATE TABLE tenants (name TEXT PRIMARY KEY, created_at TEXT NOT NULL)",
+        "CREATE TABLE entities (eid INTEGER PRIMARY KEY, tenant TEXT NOT NULL, id TEXT NOT NULL, "
+        "doc BLOB NOT NULL, scopes TEXT, created_at TEXT NOT NULL, modified_at TEXT NOT NULL, "
+        "UNIQUE (tenant, id))",
+        "CREATE TABLE terms (tkey INTEGER PRIMARY KEY, iri TEXT NOT NULL UNIQUE)",
+        "CREATE TABLE entity_types (eid INTEGER NOT NULL, tkey INTEGER NOT NULL, PRIMARY KEY (tkey, eid)) "
+        "WITHOUT ROWID",
+        "CREATE INDEX entity_types_eid ON entity_types (eid)",
+        "CREATE TABLE attr_keys (akey INTEGER PRIMARY KEY, attr TEXT NOT NULL, path TEXT NOT NULL, "
+        "UNIQUE (attr, path))",
+        "CREATE TABLE attr_index (eid INTEGER NOT NULL, akey INTEGER NOT NULL, atype TEXT, kind TEXT NOT NULL, "
+        "num REAL, txt TEXT)",
+        "CREATE INDEX attr_index_num ON attr_index (akey, num, eid)",
+        "CREATE INDEX attr_index_txt ON attr_index (akey, txt, eid)",
+        "CREATE INDEX attr_index_eid ON attr_index (eid, akey)",
+        "CREATE TABLE geo (gid INTEGER PRIMARY KEY, eid INTEGER NOT NULL, akey INTEGER NOT NULL, "
+        "geojson TEXT NOT NULL)",
+        "CREATE INDEX geo_eid ON geo (eid)",
+        "CREATE VIRTUAL TABLE geo_rtree USING rtree(gid, minx, maxx, miny, maxy)",
+        "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, kind TEXT NOT NULL, "
+        "subject TEXT NOT NULL, at TEXT NOT NULL, data BLOB NOT NULL)",
+        "CREATE TABLE cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
+    ],
+]
+
+
+@lru_cache(maxsize=256)
+def _regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _regexp(pattern: str, value: object) -> bool:
+    return isinstance(value, str) and _regex(pattern).search(value) is not None
+
+
+class SqliteDialect:
+    def __init__(self, geo_queries: dict[str, Any]) -> None:
+        self._geo_queries = geo_queries
+
+    def regex(self, column: str) -> str:
+        return f"{column} REGEXP ?"
+
+    def geo_condition(self, query: Any, akey: int, params: list[Any]) -> str:
+        qid = uuid.uuid4().hex
+        self._geo_queries[qid] = query
+        box = bbox_of(query)
+        if box is None:
+            params.extend([akey, qid])
+            return "e.eid IN (SELECT g.eid FROM geo g WHERE g.akey = ? AND geo_match(?, g.geojson))"
+        minx, miny, maxx, maxy = box
+        params.extend([maxx, minx, maxy, miny, akey, qid])
+        return ("e.eid IN (SELECT g.eid FROM geo_rtree r JOIN geo g ON g.gid = r.gid WHERE r.minx <= ? AND "
+                "r.maxx >= ? AND r.miny <= ? AND r.maxy >= ? AND g.akey = ? AND geo_match(?, g.geojson))")
+
+
+class SqliteStore:
+    engine = "sqlite"
+
+    def __init__(self, path: str, *, readers: int = 2) -> None:
+        self.path = path
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._reader_pool = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
+        self._local = threading.local()
+        self._writer: sqlite3.Connection | None = None
+        self._akeys: dict[tuple[str, str], int] = {}
+        self._tkeys: dict[str, int] = {}
+        self._geo_queries: dict[str, Any] = {}
+        self._listeners: list[Callable[[], None]] = []
+        self._compiler = QueryCompiler(SqliteDialect(self._geo_queries), self._akey_lookup, self._tkey_lookup)
+
+    # -- connections -------------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        conn.execute("PRAGMA cache_size=-65536")
+        conn.execute("PRAGMA mmap_size=268435456")
+        conn.create_function("regexp", 2, _regexp, deterministic=True)
+        conn.create_function("geo_match", 2, self._geo_match)
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def _geo_match(self, qid: str, geojson: str) -> bool:
+        query = self._geo_queries.get(qid)
+        return query is not None and geo_predicate(query, geojson)
+
+    async def _in_writer(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer_pool, fn)
+
+    async def _in_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._reader_pool, lambda: fn(self._reader()))
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Called (on the event loop) after every commit that wrote outbox rows."""
+        self._listeners.append(callback)
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+
+        def setup() -> None:
+            self._writer = self._connect()
+            self._migrate(self._writer)
+            for tkey, iri in self._writer.execute("SELECT tkey, iri FROM terms"):
+                self._tkeys[iri] = tkey
+            for akey, attr, path in self._writer.execute("SELECT akey, attr, path FROM attr_keys"):
+                self._akeys[(attr, path)] = akey
+
+        await self._in_writer(setup)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        current = row[0] or 0
+        for version, statements in enumerate(MIGRATIONS, start=1):
+            if version <= current:
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                conn.execute("COMMIT")
+            except Exception:
+                conn.execute("ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        def shut() -> None:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        await self._in_writer(shut)
+        self._writer_pool.shutdown(wait=True)
+        self._reader_pool.shutdown(wait=True)
+
+    # -- interning ---------------------------------------------------------------------------------------
+    def _akey_lookup(self, attr: str, path: str) -> int | None:
+        key = self._akeys.get((attr, path))
+        if key is None:
+            row = self._reader().execute("SELECT akey FROM attr_keys WHERE attr = ? AND path = ?",
+                                         (attr, path)).fetchone()
+            if row:
+                key = self._akeys[(attr, path)] = row[0]
+        return key
+
+    def _tkey_lookup(self, iri: str) -> int | None:
+        key = self._tkeys.get(iri)
+        if key is None:
+            row = self._reader().execute("SELECT tkey FROM terms WHERE iri = ?", (iri,)).fetchone()
+            if row:
+                key = self._tkeys[iri] = row[0]
+        return key
+
+    def _intern_akey(self, conn: sqlite3.Connection, attr: str, path: str, fresh: dict[Any, int]) -> int:
+        key = self._akeys.get((attr, path)) or fresh.get((attr, path))
+        if key is None:
+            conn.execute("INSERT OR IGNORE INTO attr_keys (attr, path) VALUES (?, ?)", (attr, path))
+            key = conn.execute("SELECT akey FROM attr_keys WHERE attr = ? AND path = ?", (attr, path)).fetchone()[0]
+            fresh[(attr, path)] = key
+        return key
+
+    def _intern_tkey(self, conn: sqlite3.Connection, iri: str, fresh: dict[Any, int]) -> int:
+        key = self._tkeys.get(iri) or fresh.get(iri)
+        if key is None:
+            conn.execute("INSERT OR IGNORE INTO terms (iri) VALUES (?)", (iri,))
+            key = conn.execute("SELECT tkey FROM terms WHERE iri = ?", (iri,)).fetchone()[0]
+            fresh[iri] = key
+        return key
+
+    # -- writes ------------------------------------------------------------------------------------------
+    async def write(self, tenant: str, ids: Sequence[str], plan: WritePlan,
+                    extra_events: Sequence[tuple[str, str, dict[str, Any]]] = ()) -> list[Change]:
+        """Read the current documents of `ids`, let `plan` decide, then commit it all in one transaction."""
+        changes = await self._in_writer(lambda: self._write_sync(tenant, ids, plan, extra_events))
+        if changes or extra_events:
+            for callback in self._listeners:
+                callback()
+        return changes
+
+    def _write_sync(self, tenant: str, ids: Sequence[str], plan: WritePlan,
+                    extra_events: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Change]:
+        conn = self._writer
+        assert conn is not None
+        fresh_a: dict[Any, int] = {}
+        fresh_t: dict[Any, int] = {}
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current: dict[str, dict[str, Any] | None] = dict.fromkeys(ids)
+            eids: dict[str, int] = {}
+            unique = list(dict.fromkeys(ids))
+            for start in range(0, len(unique), 500):
+                chunk = unique[start:start + 500]
+                rows = conn.execute(
+                    f"SELECT eid, id, doc FROM entities WHERE tenant = ? AND id IN ({','.join('?' * len(chunk))})",
+                    (tenant, *chunk))
+                for eid, entity_id, doc in rows:
+                    current[entity_id] = orjson.loads(doc)
+                    eids[entity_id] = eid
+            changes = plan(current)
+            at = now_iso()
+            outbox: list[tuple[Any, ...]] = []
+            for change in changes:
+                eid = eids.get(change.entity_id)
+                if eid is not None:
+                    conn.execute("DELETE FROM attr_index WHERE eid = ?", (eid,))
+                    conn.execute("DELETE FROM entity_types WHERE eid = ?", (eid,))
+                    for (gid,) in conn.execute("SELECT gid FROM geo WHERE eid = ?", (eid,)).fetchall():
+                        conn.execute("DELETE FROM geo_rtree WHERE gid = ?", (gid,))
+                    conn.execute("DELETE FROM geo WHERE eid = ?", (eid,))
+                doc = change.after
+                if doc is None:
+                    if eid is not None:
+                        conn.execute("DELETE FROM entities WHERE eid = ?", (eid,))
+                        eids.pop(change.entity_id, None)
+                else:
+                    blob = orjson.dumps(doc)
+                    scopes = "|" + "|".join(doc["scope"]) if doc.get("scope") else None
+                    if eid is None:
+                        eid = conn.execute(
+                            "INSERT INTO entities (tenant, id, doc, scopes, created_at, modified_at) "
+                            "VALUES (?, ?, ?, ?, ?, ?)",
+                            (tenant, doc["id"], blob, scopes, doc["createdAt"], doc["modifiedAt"])).lastrowid
+                        assert eid is not None
+                        eids[change.entity_id] = eid
+                    else:
+                        conn.execute("UPDATE entities SET doc = ?, scopes = ?, modified_at = ? WHERE eid = ?",
+                                     (blob, scopes, doc["modifiedAt"], eid))
+                    conn.executemany("INSERT OR IGNORE INTO entity_types (eid, tkey) VALUES (?, ?)",
+                                     [(eid, self._intern_tkey(conn, t, fresh_t)) for t in doc["type"]])
+                    conn.executemany(
+                        "INSERT INTO attr_index (eid, akey, atype, kind, num, txt) VALUES (?, ?, ?, ?, ?, ?)",
+                        [(eid, self._intern_akey(conn, attr, path, fresh_a), atype, kind, num, txt)
+                         for attr, path, atype, kind, num, txt in index_rows(doc)])
+                    for attr, geometry in geometries(doc):
+                        akey = self._intern_akey(conn, attr, "", fresh_a)
+                        gid = conn.execute("INSERT INTO geo (eid, akey, geojson) VALUES (?, ?, ?)",
+                                           (eid, akey, orjson.dumps(geometry).decode())).lastrowid
+                        minx, miny, maxx, maxy = bbox_of_geometry(geometry)
+                        conn.execute("INSERT INTO geo_rtree (gid, minx, maxx, miny, maxy) VALUES (?, ?, ?, ?, ?)",
+                                     (gid, minx, maxx, miny, maxy))
+                outbox.append((tenant, change.kind, change.entity_id, at, orjson.dumps(
+                    {"before": change.before, "after": change.after, "attributes": change.attributes})))
+            for kind, subject, data in extra_events:
+                outbox.append((tenant, kind, subject, at, orjson.dumps(data)))
+            if outbox:
+                conn.executemany("INSERT INTO outbox (tenant, kind, subject, at, data) VALUES (?, ?, ?, ?, ?)",
+                                 outbox)
+            if tenant != DEFAULT_TENANT and changes:
+                conn.execute("INSERT OR IGNORE INTO tenants (name, created_at) VALUES (?, ?)", (tenant, at))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._akeys.update(fresh_a)
+        self._tkeys.update(fresh_t)
+        return changes
+
+    # -- reads -------------------------------------------------------------------------------------------
+    async def tenant_exists(self, tenant: str) -> bool:
+        if tenant == DEFAULT_TENANT:
+            return True
+        return await self._in_reader(
+            lambda c: c.execute("SELECT 1 FROM tenants WHERE name = ?", (tenant,)).fetchone() is not None)
+
+    async def tenants(self) -> list[str]:
+        return await self._in_reader(lambda c: [r[0] for r in c.execute("SELECT name FROM tenants ORDER BY name")])
+
+    async def get(self, tenant: str, entity_id: str) -> dict[str, Any] | None:
+        def run(c: sqlite3.Connection) -> dict[str, Any] | None:
+            row = c.execute("SELECT doc FROM entities WHERE tenant = ? AND id = ?", (tenant, entity_id)).fetchone()
+            return orjson.loads(row[0]) if row else None
+        return await self._in_reader(run)
+
+    async def query(self, tenant: str, query: EntityQuery) -> tuple[list[dict[str, Any]], int | None]:
+        def run(c: sqlite3.Connection) -> tuple[list[dict[str, Any]], int | None]:
+            where, params = self._compiler.compile(tenant, query)
+            try:
+                total = None
+                if query.count:
+                    total = c.execute(f"SELECT count(*) FROM entities e WHERE {where}", params).fetchone()[0]
+                docs: list[dict[str, Any]] = []
+                if query.limit > 0:
+                    rows = c.execute(f"SELECT e.doc FROM entities e WHERE {where} ORDER BY e.eid LIMIT ? OFFSET ?",
+                                     (*params, query.limit, query.offset))
+                    docs = [orjson.loads(r[0]) for r in rows]
+                return docs, total
+            except sqlite3.OperationalError as exc:
+                raise Problem("BadRequestData", f"the query could not be evaluated: {exc}") from exc
+            finally:
+                for qid in [p for p in params if isinstance(p, str) and p in self._geo_queries]:
+                    self._geo_queries.pop(qid, None)
+        return await self._in_reader(run)
+
+    async def query_ids(self, tenant: str, query: EntityQuery) -> list[str]:
+        def run(c: sqlite3.Connection) -> list[str]:
+            where, params = self._compiler.compile(tenant, query)
+            return [r[0] for r in c.execute(f"SELECT e.id FROM entities e WHERE {where} ORDER BY e.eid", params)]
+        return await self._in_reader(run)
+
+    async def type_summary(self, tenant: str) -> list[tuple[str, int]]:
+        sql = ("SELECT t.iri, count(*) FROM entity_types et JOIN terms t ON t.tkey = et.tkey "
+               "JOIN entities e ON e.eid = et.eid WHERE e.tenant = ? GROUP BY t.iri ORDER BY t.iri")
+        return await self._in_reader(lambda c: [(r[0], r[1]) for r in c.execute(sql, (tenant,))])
+
+    async def attribute_summary(self, tenant: str, type_iri: str | None = None) -> list[tuple[str, str, str, int]]:
+        """(attribute IRI, attribute type, entity type IRI, entity count) for top-level attributes."""
+        sql = ("SELECT k.attr, a.atype, t.iri, count(DISTINCT a.eid) FROM attr_index a "
+               "JOIN attr_keys k ON k.akey = a.akey AND k.path = '' "
+               "JOIN entities e ON e.eid = a.eid JOIN entity_types et ON et.eid = a.eid "
+               "JOIN terms t ON t.tkey = et.tkey WHERE e.tenant = ? AND a.atype IS NOT NULL")
+        params: list[Any] = [tenant]
+        if type_iri is not None:
+            sql += " AND t.iri = ?"
+            params.append(type_iri)
+        sql += " GROUP BY k.attr, a.atype, t.iri ORDER BY k.attr"
+        return await self._in_reader(lambda c: [tuple(r) for r in c.execute(sql, params)])  # type: ignore[misc]
+
+    # -- outbox ------------------------------------------------------------------------------------------
+    async def read_outbox(self, after_seq: int, limit: int) -> list[ChangeEvent]:
+        def run(c: sqlite3.Connection) -> list[ChangeEvent]:
+            rows = c.execute("SELECT seq, tenant, kind, subject, at, data FROM outbox WHERE seq > ? "
+                             "ORDER BY seq LIMIT ?", (after_seq, limit))
+            return [ChangeEvent(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5])) for r in rows]
+        return await self._in_reader(run)
+
+    async def last_outbox_seq(self) -> int:
+        return await self._in_reader(lambda c: c.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0])
+
+    async def get_cursor(self, name: str) -> int | None:
+        def run(c: sqlite3.Connection) -> int | None:
+            row = c.execute("SELECT seq FROM cursors WHERE name = ?", (name,)).fetchone()
+            return row[0] if row else None
+        return await self._in_reader(run)
+
+    async def set_cursor(self, name: str, seq: int) -> None:
+        def run() -> None:
+            assert self._writer is not None
+            self._writer.execute("INSERT INTO cursors (name, seq) VALUES (?, ?) "
+                                 "ON CONFLICT (name) DO UPDATE SET seq = excluded.seq", (name, seq))
+        await self._in_writer(run)
+
+    # -- benchmarks' baseline ----------------------------------------------------------------------------
+    async def raw_insert(self, tenant: str, rows: list[tuple[str, bytes]]) -> None:
+        """Insert (id, document) rows straight into the entities table: the floor a write path is measured
+        against."""
+        def run() -> None:
+            assert self._writer is not None
+            now = now_iso()
+            self._writer.execute("BEGIN IMMEDIATE")
+            self._writer.executemany(
+                "INSERT INTO entities (tenant, id, doc, created_at, modified_at) VALUES (?, ?, ?, ?, ?)",
+                [(tenant, i, d, now, now) for i, d in rows])
+            self._writer.execute("COMMIT")
+        await self._in_writer(run)
+
+
+def bbox_of_geometry(geometry: dict[str, Any]) -> tuple[float, float, float, float]:
+    from civicmesh.ngsild.geometry import bbox
+    return bbox(geometry)
