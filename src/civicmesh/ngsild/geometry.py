@@ -78,6 +78,9 @@ def geometry_problem(value: Any) -> str | None:
 
 def bbox(value: dict[str, Any]) -> tuple[float, float, float, float]:
     """(min lon, min lat, max lon, max lat) of a valid geometry."""
+    if value["type"] == "Point":
+        x, y = value["coordinates"][:2]
+        return x, y, x, y
     xs: list[float] = []
     ys: list[float] = []
 

@@ -68,7 +68,11 @@ _DATETIME_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|
 
 def normalize_text(value: str) -> str:
     """Datetimes are indexed and compared in one canonical UTC form so text order is time order."""
-    if len(value) >= 16 and _DATETIME_LIKE.match(value):
+    if len(value) < 16 or value[4] != "-" or value[10] != "T":
+        return value
+    if len(value) == 27 and value[19] == "." and value[26] == "Z":
+        return value  # already canonical (the broker's own timestamps)
+    if _DATETIME_LIKE.match(value):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
@@ -123,7 +127,8 @@ def _instance_rows(attr: str, segments: list[str], inst: dict[str, Any], out: li
         _leaf_rows(attr, path, atype, objects, out)
     else:
         _leaf_rows(attr, path, atype, inst.get(ATTRIBUTE_TYPES.get(kind, "value")), out)
-    for member in ("observedAt", "unitCode", "datasetId", "createdAt", "modifiedAt"):
+    # createdAt/modifiedAt of instances are not indexed: they would double the index for a rare query.
+    for member in ("observedAt", "unitCode", "datasetId"):
         if member in inst:
             _leaf_rows(attr, path_key(segments + [member], []), None, inst[member], out)
     for key, sub in inst.items():

@@ -31,6 +31,7 @@ MIGRATIONS: list[list[str]] = [
         "CREATE TABLE entities (eid BIGSERIAL PRIMARY KEY, tenant TEXT NOT NULL, id TEXT NOT NULL, "
         "doc BYTEA NOT NULL, scopes TEXT, created_at TEXT NOT NULL, modified_at TEXT NOT NULL, "
         "UNIQUE (tenant, id))",
+        "CREATE INDEX entities_tenant_eid ON entities (tenant, eid)",
         "CREATE TABLE terms (tkey SERIAL PRIMARY KEY, iri TEXT NOT NULL UNIQUE)",
         "CREATE TABLE entity_types (eid BIGINT NOT NULL, tkey INTEGER NOT NULL, PRIMARY KEY (tkey, eid))",
         "CREATE INDEX entity_types_eid ON entity_types (eid)",
@@ -70,6 +71,8 @@ def _pg(sql: str) -> str:
 
 
 class PostgresDialect:
+    attr_index = "attr_index a"
+
     def regex(self, column: str) -> str:
         return f"{column} ~ ?"
 

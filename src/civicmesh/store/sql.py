@@ -13,6 +13,8 @@ Lookup = Callable[[str, str], int | None]  # (attribute IRI, path) -> akey, None
 
 
 class Dialect(Protocol):
+    attr_index: str  # the FROM item for correlated index probes, aliased `a`
+
     def regex(self, column: str) -> str: ...
     def geo_condition(self, query: Any, akey: int, params: list[Any]) -> str: ...
 
@@ -49,7 +51,7 @@ class QueryCompiler:
             if not keys:
                 where.append(FALSE)
             else:
-                where.append("EXISTS (SELECT 1 FROM attr_index a WHERE a.eid = e.eid AND a.akey IN "
+                where.append(f"EXISTS (SELECT 1 FROM {self.dialect.attr_index} WHERE a.eid = e.eid AND a.akey IN "
                              f"({','.join('?' * len(keys))}))")
                 params.extend(keys)
         if query.q is not None:
@@ -107,7 +109,7 @@ class QueryCompiler:
         if akey is None:
             return FALSE
         params.append(akey)
-        return "EXISTS (SELECT 1 FROM attr_index a WHERE a.eid = e.eid AND a.akey = ?)"
+        return f"EXISTS (SELECT 1 FROM {self.dialect.attr_index} WHERE a.eid = e.eid AND a.akey = ?)"
 
     def _compare(self, expr: Any, params: list[Any]) -> str:
         akey = self._key(expr.path)
@@ -154,7 +156,7 @@ class QueryCompiler:
             local.append(v)
         params.append(akey)
         params.extend(local)
-        return f"EXISTS (SELECT 1 FROM attr_index a WHERE a.eid = e.eid AND a.akey = ? AND {' AND '.join(conditions)})"
+        return f"EXISTS (SELECT 1 FROM {self.dialect.attr_index} WHERE a.eid = e.eid AND a.akey = ? AND {' AND '.join(conditions)})"
 
 
 def _literal(value: Any) -> tuple[str, Any]:

@@ -37,6 +37,7 @@ MIGRATIONS: list[list[str]] = [
         "CREATE TABLE entities (eid INTEGER PRIMARY KEY, tenant TEXT NOT NULL, id TEXT NOT NULL, "
         "doc BLOB NOT NULL, scopes TEXT, created_at TEXT NOT NULL, modified_at TEXT NOT NULL, "
         "UNIQUE (tenant, id))",
+        "CREATE INDEX entities_tenant_eid ON entities (tenant, eid)",
         "CREATE TABLE terms (tkey INTEGER PRIMARY KEY, iri TEXT NOT NULL UNIQUE)",
         "CREATE TABLE entity_types (eid INTEGER NOT NULL, tkey INTEGER NOT NULL, PRIMARY KEY (tkey, eid)) "
         "WITHOUT ROWID",
@@ -45,8 +46,7 @@ MIGRATIONS: list[list[str]] = [
         "UNIQUE (attr, path))",
         "CREATE TABLE attr_index (eid INTEGER NOT NULL, akey INTEGER NOT NULL, atype TEXT, kind TEXT NOT NULL, "
         "num REAL, txt TEXT)",
-        "CREATE INDEX attr_index_num ON attr_index (akey, num, eid)",
-        "CREATE INDEX attr_index_txt ON attr_index (akey, txt, eid)",
+        # Queries probe per entity through (eid, akey); value-ordered indexes would only slow writes here.
         "CREATE INDEX attr_index_eid ON attr_index (eid, akey)",
         "CREATE TABLE geo (gid INTEGER PRIMARY KEY, eid INTEGER NOT NULL, akey INTEGER NOT NULL, "
         "geojson TEXT NOT NULL)",
@@ -71,6 +71,10 @@ def _regexp(pattern: str, value: object) -> bool:
 class SqliteDialect:
     def __init__(self, geo_queries: dict[str, Any]) -> None:
         self._geo_queries = geo_queries
+
+    # Correlated probes must use the (eid, akey) index: one lookup per candidate entity, in eid order, so a
+    # LIMIT stops the scan early. Left alone, the planner prefers range scans over (akey, value).
+    attr_index = "attr_index a INDEXED BY attr_index_eid"
 
     def regex(self, column: str) -> str:
         return f"{column} REGEXP ?"
@@ -241,48 +245,53 @@ class SqliteStore:
                     eids[entity_id] = eid
             changes = plan(current)
             at = now_iso()
-            outbox: list[tuple[Any, ...]] = []
-            for change in changes:
-                eid = eids.get(change.entity_id)
-                if eid is not None:
-                    conn.execute("DELETE FROM attr_index WHERE eid = ?", (eid,))
-                    conn.execute("DELETE FROM entity_types WHERE eid = ?", (eid,))
-                    for (gid,) in conn.execute("SELECT gid FROM geo WHERE eid = ?", (eid,)).fetchall():
-                        conn.execute("DELETE FROM geo_rtree WHERE gid = ?", (gid,))
-                    conn.execute("DELETE FROM geo WHERE eid = ?", (eid,))
-                doc = change.after
-                if doc is None:
-                    if eid is not None:
-                        conn.execute("DELETE FROM entities WHERE eid = ?", (eid,))
-                        eids.pop(change.entity_id, None)
+            stale = [(eids[c.entity_id],) for c in changes if c.entity_id in eids]
+            if stale:
+                conn.executemany("DELETE FROM attr_index WHERE eid = ?", stale)
+                conn.executemany("DELETE FROM entity_types WHERE eid = ?", stale)
+                conn.executemany("DELETE FROM geo_rtree WHERE gid IN (SELECT gid FROM geo WHERE eid = ?)", stale)
+                conn.executemany("DELETE FROM geo WHERE eid = ?", stale)
+            gone = [(eids.pop(c.entity_id),) for c in changes if c.after is None and c.entity_id in eids]
+            if gone:
+                conn.executemany("DELETE FROM entities WHERE eid = ?", gone)
+            # The last change of an entity within one batch is the one that is stored.
+            final = {c.entity_id: c.after for c in changes if c.after is not None}
+            for c in changes:
+                if c.after is None:
+                    final.pop(c.entity_id, None)
+            # BEGIN IMMEDIATE holds the write lock, so numbering new rows from max() is safe across processes.
+            next_eid = conn.execute("SELECT coalesce(max(eid), 0) FROM entities").fetchone()[0] + 1
+            next_gid = conn.execute("SELECT coalesce(max(gid), 0) FROM geo").fetchone()[0] + 1
+            inserts, updates, types, attrs, geo, boxes = [], [], [], [], [], []
+            for entity_id, doc in final.items():
+                blob = orjson.dumps(doc)
+                scopes = "|" + "|".join(doc["scope"]) if doc.get("scope") else None
+                eid = eids.get(entity_id)
+                if eid is None:
+                    eid = eids[entity_id] = next_eid
+                    next_eid += 1
+                    inserts.append((eid, tenant, entity_id, blob, scopes, doc["createdAt"], doc["modifiedAt"]))
                 else:
-                    blob = orjson.dumps(doc)
-                    scopes = "|" + "|".join(doc["scope"]) if doc.get("scope") else None
-                    if eid is None:
-                        eid = conn.execute(
-                            "INSERT INTO entities (tenant, id, doc, scopes, created_at, modified_at) "
-                            "VALUES (?, ?, ?, ?, ?, ?)",
-                            (tenant, doc["id"], blob, scopes, doc["createdAt"], doc["modifiedAt"])).lastrowid
-                        assert eid is not None
-                        eids[change.entity_id] = eid
-                    else:
-                        conn.execute("UPDATE entities SET doc = ?, scopes = ?, modified_at = ? WHERE eid = ?",
-                                     (blob, scopes, doc["modifiedAt"], eid))
-                    conn.executemany("INSERT OR IGNORE INTO entity_types (eid, tkey) VALUES (?, ?)",
-                                     [(eid, self._intern_tkey(conn, t, fresh_t)) for t in doc["type"]])
-                    conn.executemany(
-                        "INSERT INTO attr_index (eid, akey, atype, kind, num, txt) VALUES (?, ?, ?, ?, ?, ?)",
-                        [(eid, self._intern_akey(conn, attr, path, fresh_a), atype, kind, num, txt)
-                         for attr, path, atype, kind, num, txt in index_rows(doc)])
-                    for attr, geometry in geometries(doc):
-                        akey = self._intern_akey(conn, attr, "", fresh_a)
-                        gid = conn.execute("INSERT INTO geo (eid, akey, geojson) VALUES (?, ?, ?)",
-                                           (eid, akey, orjson.dumps(geometry).decode())).lastrowid
-                        minx, miny, maxx, maxy = bbox_of_geometry(geometry)
-                        conn.execute("INSERT INTO geo_rtree (gid, minx, maxx, miny, maxy) VALUES (?, ?, ?, ?, ?)",
-                                     (gid, minx, maxx, miny, maxy))
-                outbox.append((tenant, change.kind, change.entity_id, at, orjson.dumps(
-                    {"before": change.before, "after": change.after, "attributes": change.attributes})))
+                    updates.append((blob, scopes, doc["modifiedAt"], eid))
+                types.extend((eid, self._intern_tkey(conn, t, fresh_t)) for t in doc["type"])
+                attrs.extend((eid, self._intern_akey(conn, attr, path, fresh_a), atype, kind, num, txt)
+                             for attr, path, atype, kind, num, txt in index_rows(doc))
+                for attr, geometry in geometries(doc):
+                    geo.append((next_gid, eid, self._intern_akey(conn, attr, "", fresh_a),
+                                orjson.dumps(geometry).decode()))
+                    minx, miny, maxx, maxy = bbox_of_geometry(geometry)
+                    boxes.append((next_gid, minx, maxx, miny, maxy))
+                    next_gid += 1
+            conn.executemany("INSERT INTO entities (eid, tenant, id, doc, scopes, created_at, modified_at) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)", inserts)
+            conn.executemany("UPDATE entities SET doc = ?, scopes = ?, modified_at = ? WHERE eid = ?", updates)
+            conn.executemany("INSERT OR IGNORE INTO entity_types (eid, tkey) VALUES (?, ?)", types)
+            conn.executemany("INSERT INTO attr_index (eid, akey, atype, kind, num, txt) VALUES (?, ?, ?, ?, ?, ?)",
+                             attrs)
+            conn.executemany("INSERT INTO geo (gid, eid, akey, geojson) VALUES (?, ?, ?, ?)", geo)
+            conn.executemany("INSERT INTO geo_rtree (gid, minx, maxx, miny, maxy) VALUES (?, ?, ?, ?, ?)", boxes)
+            outbox = [(tenant, c.kind, c.entity_id, at, orjson.dumps(
+                {"before": c.before, "after": c.after, "attributes": c.attributes})) for c in changes]
             for kind, subject, data in extra_events:
                 outbox.append((tenant, kind, subject, at, orjson.dumps(data)))
             if outbox:
