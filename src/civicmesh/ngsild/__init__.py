@@ -19,7 +19,7 @@ def demo_context_url(settings: Any) -> str:
 def mount(app: FastAPI, platform: Any) -> None:
     """Build the broker on the platform's store and gate, and serve /ngsi-ld/v1."""
     from civicmesh.demo import demo_context, demo_entities
-    from civicmesh.ngsild.broker import Broker
+    from civicmesh.ngsild.broker import Broker, EntitySink
     from civicmesh.ngsild.context import ContextResolver, HostedContext
     from civicmesh.ngsild.model import now_iso
     from civicmesh.ngsild.routes import NgsiLd
@@ -30,6 +30,7 @@ def mount(app: FastAPI, platform: Any) -> None:
     broker = Broker(platform.store, platform.gate)
     platform.extras["contexts"] = resolver
     platform.extras["broker"] = broker
+    platform.extras["entities"] = EntitySink(broker, resolver.core)
     # The demo city's @context is always hosted, so its data reads back with short names.
     url = demo_context_url(settings)
     resolver.hosted[DEMO_CONTEXT_ID] = HostedContext(DEMO_CONTEXT_ID, url, "Hosted", demo_context(), now_iso())

@@ -242,3 +242,19 @@ def _batch_apply(mode: str, option: str | None, before: Doc | None, doc: Doc, no
     if mode == "merge":
         return after, ops.merge(after, doc, now=now)
     raise Problem("BadRequestData", f"unknown batch operation {mode!r}")
+
+
+class EntitySink:
+    """How other rooms publish their records as city data: upsert one normalized entity with expanded names."""
+
+    def __init__(self, broker: Broker, parser_terms: Any) -> None:
+        self._broker = broker
+        self._terms = parser_terms
+
+    async def upsert(self, tenant: str, entity: dict[str, Any]) -> None:
+        from civicmesh.ngsild.model import EntityParser
+
+        doc = EntityParser(self._terms).entity(entity)
+        result = await self._broker.batch(tenant, "upsert", [doc], option="replace")
+        if result.errors:
+            raise result.errors[0][1]

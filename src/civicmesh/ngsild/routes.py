@@ -152,6 +152,8 @@ class NgsiLd:
             expr = typequery.parse_types(types) if isinstance(types, str) else types
             expr = typequery.map_terms(expr, terms.expand)
             query.types = typequery.as_disjunction(expr)
+            if query.types is None:
+                raise Problem("TooComplexQuery", f"type expression {types!r} expands to too many alternatives")
         if attrs:
             query.attrs_any = [terms.expand(a) for a in attrs if a not in ("id", "type")] or None
         if q:
