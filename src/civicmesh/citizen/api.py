@@ -1,0 +1,489 @@
+"""HTTP: Open311 GeoReport v2 at /open311/v2/ and the departments' desk at /citizen/.
+
+Open311 routes answer errors in the standard's own format (a list of {code, description}, XML or JSON);
+the /citizen routes answer RFC 7807 ProblemDetails like the rest of the platform.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from starlette.responses import Response
+
+from civicmesh.citizen import open311
+from civicmesh.citizen.catalogue import load_catalogue
+from civicmesh.citizen.classifier import get_classifier
+from civicmesh.citizen.open311 import FORMATS, FormError, errors, parse_submit_form, render
+from civicmesh.citizen.privacy import mask_email, mask_phone
+from civicmesh.citizen.service import OPEN_STATES, CitizenDesk, CitizenError, parse_time, utc_text
+from civicmesh.errors import Problem
+from civicmesh.store.citizen import CitizenStore, open_citizen_store
+
+log = logging.getLogger("civicmesh.citizen")
+
+MAX_RANGE = dt.timedelta(days=90)
+SUPERVISION_INTERVAL_S = 60.0
+_PROBLEM_KINDS = {
+    400: "BadRequestData",
+    403: "Forbidden",
+    404: "ResourceNotFound",
+    409: "Conflict",
+    413: "PayloadTooLarge",
+    429: "TooManyRequests",
+}
+
+
+@dataclass
+class _Holder:
+    desk: CitizenDesk | None = None
+    store: CitizenStore | None = None
+    task: asyncio.Task[None] | None = None
+
+
+def mount(app: FastAPI, platform: Any) -> None:
+    holder = _Holder()
+    catalogue = load_catalogue(os.environ.get("CIVICMESH_CITIZEN_CATALOGUE") or None)
+
+    async def startup() -> None:
+        store = open_citizen_store(platform.settings.database_url)
+        await store.connect()
+        await store.migrate()
+        holder.store = store
+        holder.desk = CitizenDesk(store, catalogue, get_classifier, entities=platform.extras.get("entities"))
+        app.state.citizen_desk = holder.desk
+        holder.task = asyncio.create_task(_background(holder.desk), name="citizen-supervision")
+
+    async def shutdown() -> None:
+        if holder.task:
+            holder.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await holder.task
+        if holder.store:
+            await holder.store.close()
+
+    app.state.startup_hooks.append(startup)
+    app.state.shutdown_hooks.append(shutdown)
+
+    def desk() -> CitizenDesk:
+        if holder.desk is None:
+            raise RuntimeError("the citizen desk has not started")
+        return holder.desk
+
+    app.include_router(_open311_router(desk, platform))
+    app.include_router(_desk_router(desk))
+
+
+async def _background(desk: CitizenDesk) -> None:
+    # Train the classifier off the event loop so the first free-text request does not wait for it.
+    await asyncio.to_thread(get_classifier)
+    while True:
+        try:
+            actions = await desk.supervise()
+            for action in actions:
+                log.info("citizen supervision: %s", action)
+        except Exception:
+            log.exception("citizen supervision round failed")
+        await asyncio.sleep(SUPERVISION_INTERVAL_S)
+
+
+# --- Open311 -----------------------------------------------------------------------------------------------
+
+
+def _open311_router(desk_of: Any, platform: Any) -> APIRouter:
+    router = APIRouter(prefix="/open311/v2", tags=["Open311 GeoReport v2"])
+
+    def fmt_ok(fmt: str) -> Response | None:
+        if fmt not in FORMATS:
+            return errors("json", 400, f"format {fmt!r} is not supported; use .xml or .json")
+        return None
+
+    def failed(fmt: str, exc: CitizenError) -> Response:
+        headers = {"Retry-After": "3600"} if exc.status == 429 else None
+        return errors(fmt, exc.status, exc.description, exc.code, headers)
+
+    @router.get("/discovery.{fmt}")
+    async def discovery(fmt: str, request: Request) -> Response:
+        if (bad := fmt_ok(fmt)) is not None:
+            return bad
+        base = str(request.base_url).rstrip("/") + "/open311/v2"
+        return render(
+            fmt,
+            "discovery",
+            None,
+            {
+                "changeset": "2026-01-01T00:00:00+08:00",
+                "contact": "12345 citizen hotline",
+                "key_service": "civicmesh citizen issue-key",
+                "endpoints": [
+                    {
+                        "specification": "http://wiki.open311.org/GeoReport_v2",
+                        "url": base,
+                        "changeset": "2026-01-01T00:00:00+08:00",
+                        "type": "production",
+                        "formats": ["text/xml", "application/json"],
+                    }
+                ],
+            },
+        )
+
+    @router.get("/services.{fmt}")
+    async def services(fmt: str, jurisdiction_id: str | None = None) -> Response:
+        if (bad := fmt_ok(fmt)) is not None:
+            return bad
+        try:
+            await desk_of().check_jurisdiction(jurisdiction_id)
+        except CitizenError as exc:
+            return failed(fmt, exc)
+        return render(fmt, "services", "service", open311.service_list(desk_of().catalogue))
+
+    @router.get("/services/{service_code}.{fmt}")
+    async def service_definition(service_code: str, fmt: str, jurisdiction_id: str | None = None) -> Response:
+        if (bad := fmt_ok(fmt)) is not None:
+            return bad
+        try:
+            await desk_of().check_jurisdiction(jurisdiction_id)
+            service = desk_of().service(service_code)
+        except CitizenError as exc:
+            return failed(fmt, exc)
+        return render(fmt, "service_definition", None, open311.service_definition(service))
+
+    @router.post("/requests.{fmt}")
+    async def create(fmt: str, request: Request) -> Response:
+        if (bad := fmt_ok(fmt)) is not None:
+            return bad
+        desk = desk_of()
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/x-www-form-urlencoded":
+            return errors(
+                fmt,
+                400,
+                f"POST Service Request takes application/x-www-form-urlencoded, not "
+                f"{content_type or 'a body without Content-Type'}",
+            )
+        limit = int(desk.catalogue.limits.get("max_body_bytes", 65536))
+        body = await _read_capped(request, limit)
+        if body is None:
+            return errors(fmt, 413, f"the request body is larger than {limit} bytes; send media as media_url")
+        try:
+            form = parse_submit_form(body)
+        except FormError as exc:
+            return errors(fmt, 400, str(exc))
+        if not form.api_key:
+            form.api_key = request.headers.get("x-api-key")
+        try:
+            row = await desk.submit(form)
+        except CitizenError as exc:
+            return failed(fmt, exc)
+        item: dict[str, Any]
+        if row["lead_department"]:
+            item = {"service_request_id": str(row["id"])}
+        else:
+            # Waiting for manual triage: the standard's token says "accepted, identifier to follow".
+            item = {"token": row["token"]}
+        item.update(service_notice=row.get("service_notice"), account_id=row.get("account_id"))
+        return render(fmt, "service_requests", "request", [item])
+
+    @router.get("/requests.{fmt}")
+    async def list_requests(fmt: str, request: Request) -> Response:
+        if (bad := fmt_ok(fmt)) is not None:
+            return bad
+        desk = desk_of()
+        q = request.query_params
+        try:
+            await desk.check_jurisdiction(q.get("jurisdiction_id"))
+            filters = _list_filters(q, desk)
+        except CitizenError as exc:
+            return failed(fmt, exc)
+        rows = await desk.store.query_requests(**filters)
+        return render(fmt, "service_requests", "request", [open311.public_request(desk, r) for r in rows])
+
+    @router.get("/requests/{service_request_id}.{fmt}")
+    async def get_request(service_request_id: str, fmt: str, jurisdiction_id: str | None = None) -> Response:
+        if (bad := fmt_ok(fmt)) is not None:
+            return bad
+        desk = desk_of()
+        try:
+            await desk.check_jurisdiction(jurisdiction_id)
+            row = await desk.get(_request_id(service_request_id))
+        except CitizenError as exc:
+            return failed(fmt, exc)
+        return render(fmt, "service_requests", "request", [open311.public_request(desk, row)])
+
+    @router.get("/tokens/{token}.{fmt}")
+    async def token(token: str, fmt: str, jurisdiction_id: str | None = None) -> Response:
+        if (bad := fmt_ok(fmt)) is not None:
+            return bad
+        desk = desk_of()
+        try:
+            await desk.check_jurisdiction(jurisdiction_id)
+        except CitizenError as exc:
+            return failed(fmt, exc)
+        row = await desk.store.get_by_token(token)
+        if row is None:
+            return errors(fmt, 404, f"token {token!r} not found")
+        return render(
+            fmt,
+            "service_requests",
+            "request",
+            [{"service_request_id": str(row["id"]), "token": row["token"]}],
+        )
+
+    @router.api_route(
+        "/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
+    )
+    async def unknown(rest: str, request: Request) -> Response:
+        fmt = "xml" if rest.endswith(".xml") else "json"
+        return errors(
+            fmt,
+            404,
+            f"no Open311 resource {request.method} /open311/v2/{rest}; resources are "
+            "discovery, services, services/{code}, requests, requests/{id}, tokens/{token} "
+            "with .xml or .json",
+        )
+
+    return router
+
+
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _request_id(text: str) -> int:
+    if not text.strip().isdigit():
+        raise CitizenError(404, f"service_request_id {text!r} not found")
+    return int(text)
+
+
+def _list_filters(q: Any, desk: CitizenDesk) -> dict[str, Any]:
+    ids = [t.strip() for t in (q.get("service_request_id") or "").split(",") if t.strip()]
+    if ids:
+        # The standard: service_request_id overrides every other parameter.
+        bad = [t for t in ids if not t.isdigit()]
+        if bad:
+            raise CitizenError(400, f"service_request_id must be a comma-separated list of ids, got {bad}")
+        return {"ids": [int(t) for t in ids]}
+    filters: dict[str, Any] = {"limit": 1000}
+    codes = [t.strip() for t in (q.get("service_code") or "").split(",") if t.strip()]
+    if codes:
+        filters["service_codes"] = codes
+    statuses = [t.strip().lower() for t in (q.get("status") or "").split(",") if t.strip()]
+    if statuses:
+        bad = [s for s in statuses if s not in ("open", "closed")]
+        if bad:
+            raise CitizenError(400, f"status must be open and/or closed, got {bad}")
+        states: list[str] = []
+        if "open" in statuses:
+            states += OPEN_STATES
+        if "closed" in statuses:
+            states += ["resolved", "closed"]
+        filters["states"] = states
+    try:
+        start = parse_time(q["start_date"]) if q.get("start_date") else None
+        end = parse_time(q["end_date"]) if q.get("end_date") else None
+    except ValueError as exc:
+        raise CitizenError(400, f"start_date/end_date: {exc}") from exc
+    if start and end and end < start:
+        raise CitizenError(400, "end_date is before start_date")
+    if start and end and end - start > MAX_RANGE:
+        raise CitizenError(400, f"the date range is {(end - start).days} days; at most 90 days")
+    if start is None and end is None:
+        end = desk.clock()
+    if start is None:
+        start = (end or desk.clock()) - MAX_RANGE
+    if end is None:
+        end = start + MAX_RANGE
+    filters["start"], filters["end"] = utc_text(start), utc_text(end)
+    return filters
+
+
+# --- the departments' desk ----------------------------------------------------------------------------------
+
+
+def _problem(exc: CitizenError) -> Problem:
+    kind = _PROBLEM_KINDS.get(exc.status, "BadRequestData")
+    return Problem(
+        kind, exc.description, status=exc.status, title="Too many requests" if exc.status == 429 else None
+    )
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > 65536:
+        raise Problem("PayloadTooLarge", f"the body has {len(raw)} bytes; at most 65536")
+    try:
+        body = orjson.loads(raw or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise Problem("InvalidRequest", f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise Problem("BadRequestData", "the body must be a JSON object")
+    return body
+
+
+def _text(body: dict[str, Any], name: str, required: bool = True) -> str:
+    value = body.get(name)
+    if value is None or value == "":
+        if required:
+            raise Problem("BadRequestData", f"{name!r} is required")
+        return ""
+    if not isinstance(value, str):
+        raise Problem("BadRequestData", f"{name!r} must be a string")
+    return value
+
+
+def department_view(desk: CitizenDesk, row: dict[str, Any]) -> dict[str, Any]:
+    """What the handling department sees: everything, contact included, names even for anonymous reports."""
+    public = open311.public_request(desk, row)
+    return {
+        **public,
+        "state": row["state"],
+        "lead_department": row["lead_department"],
+        "co_departments": row["co_departments"] or [],
+        "dispatch_method": row["dispatch_method"],
+        "confidence": row["confidence"],
+        "district": row["district"],
+        "master_id": row["master_id"],
+        "escalation_level": row["escalation_level"],
+        "returned_by": row["returned_by"] or [],
+        "satisfaction": row["satisfaction"],
+        "attributes": row["attributes"] or {},
+        "description": row["description"],
+        "address": row["address_string"],
+        "contact": {
+            "first_name": row["first_name"],
+            "last_name": row["last_name"],
+            "email": row["email"],
+            "phone": row["phone"],
+            "anonymous": not (row["first_name"] or row["last_name"]),
+        },
+    }
+
+
+def _desk_router(desk_of: Any) -> APIRouter:
+    router = APIRouter(prefix="/citizen", tags=["citizen desk"])
+
+    async def act(coro: Any) -> Any:
+        try:
+            return await coro
+        except CitizenError as exc:
+            raise _problem(exc) from exc
+
+    @router.get("/catalogue")
+    async def catalogue() -> dict[str, Any]:
+        return desk_of().catalogue.to_dict()
+
+    @router.get("/triage")
+    async def triage() -> list[dict[str, Any]]:
+        desk = desk_of()
+        return [department_view(desk, r) for r in await desk.triage_queue()]
+
+    @router.get("/requests/{request_id}")
+    async def get_one(request_id: int) -> dict[str, Any]:
+        desk = desk_of()
+        row = await act(desk.get(request_id))
+        return {**department_view(desk, row), "history": await desk.store.events(request_id)}
+
+    @router.get("/requests/{request_id}/entity")
+    async def entity(request_id: int) -> dict[str, Any]:
+        desk = desk_of()
+        return desk.entity(await act(desk.get(request_id)))
+
+    @router.get("/public/requests/{request_id}")
+    async def public_contact(request_id: int) -> dict[str, Any]:
+        """The reporter's own view over the public API: contact details masked."""
+        desk = desk_of()
+        row = await act(desk.get(request_id))
+        name = (
+            "匿名 / anonymous"
+            if not (row["first_name"] or row["last_name"])
+            else ((row["last_name"] or "")[:1] + "**")
+        )
+        return {
+            **open311.public_request(desk, row),
+            "reporter": name,
+            "email": mask_email(row["email"]) if row["email"] else None,
+            "phone": mask_phone(row["phone"]) if row["phone"] else None,
+        }
+
+    @router.get("/departments/{department}/requests")
+    async def department_queue(department: str, state: str | None = None) -> list[dict[str, Any]]:
+        desk = desk_of()
+        if department not in desk.catalogue.departments:
+            raise Problem("ResourceNotFound", f"department {department!r} is not in the dispatch catalogue")
+        rows = await desk.store.query_requests(
+            department=department, only_masters=True, states=[state] if state else None, limit=1000
+        )
+        return [department_view(desk, r) for r in rows]
+
+    @router.post("/requests/{request_id}/assign")
+    async def assign(request_id: int, request: Request) -> dict[str, Any]:
+        body = await _json_body(request)
+        desk = desk_of()
+        row = await act(desk.assign(request_id, _text(body, "department"), _text(body, "note", False)))
+        return department_view(desk, row)
+
+    @router.post("/requests/{request_id}/accept")
+    async def accept(request_id: int, request: Request) -> dict[str, Any]:
+        body = await _json_body(request)
+        desk = desk_of()
+        return department_view(desk, await act(desk.accept(request_id, _text(body, "department"))))
+
+    @router.post("/requests/{request_id}/return")
+    async def return_(request_id: int, request: Request) -> dict[str, Any]:
+        body = await _json_body(request)
+        desk = desk_of()
+        row = await act(desk.return_request(request_id, _text(body, "department"), _text(body, "reason")))
+        return department_view(desk, row)
+
+    @router.post("/requests/{request_id}/progress")
+    async def progress(request_id: int, request: Request) -> dict[str, Any]:
+        body = await _json_body(request)
+        desk = desk_of()
+        row = await act(desk.progress(request_id, _text(body, "department"), _text(body, "note")))
+        return department_view(desk, row)
+
+    @router.post("/requests/{request_id}/resolve")
+    async def resolve(request_id: int, request: Request) -> dict[str, Any]:
+        body = await _json_body(request)
+        desk = desk_of()
+        row = await act(desk.resolve(request_id, _text(body, "department"), _text(body, "note")))
+        return department_view(desk, row)
+
+    @router.post("/requests/{request_id}/visit")
+    async def visit(request_id: int, request: Request) -> dict[str, Any]:
+        body = await _json_body(request)
+        satisfaction, resolved = body.get("satisfaction"), body.get("resolved")
+        if isinstance(satisfaction, bool) or not isinstance(satisfaction, int):
+            raise Problem("BadRequestData", "'satisfaction' must be an integer from 1 to 5")
+        if not isinstance(resolved, bool):
+            raise Problem("BadRequestData", "'resolved' must be true or false")
+        desk = desk_of()
+        row = await act(desk.return_visit(request_id, satisfaction, resolved, _text(body, "comment", False)))
+        return department_view(desk, row)
+
+    @router.post("/supervision/run")
+    async def supervise() -> list[dict[str, Any]]:
+        return await desk_of().supervise()
+
+    @router.get("/kpis")
+    async def kpis(month: str | None = None) -> dict[str, Any]:
+        return await act(desk_of().kpis(month))
+
+    return router
