@@ -17,6 +17,10 @@ import uvicorn
 from civicmesh.app import create_app
 from civicmesh.config import Settings
 
+# Room tests exercise behaviour with authentication off; tests/exchange/ turns it on and checks every room's
+# endpoints behind it.
+os.environ.setdefault("CIVICMESH_NO_AUTH", "true")
+
 IN_CI = os.environ.get("CI") == "true"
 PG_ADMIN = os.environ.get("CIVICMESH_TEST_PG", "postgresql://root@127.0.0.1:5432/postgres")
 

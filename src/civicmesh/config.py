@@ -27,7 +27,8 @@ class Settings:
     # History pages larger than this answer 206 Partial Content.
     temporal_page_size: int = 30
     demo: bool = False
-    no_auth: bool = False
+    # Tests of single rooms set CIVICMESH_NO_AUTH=true; the security tests switch authentication on explicitly.
+    no_auth: bool = field(default_factory=lambda: os.environ.get("CIVICMESH_NO_AUTH", "").lower() == "true")
     mqtt_url: str | None = None
     nats_url: str | None = None
     log_level: str = "info"

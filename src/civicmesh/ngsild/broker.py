@@ -206,6 +206,17 @@ class Broker:
         await self._allow(caller, tenant, "query")
         return await self.store.query(tenant, query)  # type: ignore[no-any-return]
 
+    async def type_summary(self, tenant: str, caller: Caller = ANONYMOUS) -> list[tuple[str, int]]:
+        await self.require_tenant(tenant)
+        await self._allow(caller, tenant, "query")
+        return await self.store.type_summary(tenant)  # type: ignore[no-any-return]
+
+    async def attribute_summary(self, tenant: str, type_iri: str | None = None,
+                                caller: Caller = ANONYMOUS) -> list[tuple[str, str, str, int]]:
+        await self.require_tenant(tenant)
+        await self._allow(caller, tenant, "query", types=(type_iri,) if type_iri else ())
+        return await self.store.attribute_summary(tenant, type_iri)  # type: ignore[no-any-return]
+
     async def purge(self, tenant: str, query: EntityQuery, caller: Caller = ANONYMOUS) -> int:
         await self.require_tenant(tenant)
         await self._allow(caller, tenant, "delete")

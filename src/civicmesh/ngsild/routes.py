@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from civicmesh.errors import Problem
+from civicmesh.exchange.gate import ANONYMOUS, Caller
 from civicmesh.ngsild.broker import BatchResult, Broker, UpdateResult
 from civicmesh.ngsild.context import (
     CORE_CONTEXT_URL,
@@ -35,6 +36,11 @@ from civicmesh.ngsild.render import CONCISE, NORMALIZED, SIMPLIFIED, View, rende
 from civicmesh.store.base import EntityQuery
 
 PREFIX = "/ngsi-ld/v1"
+
+
+def caller_of(request: Request) -> Caller:
+    """Who is asking, as the identity layer put it on the request; anonymous when there is none."""
+    return getattr(request.state, "caller", ANONYMOUS)
 _CORE_CONTEXT_ID = "ngsi-ld-core-context"
 
 
@@ -85,14 +91,14 @@ class NgsiLd:
     async def create(self, request: Request) -> Response:
         call, body = await self._body(request)
         doc = EntityParser(call.terms).entity(body)
-        await self.broker.create(call.tenant, doc)
+        await self.broker.create(call.tenant, doc, caller_of(request))
         return Response(status_code=201, headers={"Location": f"{PREFIX}/entities/{doc['id']}"})
 
     async def retrieve(self, request: Request, entity_id: str) -> Response:
         call = read_call(request, self.resolver)
         check_entity_id(entity_id)
         view = self._view(request, call, for_query=False)
-        doc = await self.broker.retrieve(call.tenant, entity_id)
+        doc = await self.broker.retrieve(call.tenant, entity_id, caller_of(request))
         if call.accept == GEOJSON:
             geometry = call.terms.expand(request.query_params.get("geometryProperty") or "location")
             return json_response(call, to_geojson(doc, view, geometry), media=GEOJSON)
@@ -102,7 +108,7 @@ class NgsiLd:
         call = read_call(request, self.resolver)
         query = self._query_from_params(request, call)
         view = self._view(request, call, for_query=True)
-        docs, total = await self.broker.query(call.tenant, query)
+        docs, total = await self.broker.query(call.tenant, query, caller_of(request))
         return self._query_response(request, call, view, query, docs, total)
 
     def _query_response(self, request: Request, call: Call, view: View, query: EntityQuery,
@@ -177,7 +183,7 @@ class NgsiLd:
     async def delete(self, request: Request, entity_id: str) -> Response:
         call = read_call(request, self.resolver)
         check_entity_id(entity_id)
-        await self.broker.delete(call.tenant, entity_id)
+        await self.broker.delete(call.tenant, entity_id, caller_of(request))
         return Response(status_code=204)
 
     async def purge(self, request: Request) -> Response:
@@ -188,7 +194,7 @@ class NgsiLd:
                                   geometry=p.get("geometry"), coordinates=p.get("coordinates"),
                                   geoproperty=p.get("geoproperty"), scope_q=p.get("scopeQ"),
                                   limit=str(self.max_limit), offset=None, count=None, require_selector=True)
-        await self.broker.purge(call.tenant, query)
+        await self.broker.purge(call.tenant, query, caller_of(request))
         return Response(status_code=204)
 
     async def append(self, request: Request, entity_id: str) -> Response:
@@ -196,14 +202,15 @@ class NgsiLd:
         check_entity_id(entity_id)
         attrs = EntityParser(call.terms).attributes(_attributes_only(body, entity_id))
         no_overwrite = "noOverwrite" in (_split(request.query_params.get("options")) or [])
-        result = await self.broker.append(call.tenant, entity_id, attrs, no_overwrite=no_overwrite)
+        result = await self.broker.append(call.tenant, entity_id, attrs, no_overwrite=no_overwrite,
+                                          caller=caller_of(request))
         return self._update_response(call, result)
 
     async def update_attrs(self, request: Request, entity_id: str) -> Response:
         call, body = await self._body(request)
         check_entity_id(entity_id)
         attrs = EntityParser(call.terms).attributes(_attributes_only(body, entity_id), allow_null=True)
-        result = await self.broker.update_attributes(call.tenant, entity_id, attrs)
+        result = await self.broker.update_attributes(call.tenant, entity_id, attrs, caller_of(request))
         return self._update_response(call, result)
 
     def _update_response(self, call: Call, result: UpdateResult) -> Response:
@@ -220,7 +227,7 @@ class NgsiLd:
         iri = call.terms.expand(attr)
         parser = EntityParser(call.terms)
         fragment = _fragment(parser, attr, body)
-        await self.broker.partial_update(call.tenant, entity_id, iri, attr, fragment)
+        await self.broker.partial_update(call.tenant, entity_id, iri, attr, fragment, caller_of(request))
         return Response(status_code=204)
 
     async def replace_attr(self, request: Request, entity_id: str, attr: str) -> Response:
@@ -228,7 +235,8 @@ class NgsiLd:
         check_entity_id(entity_id)
         check_name(attr)
         instances = EntityParser(call.terms).instances(attr, _strip_context(body))
-        await self.broker.replace_attribute(call.tenant, entity_id, call.terms.expand(attr), attr, instances)
+        await self.broker.replace_attribute(call.tenant, entity_id, call.terms.expand(attr), attr, instances,
+                                            caller_of(request))
         return Response(status_code=204)
 
     async def delete_attr(self, request: Request, entity_id: str, attr: str) -> Response:
@@ -240,7 +248,8 @@ class NgsiLd:
         if dataset_id is not None and not is_uri(dataset_id):
             raise Problem("BadRequestData", f"datasetId {dataset_id!r} is not a URI")
         await self.broker.delete_attribute(call.tenant, entity_id, call.terms.expand(attr), attr,
-                                           dataset_id=dataset_id, delete_all=_flag(p.get("deleteAll"), "deleteAll"))
+                                           dataset_id=dataset_id, delete_all=_flag(p.get("deleteAll"), "deleteAll"),
+                                           caller=caller_of(request))
         return Response(status_code=204)
 
     async def merge(self, request: Request, entity_id: str) -> Response:
@@ -252,14 +261,14 @@ class NgsiLd:
         if "scope" in body:
             from civicmesh.ngsild.model import parse_scope
             patch["scope"] = parse_scope(body["scope"])
-        await self.broker.merge(call.tenant, entity_id, patch)
+        await self.broker.merge(call.tenant, entity_id, patch, caller_of(request))
         return Response(status_code=204)
 
     async def replace(self, request: Request, entity_id: str) -> Response:
         call, body = await self._body(request)
         check_entity_id(entity_id)
         doc = EntityParser(call.terms).entity(body, require_type=False, entity_id=entity_id)
-        await self.broker.replace(call.tenant, entity_id, doc)
+        await self.broker.replace(call.tenant, entity_id, doc, caller_of(request))
         return Response(status_code=204)
 
     # -- batch operations --------------------------------------------------------------------------------
@@ -280,7 +289,7 @@ class NgsiLd:
                     ids.append(item)
                 else:
                     bad.errors.append((str(item), Problem("BadRequestData", f"{item!r} is not an entity id (URI)")))
-            result = await self.broker.batch_delete(call.tenant, ids) if ids else BatchResult()
+            result = await self.broker.batch_delete(call.tenant, ids, caller_of(request)) if ids else BatchResult()
             result.errors = bad.errors + result.errors
             return _batch_response(call, result, created_status=None)
         parser = EntityParser(call.terms)
@@ -304,7 +313,8 @@ class NgsiLd:
             option = "update" if "update" in options else "replace"
         elif operation == "update" and "noOverwrite" in options:
             option = "noOverwrite"
-        result = await self.broker.batch(call.tenant, operation, docs, option=option) if docs else BatchResult()
+        result = (await self.broker.batch(call.tenant, operation, docs, option=option, caller=caller_of(request))
+                  if docs else BatchResult())
         result.errors = errors + result.errors
         if operation == "create":
             return _batch_response(call, result, created_status=201)
@@ -349,17 +359,16 @@ class NgsiLd:
             view = dataclasses.replace(view, attrs=frozenset(call.terms.expand(a) for a in attrs))
         if body.get("lang"):
             view = dataclasses.replace(view, lang=body["lang"])
-        docs, total = await self.broker.query(call.tenant, query)
+        docs, total = await self.broker.query(call.tenant, query, caller_of(request))
         return self._query_response(request, call, view, query, docs, total)
 
     # -- discovery ---------------------------------------------------------------------------------------
     async def types(self, request: Request) -> Response:
         call = read_call(request, self.resolver, allow_geojson=False)
-        await self.broker.require_tenant(call.tenant)
-        summary = await self.broker.store.type_summary(call.tenant)
+        summary = await self.broker.type_summary(call.tenant, caller_of(request))
         details = _flag(request.query_params.get("details"), "details")
         if details:
-            attrs = await self.broker.store.attribute_summary(call.tenant)
+            attrs = await self.broker.attribute_summary(call.tenant, None, caller_of(request))
             by_type: dict[str, set[str]] = {}
             for attr, _atype, type_iri, _n in attrs:
                 by_type.setdefault(type_iri, set()).add(attr)
@@ -373,12 +382,11 @@ class NgsiLd:
 
     async def type_info(self, request: Request, type_name: str) -> Response:
         call = read_call(request, self.resolver, allow_geojson=False)
-        await self.broker.require_tenant(call.tenant)
         iri = call.terms.expand(type_name)
-        counts = dict(await self.broker.store.type_summary(call.tenant))
+        counts = dict(await self.broker.type_summary(call.tenant, caller_of(request)))
         if iri not in counts:
             raise Problem("ResourceNotFound", f"no entity has type {type_name!r}")
-        attrs = await self.broker.store.attribute_summary(call.tenant, iri)
+        attrs = await self.broker.attribute_summary(call.tenant, iri, caller_of(request))
         kinds: dict[str, set[str]] = {}
         for attr, atype, _t, _n in attrs:
             kinds.setdefault(attr, set()).add(atype)
@@ -390,8 +398,7 @@ class NgsiLd:
 
     async def attributes(self, request: Request) -> Response:
         call = read_call(request, self.resolver, allow_geojson=False)
-        await self.broker.require_tenant(call.tenant)
-        rows = await self.broker.store.attribute_summary(call.tenant)
+        rows = await self.broker.attribute_summary(call.tenant, None, caller_of(request))
         info: dict[str, dict[str, Any]] = {}
         for attr, atype, type_iri, _n in rows:
             entry = info.setdefault(attr, {"types": set(), "kinds": set()})
@@ -408,20 +415,17 @@ class NgsiLd:
 
     async def attribute_info(self, request: Request, attr: str) -> Response:
         call = read_call(request, self.resolver, allow_geojson=False)
-        await self.broker.require_tenant(call.tenant)
         iri = call.terms.expand(attr)
-        rows = [r for r in await self.broker.store.attribute_summary(call.tenant) if r[0] == iri]
+        rows = [r for r in await self.broker.attribute_summary(call.tenant, None, caller_of(request)) if r[0] == iri]
         if not rows:
             raise Problem("ResourceNotFound", f"no entity has attribute {attr!r}")
-        count = await self._attribute_count(call.tenant, iri)
+        _, total = await self.broker.query(call.tenant, EntityQuery(attrs_any=[iri], limit=0, count=True),
+                                           caller_of(request))
+        count = int(total or 0)
         body = {"id": iri, "type": "Attribute", "attributeName": call.terms.compact(iri),
                 "attributeCount": count, "attributeTypes": sorted({r[1] for r in rows}),
                 "typeNames": sorted({call.terms.compact(r[2]) for r in rows})}
         return json_response(call, body)
-
-    async def _attribute_count(self, tenant: str, iri: str) -> int:
-        _, total = await self.broker.store.query(tenant, EntityQuery(attrs_any=[iri], limit=0, count=True))
-        return int(total or 0)
 
     # -- @contexts ---------------------------------------------------------------------------------------
     async def list_contexts(self, request: Request) -> Response:
