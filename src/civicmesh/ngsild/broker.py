@@ -90,16 +90,19 @@ class Broker:
         await self._modify(tenant, entity_id, caller, "delete", lambda d: (None, list(d["attrs"]), None))
 
     async def append(self, tenant: str, entity_id: str, attrs: dict[str, Any], *, no_overwrite: bool,
-                     caller: Caller = ANONYMOUS) -> UpdateResult:
+                     caller: Caller = ANONYMOUS, scope: list[str] | None = None,
+                     types: list[str] | None = None) -> UpdateResult:
         def change(doc: Doc) -> tuple[Doc, list[str], UpdateResult]:
-            updated, skipped = ops.append(doc, attrs, no_overwrite=no_overwrite, now=now_iso())
+            updated, skipped = ops.append(doc, attrs, no_overwrite=no_overwrite, now=now_iso(), scope=scope,
+                                          types=types)
             return doc, updated, UpdateResult(updated, skipped)
         return await self._modify(tenant, entity_id, caller, "update", change)  # type: ignore[no-any-return]
 
     async def update_attributes(self, tenant: str, entity_id: str, attrs: dict[str, Any],
-                                caller: Caller = ANONYMOUS) -> UpdateResult:
+                                caller: Caller = ANONYMOUS, scope: list[str] | None = None,
+                                types: list[str] | None = None) -> UpdateResult:
         def change(doc: Doc) -> tuple[Doc, list[str], UpdateResult]:
-            updated, skipped = ops.update(doc, attrs, now=now_iso())
+            updated, skipped = ops.update(doc, attrs, now=now_iso(), scope=scope, types=types)
             return doc, updated, UpdateResult(updated, skipped)
         return await self._modify(tenant, entity_id, caller, "update", change)  # type: ignore[no-any-return]
 
@@ -160,6 +163,12 @@ class Broker:
                 before = state.get(entity_id)
                 try:
                     after, touched = _batch_apply(mode, option, before, doc, now)
+                except PartialUpdate as partial:
+                    result.errors.append((entity_id, partial.problem))
+                    if partial.touched:
+                        state[entity_id] = partial.after
+                        changes.append(Change(entity_id, before, partial.after, partial.touched))
+                    continue
                 except Problem as problem:
                     result.errors.append((entity_id, problem))
                     continue
@@ -206,6 +215,32 @@ class Broker:
         await self._allow(caller, tenant, "query")
         return await self.store.query(tenant, query)  # type: ignore[no-any-return]
 
+    async def prune(self, tenant: str, query: EntityQuery, names: set[str], *, keep: bool,
+                    caller: Caller = ANONYMOUS) -> int:
+        """Purge with keep/drop: remove attributes (all but `names` with keep) from every matching entity."""
+        await self.require_tenant(tenant)
+        await self._allow(caller, tenant, "update")
+        ids = await self.store.query_ids(tenant, query)
+        now = now_iso()
+
+        def plan(current: dict[str, Doc | None]) -> list[Change]:
+            changes = []
+            for entity_id in ids:
+                before = current.get(entity_id)
+                if before is None:
+                    continue
+                after = copy.deepcopy(before)
+                doomed = [a for a in after["attrs"] if (a not in names) == keep]
+                for attr in doomed:
+                    del after["attrs"][attr]
+                if doomed:
+                    after["modifiedAt"] = now
+                    changes.append(Change(entity_id, before, after, doomed))
+            return changes
+
+        changes = await self.store.write(tenant, ids, plan)
+        return len(changes)
+
     async def type_summary(self, tenant: str, caller: Caller = ANONYMOUS) -> list[tuple[str, int]]:
         await self.require_tenant(tenant)
         await self._allow(caller, tenant, "query")
@@ -225,6 +260,16 @@ class Broker:
             return 0
         result = await self.batch_delete(tenant, ids, caller)
         return len(result.success)
+
+
+class PartialUpdate(Exception):
+    """A batch item that was applied in part: what changed is kept, what was refused is reported."""
+
+    def __init__(self, after: Doc, touched: list[str], problem: Problem) -> None:
+        super().__init__(problem.detail)
+        self.after = after
+        self.touched = touched
+        self.problem = problem
 
 
 def _batch_apply(mode: str, option: str | None, before: Doc | None, doc: Doc, now: str) -> tuple[Doc | None, list[str]]:
@@ -248,7 +293,12 @@ def _batch_apply(mode: str, option: str | None, before: Doc | None, doc: Doc, no
         raise Problem("ResourceNotFound", f"entity {entity_id} does not exist")
     after = copy.deepcopy(before)
     if mode == "update":
-        updated, _ = ops.append(after, doc["attrs"], no_overwrite=option == "noOverwrite", now=now)
+        ops.add_types(after, doc["type"])
+        updated, skipped = ops.append(after, doc["attrs"], no_overwrite=option == "noOverwrite", now=now)
+        if skipped:
+            names = ", ".join(sorted({name for name, _ in skipped}))
+            raise PartialUpdate(after, updated, Problem(
+                "BadRequestData", f"attributes {names} exist and noOverwrite was requested; they were kept"))
         return after, updated
     if mode == "merge":
         return after, ops.merge(after, doc, now=now)

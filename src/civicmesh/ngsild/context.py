@@ -8,6 +8,7 @@ contexts hosted by the broker itself (`/jsonldContexts`). Anything else is 503 L
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -56,13 +57,12 @@ CORE_TERMS.update({
     "objectList": NGSI_LD + "hasObjectList",
 })
 
-_CORE_URL_PREFIXES = ("https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context",
-                      "http://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context")
+_CORE_URL = re.compile(r"^https?://uri\.etsi\.org/ngsi-ld/v1/ngsi-ld-core-context(-v\d+\.\d+(\.\d+)?)?\.jsonld$")
 _MAX_DEPTH = 16
 
 
 def is_core_context_url(url: str) -> bool:
-    return url.startswith(_CORE_URL_PREFIXES) and url.endswith(".jsonld") and "non-existing" not in url
+    return bool(_CORE_URL.match(url))
 
 
 def core_context_document() -> dict[str, Any]:
@@ -125,14 +125,16 @@ class TermMap:
             return cached
         term = self._reverse.get(iri)
         if term is None:
-            if iri.startswith(self._vocab) and len(iri) > len(self._vocab):
-                term = iri[len(self._vocab):]
+            suffix = iri[len(self._vocab):] if iri.startswith(self._vocab) else ""
+            if suffix and suffix not in self._terms:
+                term = suffix
             else:
+                # A compact IRI (prefix:rest) with the longest matching prefix, as JSON-LD compaction does.
                 term = iri
+                best = ""
                 for prefix, base in self._prefixes.items():
-                    if iri.startswith(base) and len(iri) > len(base) and prefix != "ngsi-ld":
-                        term = f"{prefix}:{iri[len(base):]}"
-                        break
+                    if iri.startswith(base) and len(iri) > len(base) and len(base) > len(best):
+                        term, best = f"{prefix}:{iri[len(base):]}", base
         if len(self._compact_cache) < 50_000:
             self._compact_cache[iri] = term
         return term

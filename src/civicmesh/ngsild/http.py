@@ -33,6 +33,7 @@ class Call:
     terms: TermMap
     context: Any  # what to echo: a URL, or the request's inline @context
     accept: str
+    media: str = JSON  # the request body's media type
 
 
 def tenant_of(request: Request) -> str:
@@ -96,7 +97,8 @@ def read_call(request: Request, resolver: ContextResolver, *, allow_geojson: boo
 
 
 async def body_call(request: Request, resolver: ContextResolver, max_bytes: int, *,
-                    merge_patch: bool = False, expect: type = dict) -> tuple[Call, Any]:
+                    merge_patch: bool = False, expect: type = dict,
+                    per_item_context: bool = False) -> tuple[Call, Any]:
     """For requests with a body: check the media type, parse JSON, and find the @context (Link XOR body)."""
     media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     allowed = {JSON, JSONLD} | ({MERGE_PATCH} if merge_patch else set())
@@ -117,8 +119,16 @@ async def body_call(request: Request, resolver: ContextResolver, max_bytes: int,
         raise Problem("InvalidRequest", f"the body is not valid JSON: {exc}") from exc
     if not isinstance(body, expect):
         wanted = "a JSON object" if expect is dict else "a JSON array"
-        raise Problem("BadRequestData", f"the body must be {wanted}")
+        # A single-entity body that is an array is a malformed request; a batch that is no array is bad data.
+        raise Problem("InvalidRequest" if expect is dict else "BadRequestData", f"the body must be {wanted}")
     link = link_context(request)
+    if per_item_context:
+        # Batches: each entity brings (or lacks) its own @context; bad ones fail alone, in the 207.
+        if media == JSONLD and link:
+            raise Problem("BadRequestData", "with Content-Type application/ld+json the @context belongs in the "
+                          "body, not in a Link header")
+        terms = resolver.term_map(link) if link else resolver.core
+        return Call(tenant_of(request), terms, link or CORE_CONTEXT_URL, negotiate(request), media), body
     items = body if isinstance(body, list) else [body]
     inline = [i.get("@context") for i in items if isinstance(i, dict) and "@context" in i]
     if media == JSONLD:
@@ -135,7 +145,7 @@ async def body_call(request: Request, resolver: ContextResolver, max_bytes: int,
                           "header, not in the body (or send application/ld+json)")
         context = link
     terms = resolver.term_map(context) if context else resolver.core
-    call = Call(tenant_of(request), terms, context or CORE_CONTEXT_URL, negotiate(request))
+    call = Call(tenant_of(request), terms, context or CORE_CONTEXT_URL, negotiate(request), media)
     return call, body
 
 
@@ -143,12 +153,12 @@ def json_response(call: Call, body: Any, status: int = 200, headers: dict[str, s
                   media: str | None = None) -> Response:
     media = media or call.accept
     out_headers = dict(headers or {})
-    if media == JSONLD:
+    if media in (JSONLD, GEOJSON):
         if isinstance(body, dict):
             body = {**body, "@context": call.context}
         elif isinstance(body, list):
             body = [{**item, "@context": call.context} if isinstance(item, dict) else item for item in body]
-    else:
+    if media != JSONLD:
         url = call.context if isinstance(call.context, str) else CORE_CONTEXT_URL
         out_headers["Link"] = f'<{url}>; rel="{CONTEXT_REL}"; type="{JSONLD}"'
     return Response(orjson.dumps(body), status_code=status, media_type=media, headers=out_headers)

@@ -40,7 +40,7 @@ GEOMETRY_TYPES = {"Point", "MultiPoint", "LineString", "MultiLineString", "Polyg
 GEO_CORE_NAMES = {"location", "observationSpace", "operationSpace"}
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"{}|\\^`]+$")
-_FORBIDDEN_NAME = re.compile(r"[\s<>\"'=;()\\]")
+_FORBIDDEN_NAME = re.compile(r"[\s<>\"'=;()\\{},]|^@")
 _DATETIME = re.compile(
     r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$")
 
@@ -125,6 +125,8 @@ class EntityParser:
                 raise Problem("BadRequestData", f"entity type {item!r} is not a non-empty string")
             check_name(item, "entity type")
             iri = self.terms.expand(item)
+            if iri.startswith("@"):
+                raise Problem("BadRequestData", f"entity type {item!r} expands to the JSON-LD keyword {iri}")
             if iri not in result:
                 result.append(iri)
         return result
@@ -135,6 +137,8 @@ class EntityParser:
         for name, raw in fragment.items():
             check_name(name)
             iri = self.terms.expand(name)
+            if iri.startswith("@"):
+                raise Problem("BadRequestData", f"attribute {name!r} expands to the JSON-LD keyword {iri}")
             attrs[iri] = self.instances(name, raw, allow_null=allow_null)
         return attrs
 
@@ -188,13 +192,47 @@ class EntityParser:
                 inst[self.terms.expand(key)] = self.instance(key, value, allow_null=allow_null, sub=True)
         return self._finish(name, inst, allow_null)
 
+    def fragment(self, name: str, raw: object) -> dict[str, Any]:
+        """The members of a partial attribute update: only what is given, sub-attributes expanded."""
+        if not isinstance(raw, dict) or not {k for k in raw if k != "@context"}:
+            raise Problem("BadRequestData", f"a partial update of {name!r} needs a non-empty JSON object")
+        out: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key == "@context" or key in SYSTEM_MEMBERS or key.startswith("previous"):
+                continue
+            if key == "type":
+                if value not in ATTRIBUTE_TYPES:
+                    raise Problem("BadRequestData", f"attribute {name!r} has unknown type {value!r}")
+                out["type"] = value
+            elif key in VALUE_MEMBERS or key in META_MEMBERS:
+                if value is None:
+                    raise Problem("BadRequestData", f"attribute {name!r} has a null {key!r}")
+                out[key] = value
+            else:
+                check_name(key, "sub-attribute")
+                out[self.terms.expand(key)] = self.instance(key, value, allow_null=True, sub=True)
+        if "object" in out and out["object"] != NULL_URI and not is_uri(out["object"]):
+            raise Problem("BadRequestData", f"attribute {name!r} has an object that is not a URI")
+        if "datasetId" in out and not is_uri(out["datasetId"]):
+            raise Problem("BadRequestData", f"attribute {name!r} has a datasetId that is not a URI")
+        if "observedAt" in out and not is_datetime(out["observedAt"]):
+            raise Problem("BadRequestData", f"attribute {name!r} has an observedAt that is not a DateTime")
+        if out.get("type") == "GeoProperty" and "value" in out:
+            validate_geometry(out["value"], name)
+        if out.get("type") == "VocabProperty" and "vocab" in out:
+            out["vocab"] = self._vocab(out["vocab"], name)
+        out["modifiedAt"] = self.now
+        return out
+
     def _finish(self, name: str, inst: dict[str, Any], allow_null: bool) -> dict[str, Any]:
         attr_type = inst["type"]
         member = ATTRIBUTE_TYPES[attr_type]
         if member not in inst:
             raise Problem("BadRequestData", f"{attr_type} {name!r} has no {member!r} member")
         value = inst[member]
-        is_null = value == NULL_URI or value == [NULL_URI]
+        is_null = value == NULL_URI or value == [NULL_URI] or (
+            isinstance(value, dict) and member == "languageMap" and bool(value)
+            and all(v == NULL_URI for v in value.values()))
         if is_null and not allow_null:
             raise Problem("BadRequestData", f"attribute {name!r} is the NGSI-LD Null, which only merge accepts")
         if value is None:

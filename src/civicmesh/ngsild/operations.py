@@ -15,6 +15,8 @@ Attrs = dict[str, Instances]
 def _is_null(inst: dict[str, Any]) -> bool:
     member = ATTRIBUTE_TYPES.get(inst.get("type", ""), "value")
     value = inst.get(member)
+    if isinstance(value, dict) and member == "languageMap":
+        return bool(value) and all(v == NULL_URI for v in value.values())
     return value == NULL_URI or value == [NULL_URI]
 
 
@@ -31,10 +33,28 @@ def _replace_instance(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any
     return result
 
 
-def append(doc: dict[str, Any], attrs: Attrs, *, no_overwrite: bool, now: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """POST /entities/{id}/attrs: add attributes; overwrite existing instances unless noOverwrite."""
+def add_types(doc: dict[str, Any], types: list[str]) -> bool:
+    added = [t for t in types if t not in doc["type"]]
+    doc["type"].extend(added)
+    return bool(added)
+
+
+def append(doc: dict[str, Any], attrs: Attrs, *, no_overwrite: bool, now: str, scope: list[str] | None = None,
+           types: list[str] | None = None) -> tuple[list[str], list[tuple[str, str]]]:
+    """POST /entities/{id}/attrs: add attributes; overwrite existing instances unless noOverwrite.
+
+    A scope in the fragment replaces the entity's scope, or is merged into it under noOverwrite.
+    """
     updated: list[str] = []
     skipped: list[tuple[str, str]] = []
+    if types and add_types(doc, types):
+        updated.append("type")
+    if scope is not None:
+        if no_overwrite and doc.get("scope"):
+            doc["scope"] = list(dict.fromkeys(doc["scope"] + scope))
+        else:
+            doc["scope"] = scope
+        updated.append("scope")
     for iri, instances in attrs.items():
         current = doc["attrs"].setdefault(iri, [])
         changed = False
@@ -55,14 +75,27 @@ def append(doc: dict[str, Any], attrs: Attrs, *, no_overwrite: bool, now: str) -
     return updated, skipped
 
 
-def update(doc: dict[str, Any], attrs: Attrs, *, now: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """PATCH /entities/{id}/attrs: replace only attributes (and dataset instances) that exist."""
+def update(doc: dict[str, Any], attrs: Attrs, *, now: str, scope: list[str] | None = None,
+           types: list[str] | None = None) -> tuple[list[str], list[tuple[str, str]]]:
+    """PATCH /entities/{id}/attrs: replace the attributes given; ones the entity lacks are appended (as the
+    ETSI suite expects). A scope only replaces an existing scope."""
     updated: list[str] = []
     skipped: list[tuple[str, str]] = []
+    if types and add_types(doc, types):
+        updated.append("type")
+    if scope is not None:
+        if doc.get("scope"):
+            doc["scope"] = scope
+            updated.append("scope")
+        else:
+            skipped.append(("scope", "the entity has no scope to update"))
     for iri, instances in attrs.items():
         current = doc["attrs"].get(iri)
         if current is None:
-            skipped.append((iri, "attribute does not exist"))
+            kept = [i for i in instances if not _is_null(i)]
+            if kept:
+                doc["attrs"][iri] = kept
+                updated.append(iri)
             continue
         changed = False
         for inst in instances:
@@ -181,6 +214,12 @@ def replace_attribute(doc: dict[str, Any], iri: str, name: str, instances: Insta
 
 def delete_attribute(doc: dict[str, Any], iri: str, name: str, *, dataset_id: str | None,
                      delete_all: bool, now: str) -> None:
+    if name == "scope" and iri.endswith("/scope") and iri not in doc["attrs"]:
+        if not doc.get("scope"):
+            raise Problem("ResourceNotFound", f"entity {doc['id']} has no scope")
+        del doc["scope"]
+        doc["modifiedAt"] = now
+        return
     current = doc["attrs"].get(iri)
     if not current:
         raise Problem("ResourceNotFound", f"entity {doc['id']} has no attribute {name!r}")

@@ -22,7 +22,8 @@ class View:
     omit: frozenset[str] = frozenset()  # expanded attribute names to drop, and "id"/"type" members
     pick_members: frozenset[str] | None = None  # "id"/"type" members when pick is used
     lang: str | None = None
-    dataset_id: str | None = None
+    # Instances to show by datasetId (None stands for the default instance); None shows all.
+    dataset_ids: frozenset[str | None] | None = None
 
 
 def render_entity(doc: dict[str, Any], view: View) -> dict[str, Any]:
@@ -36,7 +37,7 @@ def render_entity(doc: dict[str, Any], view: View) -> dict[str, Any]:
         out["type"] = types[0] if len(types) == 1 else types
     if doc.get("scope") and keep_member("scope"):
         scope = doc["scope"]
-        out["scope"] = scope[0] if len(scope) == 1 and view.form != NORMALIZED else scope
+        out["scope"] = scope[0] if len(scope) == 1 else scope
     if view.sys_attrs and view.form != SIMPLIFIED:
         out["createdAt"] = doc["createdAt"]
         out["modifiedAt"] = doc["modifiedAt"]
@@ -47,8 +48,8 @@ def render_entity(doc: dict[str, Any], view: View) -> dict[str, Any]:
             continue
         if iri in view.omit:
             continue
-        if view.dataset_id is not None:
-            instances = [i for i in instances if i.get("datasetId") == view.dataset_id]
+        if view.dataset_ids is not None:
+            instances = [i for i in instances if i.get("datasetId") in view.dataset_ids]
         if not instances:
             continue
         rendered = [render_instance(i, view) for i in instances]

@@ -31,8 +31,9 @@ from civicmesh.ngsild.http import (
     page_links,
     read_call,
 )
+from civicmesh.ngsild.linked import Projection, join, order, parse_order_by, parse_projection, selected
 from civicmesh.ngsild.model import ENTITY_MEMBERS, EntityParser, check_entity_id, check_name, is_uri, now_iso
-from civicmesh.ngsild.render import CONCISE, NORMALIZED, SIMPLIFIED, View, render_entity, render_instance, to_geojson
+from civicmesh.ngsild.render import CONCISE, NORMALIZED, SIMPLIFIED, View, render_entity, to_geojson
 from civicmesh.store.base import EntityQuery
 
 PREFIX = "/ngsi-ld/v1"
@@ -56,73 +57,141 @@ class NgsiLd:
         self.default_limit = default_limit
 
     # -- helpers -----------------------------------------------------------------------------------------
-    async def _body(self, request: Request, *, merge_patch: bool = False, expect: type = dict) -> tuple[Call, Any]:
-        return await body_call(request, self.resolver, self.max_body, merge_patch=merge_patch, expect=expect)
+    async def _body(self, request: Request, *, merge_patch: bool = False, expect: type = dict,
+                    per_item_context: bool = False) -> tuple[Call, Any]:
+        return await body_call(request, self.resolver, self.max_body, merge_patch=merge_patch, expect=expect,
+                               per_item_context=per_item_context)
 
-    def _view(self, request: Request, call: Call, *, for_query: bool) -> View:
+    def _presentation(self, request: Request, call: Call) -> Presentation:
+        """attrs / pick / omit / format / options / lang / datasetId / join of a read request."""
         params = request.query_params
         form, sys_attrs = _representation(params.get("options"), params.get("format"))
         attrs = _names(params.get("attrs"))
-        pick = _names(params.get("pick"))
-        omit = _names(params.get("omit"))
-        if attrs is not None and pick is not None:
-            raise Problem("BadRequestData", "use either attrs or pick, not both")
+        pick = parse_projection(params["pick"], "pick") if "pick" in params else None
+        omit = parse_projection(params["omit"], "omit") if "omit" in params else None
+        if attrs is not None and (pick is not None or omit is not None):
+            raise Problem("BadRequestData", "attrs cannot be combined with pick or omit")
         if pick is not None and omit is not None:
-            raise Problem("BadRequestData", "use either pick or omit, not both")
-        chosen = pick if pick is not None else attrs
-        pick_members = None
-        if pick is not None:
-            pick_members = frozenset(n for n in pick if n in ("id", "type", "scope"))
-        expanded = None
-        if chosen is not None:
-            expanded = frozenset(call.terms.expand(n) for n in chosen if n not in ("id", "type", "scope"))
-        omitted = frozenset((n if n in ("id", "type") else call.terms.expand(n)) for n in (omit or []))
-        lang = params.get("lang")
-        return View(call.terms, form, sys_attrs, expanded, omitted, pick_members, lang, params.get("datasetId"))
+            both = set(selected(pick, omit=False)[0] | selected(pick, omit=False)[1]) & set(
+                selected(omit, omit=True)[0] | selected(omit, omit=True)[1])
+            if both:
+                raise Problem("BadRequestData", f"{', '.join(sorted(both))} cannot be both picked and omitted")
+        if attrs is not None:
+            pick = {name: None for name in attrs}
+            pick.update({"id": None, "type": None, "scope": None})
+        join = params.get("join")
+        if join is not None and join not in ("inline", "flat", "@none"):
+            raise Problem("BadRequestData", f"join {join!r} is not inline, flat or @none")
+        level = _int(params.get("joinLevel"), "joinLevel", 1)
+        if level < 1 and join:
+            raise Problem("BadRequestData", "joinLevel must be at least 1")
+        dataset_ids = None
+        if "datasetId" in params:
+            dataset_ids = frozenset(None if d == "@none" else d for d in _split(params["datasetId"]) or [])
+            for d in dataset_ids:
+                if d is not None and not is_uri(d):
+                    raise Problem("BadRequestData", f"datasetId {d!r} is not a URI")
+        view = View(call.terms, form, sys_attrs, lang=params.get("lang"), dataset_ids=dataset_ids)
+        return Presentation(view, pick, omit, None if join == "@none" else join, level)
 
-    def _render(self, docs: list[dict[str, Any]], view: View, call: Call, request: Request) -> Any:
-        if call.accept == GEOJSON:
-            geometry = call.terms.expand(request.query_params.get("geometryProperty") or "location")
-            features = [to_geojson(d, view, geometry) for d in docs]
-            return features
-        return [render_entity(d, view) for d in docs]
+    def _view_for(self, base: View, pick: Projection | None, omit: Projection | None) -> View:
+        terms = base.terms
+        attrs = members = None
+        if pick is not None:
+            names, picked_members = selected(pick, omit=False)
+            attrs = frozenset(terms.expand(n) for n in names)
+            members = frozenset(picked_members)
+        omitted: frozenset[str] = frozenset()
+        if omit is not None:
+            names, omitted_members = selected(omit, omit=True)
+            omitted = frozenset({terms.expand(n) for n in names} | omitted_members)
+        return dataclasses.replace(base, attrs=attrs, omit=omitted, pick_members=members)
+
+    async def _shape(self, docs: list[dict[str, Any]], shown: Presentation, call: Call, caller: Caller) -> list[Any]:
+        """Render entities for the caller, resolving linked entities when a join was asked for."""
+        def render(doc: dict[str, Any], pick: Projection | None, omit: Projection | None) -> dict[str, Any]:
+            return render_entity(doc, self._view_for(shown.view, pick, omit))
+
+        roots = [(doc, render(doc, shown.pick, shown.omit)) for doc in docs]
+        if not shown.join:
+            return [r for _, r in roots]
+
+        async def fetch(ids: list[str]) -> dict[str, dict[str, Any]]:
+            found, _ = await self.broker.query(call.tenant, EntityQuery(ids=ids, limit=len(ids)), caller)
+            return {d["id"]: d for d in found}
+
+        return await join(roots, mode=shown.join, level=shown.level, simplified=shown.view.form == SIMPLIFIED,
+                          compact=call.terms.compact, fetch=fetch, render=render, pick=shown.pick,
+                          omit=shown.omit)
 
     # -- entities ----------------------------------------------------------------------------------------
     async def create(self, request: Request) -> Response:
+        _allow_params(request, {"local"})
         call, body = await self._body(request)
         doc = EntityParser(call.terms).entity(body)
         await self.broker.create(call.tenant, doc, caller_of(request))
         return Response(status_code=201, headers={"Location": f"{PREFIX}/entities/{doc['id']}"})
 
     async def retrieve(self, request: Request, entity_id: str) -> Response:
+        _allow_params(request, RETRIEVE_PARAMS)
         call = read_call(request, self.resolver)
         check_entity_id(entity_id)
-        view = self._view(request, call, for_query=False)
-        doc = await self.broker.retrieve(call.tenant, entity_id, caller_of(request))
+        shown = self._presentation(request, call)
+        caller = caller_of(request)
+        doc = await self.broker.retrieve(call.tenant, entity_id, caller)
+        if "type" in request.query_params:
+            types = {call.terms.expand(t) for t in _split(request.query_params["type"]) or []}
+            if not types & set(doc["type"]):
+                raise Problem("ResourceNotFound", f"entity {entity_id} has none of the types asked for")
         if call.accept == GEOJSON:
             geometry = call.terms.expand(request.query_params.get("geometryProperty") or "location")
-            return json_response(call, to_geojson(doc, view, geometry), media=GEOJSON)
-        return json_response(call, render_entity(doc, view))
+            view = self._view_for(shown.view, shown.pick, shown.omit)
+            feature = to_geojson(doc, view, geometry)
+            return json_response(call, feature, media=GEOJSON)
+        shaped = await self._shape([doc], shown, call, caller)
+        body = shaped[0]
+        asked = shown.pick is not None or shown.omit is not None
+        if asked and not (set(body) - {"@context"}):
+            raise Problem("ResourceNotFound", f"entity {entity_id} has none of the members asked for")
+        if shown.pick is not None and "pick" not in request.query_params:
+            wanted = {call.terms.expand(n) for n in selected(shown.pick, omit=False)[0]}
+            if wanted and not wanted & set(doc["attrs"]):
+                raise Problem("ResourceNotFound", f"entity {entity_id} has none of the attributes asked for")
+        if shown.pick is not None and "pick" in request.query_params and set(body) <= {"@context"}:
+            raise Problem("ResourceNotFound", f"entity {entity_id} has none of the members picked")
+        return json_response(call, shaped if shown.join == "flat" else body)
 
     async def query(self, request: Request) -> Response:
+        _allow_params(request, QUERY_PARAMS)
         call = read_call(request, self.resolver)
         query = self._query_from_params(request, call)
-        view = self._view(request, call, for_query=True)
-        docs, total = await self.broker.query(call.tenant, query, caller_of(request))
-        return self._query_response(request, call, view, query, docs, total)
+        shown = self._presentation(request, call)
+        return await self._answer_query(request, call, query, shown, request.query_params.get("orderBy"))
 
-    def _query_response(self, request: Request, call: Call, view: View, query: EntityQuery,
-                        docs: list[dict[str, Any]], total: int | None) -> Response:
+    async def _answer_query(self, request: Request, call: Call, query: EntityQuery, shown: Presentation,
+                            order_by: str | None) -> Response:
+        caller = caller_of(request)
+        if order_by:
+            keys = parse_order_by(order_by)
+            wanted = dataclasses.replace(query, limit=self.max_limit * 10, offset=0, count=False)
+            everything, _ = await self.broker.query(call.tenant, wanted, caller)
+            ordered = order(everything, keys, call.terms.expand, call.terms.compact)
+            docs = ordered[query.offset:query.offset + query.limit]
+            total: int | None = len(ordered) if query.count else None
+        else:
+            docs, total = await self.broker.query(call.tenant, query, caller)
         headers: dict[str, str] = {}
         if total is not None:
             headers["NGSILD-Results-Count"] = str(total)
         links = page_links(request, query.offset, query.limit, len(docs), total)
-        body = self._render(docs, view, call, request)
         if call.accept == GEOJSON:
-            response = json_response(call, {"type": "FeatureCollection", "features": body}, headers=headers,
+            geometry = call.terms.expand(request.query_params.get("geometryProperty") or "location")
+            view = self._view_for(shown.view, shown.pick, shown.omit)
+            features = [to_geojson(d, view, geometry) for d in docs]
+            response = json_response(call, {"type": "FeatureCollection", "features": features}, headers=headers,
                                      media=GEOJSON)
         else:
-            response = json_response(call, body, headers=headers)
+            response = json_response(call, await self._shape(docs, shown, call, caller), headers=headers)
         if links:
             existing = response.headers.get("link")
             response.headers["Link"] = f"{existing}, {links}" if existing else links
@@ -130,12 +199,20 @@ class NgsiLd:
 
     def _query_from_params(self, request: Request, call: Call) -> EntityQuery:
         p = request.query_params
+        attrs = _names(p.get("attrs"))
+        if attrs and set(attrs) & {"id", "type"}:
+            raise Problem("BadRequestData", "attrs lists attribute names; id and type are entity members")
+        if "id" in p and not any(k in p for k in ("type", "attrs", "q", "georel", "idPattern", "scopeQ", "local",
+                                                   "pick", "omit")):
+            raise Problem("BadRequestData", "a query by id alone is not allowed; add type, attrs, q or a geo-query")
+        pick = parse_projection(p["pick"], "pick") if "pick" in p else None
         return self._build_query(
             call.terms, ids=_split(p.get("id")), id_pattern=p.get("idPattern"), types=p.get("type"),
-            attrs=_names(p.get("attrs")) or _names(p.get("pick")), q=p.get("q"),
+            attrs=attrs, q=p.get("q"),
             georel=p.get("georel"), geometry=p.get("geometry"), coordinates=p.get("coordinates"),
             geoproperty=p.get("geoproperty"), scope_q=p.get("scopeQ"), limit=p.get("limit"),
-            offset=p.get("offset"), count=p.get("count"), require_selector=True)
+            offset=p.get("offset"), count=p.get("count"),
+            require_selector=not _flag(p.get("local"), "local") and pick is None)
 
     def _build_query(self, terms: TermMap, *, ids: list[str] | None, id_pattern: str | None, types: Any,
                      attrs: list[str] | None, q: str | None, georel: str | None, geometry: str | None,
@@ -180,6 +257,9 @@ class NgsiLd:
             raise Problem("BadRequestData", "limit=0 is only allowed together with count=true")
         return query
 
+    async def missing_id(self, request: Request) -> Response:
+        raise Problem("BadRequestData", f"{request.method} needs an entity id in the path: /entities/{{entityId}}")
+
     async def delete(self, request: Request, entity_id: str) -> Response:
         call = read_call(request, self.resolver)
         check_entity_id(entity_id)
@@ -187,37 +267,54 @@ class NgsiLd:
         return Response(status_code=204)
 
     async def purge(self, request: Request) -> Response:
+        _allow_params(request, PURGE_PARAMS)
         call = read_call(request, self.resolver)
         p = request.query_params
+        keep, drop = _names(p.get("keep")), _names(p.get("drop"))
+        if keep is not None and drop is not None:
+            raise Problem("BadRequestData", "keep and drop exclude each other")
+        everything = _flag(p.get("local"), "local") and not any(
+            k in p for k in ("id", "idPattern", "type", "q", "georel", "scopeQ"))
         query = self._build_query(call.terms, ids=_split(p.get("id")), id_pattern=p.get("idPattern"),
                                   types=p.get("type"), attrs=None, q=p.get("q"), georel=p.get("georel"),
                                   geometry=p.get("geometry"), coordinates=p.get("coordinates"),
                                   geoproperty=p.get("geoproperty"), scope_q=p.get("scopeQ"),
-                                  limit=str(self.max_limit), offset=None, count=None, require_selector=True)
-        await self.broker.purge(call.tenant, query, caller_of(request))
+                                  limit=str(self.max_limit), offset=None, count=None, require_selector=not everything)
+        caller = caller_of(request)
+        if keep is None and drop is None:
+            await self.broker.purge(call.tenant, query, caller)
+        else:
+            names = {call.terms.expand(n) for n in (keep or drop or [])}
+            await self.broker.prune(call.tenant, query, names, keep=keep is not None, caller=caller)
         return Response(status_code=204)
 
     async def append(self, request: Request, entity_id: str) -> Response:
+        _allow_params(request, {"options"})
         call, body = await self._body(request)
         check_entity_id(entity_id)
-        attrs = EntityParser(call.terms).attributes(_attributes_only(body, entity_id))
+        parser = EntityParser(call.terms)
+        fragment = _attributes_only(body, entity_id)
+        attrs = parser.attributes(fragment)
         no_overwrite = "noOverwrite" in (_split(request.query_params.get("options")) or [])
         result = await self.broker.append(call.tenant, entity_id, attrs, no_overwrite=no_overwrite,
-                                          caller=caller_of(request))
+                                          caller=caller_of(request), **_scope_and_types(parser, body))
         return self._update_response(call, result)
 
     async def update_attrs(self, request: Request, entity_id: str) -> Response:
-        call, body = await self._body(request)
+        _allow_params(request, {"options"})
+        call, body = await self._body(request, merge_patch=True)
         check_entity_id(entity_id)
-        attrs = EntityParser(call.terms).attributes(_attributes_only(body, entity_id), allow_null=True)
-        result = await self.broker.update_attributes(call.tenant, entity_id, attrs, caller_of(request))
+        parser = EntityParser(call.terms)
+        attrs = parser.attributes(_attributes_only(body, entity_id), allow_null=True)
+        result = await self.broker.update_attributes(call.tenant, entity_id, attrs, caller_of(request),
+                                                     **_scope_and_types(parser, body))
         return self._update_response(call, result)
 
     def _update_response(self, call: Call, result: UpdateResult) -> Response:
         if not result.not_updated:
             return Response(status_code=204)
-        body = {"updated": [call.terms.compact(a) for a in result.updated],
-                "notUpdated": [{"attributeName": call.terms.compact(a), "reason": r} for a, r in result.not_updated]}
+        body = {"updated": result.updated,
+                "notUpdated": [{"attributeName": a, "reason": r} for a, r in result.not_updated]}
         return json_response(call, body, status=207, media="application/json")
 
     async def partial_update(self, request: Request, entity_id: str, attr: str) -> Response:
@@ -225,8 +322,7 @@ class NgsiLd:
         check_entity_id(entity_id)
         check_name(attr)
         iri = call.terms.expand(attr)
-        parser = EntityParser(call.terms)
-        fragment = _fragment(parser, attr, body)
+        fragment = EntityParser(call.terms).fragment(attr, body)
         await self.broker.partial_update(call.tenant, entity_id, iri, attr, fragment, caller_of(request))
         return Response(status_code=204)
 
@@ -277,7 +373,9 @@ class NgsiLd:
             return await self.post_query(request)
         if operation not in ("create", "upsert", "update", "delete", "merge"):
             raise Problem("ResourceNotFound", f"there is no batch operation {operation!r}")
-        call, body = await self._body(request, expect=list, merge_patch=operation == "merge")
+        _allow_params(request, {"options", "local"})
+        call, body = await self._body(request, expect=list, merge_patch=operation == "merge",
+                                      per_item_context=True)
         if not body:
             raise Problem("BadRequestData", "the batch is empty")
         options = _split(request.query_params.get("options")) or []
@@ -292,19 +390,19 @@ class NgsiLd:
             result = await self.broker.batch_delete(call.tenant, ids, caller_of(request)) if ids else BatchResult()
             result.errors = bad.errors + result.errors
             return _batch_response(call, result, created_status=None)
-        parser = EntityParser(call.terms)
         docs = []
         errors: list[tuple[str, Problem]] = []
         for item in body:
             entity_id = item.get("id", "") if isinstance(item, dict) else ""
             try:
+                parser = EntityParser(self._item_terms(call, item))
                 if operation in ("update", "merge"):
                     check_entity_id(entity_id)
                     doc = {"id": entity_id, "type": parser.types(item["type"]) if item.get("type") else [],
                            "attrs": parser.attributes(_attributes_only(item, entity_id),
                                                       allow_null=operation == "merge")}
                 else:
-                    doc = parser.entity(item)
+                    doc = parser.entity({k: v for k, v in item.items() if k != "@context"})
                 docs.append(doc)
             except Problem as problem:
                 errors.append((str(entity_id), problem))
@@ -322,6 +420,19 @@ class NgsiLd:
             return _batch_response(call, result, created_status=201, created_only=True, created=result.created)
         return _batch_response(call, result, created_status=None)
 
+    def _item_terms(self, call: Call, item: Any) -> TermMap:
+        """The @context of one batch item: its own under JSON-LD, the Link header's under plain JSON."""
+        if not isinstance(item, dict):
+            raise Problem("BadRequestData", "each batch item must be a JSON object")
+        if call.media == JSONLD:
+            if "@context" not in item:
+                raise Problem("BadRequestData", "with Content-Type application/ld+json each entity needs @context")
+            return self.resolver.term_map(item["@context"])
+        if "@context" in item:
+            raise Problem("BadRequestData", "with Content-Type application/json the @context goes in a Link "
+                          "header, not in the entity")
+        return call.terms
+
     async def post_query(self, request: Request) -> Response:
         call, body = await self._body(request)
         if body.get("type") != "Query":
@@ -338,7 +449,9 @@ class NgsiLd:
             if "idPattern" in selector:
                 id_pattern = selector["idPattern"]
             if "type" in selector:
-                types.append(selector["type"])
+                if not isinstance(selector["type"], str):
+                    raise Problem("BadRequestData", "an entity selector's type must be a string")
+                types.append(selector["type"] if len(entities or []) == 1 else f"({selector['type']})")
         geo_q = body.get("geoQ") or {}
         if not isinstance(geo_q, dict):
             raise Problem("BadRequestData", "geoQ must be an object")
@@ -350,20 +463,23 @@ class NgsiLd:
         if coordinates is not None and not isinstance(coordinates, str):
             coordinates = orjson.dumps(coordinates).decode()
         query = self._build_query(
-            call.terms, ids=ids or None, id_pattern=id_pattern, types=",".join(types) if types else None,
+            call.terms, ids=ids or None, id_pattern=id_pattern, types="|".join(types) if types else None,
             attrs=attrs, q=body.get("q"), georel=geo_q.get("georel"), geometry=geo_q.get("geometry"),
             coordinates=coordinates, geoproperty=geo_q.get("geoproperty"), scope_q=body.get("scopeQ"),
             limit=p.get("limit"), offset=p.get("offset"), count=p.get("count"), require_selector=True)
-        view = self._view(request, call, for_query=True)
+        shown = self._presentation(request, call)
         if attrs:
-            view = dataclasses.replace(view, attrs=frozenset(call.terms.expand(a) for a in attrs))
+            shown.pick = {a: None for a in attrs} | {"id": None, "type": None, "scope": None}
         if body.get("lang"):
-            view = dataclasses.replace(view, lang=body["lang"])
-        docs, total = await self.broker.query(call.tenant, query, caller_of(request))
-        return self._query_response(request, call, view, query, docs, total)
+            shown.view = dataclasses.replace(shown.view, lang=body["lang"])
+        if body.get("join"):
+            shown.join = body["join"] if body["join"] != "@none" else None
+            shown.level = _int(body.get("joinLevel"), "joinLevel", 1)
+        return await self._answer_query(request, call, query, shown, request.query_params.get("orderBy"))
 
     # -- discovery ---------------------------------------------------------------------------------------
     async def types(self, request: Request) -> Response:
+        _allow_params(request, {"details", "local"})
         call = read_call(request, self.resolver, allow_geojson=False)
         summary = await self.broker.type_summary(call.tenant, caller_of(request))
         details = _flag(request.query_params.get("details"), "details")
@@ -397,6 +513,7 @@ class NgsiLd:
         return json_response(call, body)
 
     async def attributes(self, request: Request) -> Response:
+        _allow_params(request, {"details", "local"})
         call = read_call(request, self.resolver, allow_geojson=False)
         rows = await self.broker.attribute_summary(call.tenant, None, caller_of(request))
         info: dict[str, dict[str, Any]] = {}
@@ -524,12 +641,12 @@ def _representation(options: str | None, fmt: str | None) -> tuple[str, bool]:
     known = {"keyValues", "simplified", "concise", "normalized", "sysAttrs", "noOverwrite", "replace", "update"}
     unknown = opts - known
     if unknown:
-        raise Problem("BadRequestData", f"unknown option(s) {', '.join(sorted(unknown))}")
+        raise Problem("InvalidRequest", f"unknown option(s) {', '.join(sorted(unknown))}")
     form = NORMALIZED
     if fmt is not None:
         forms = {"keyValues": SIMPLIFIED, "simplified": SIMPLIFIED, "concise": CONCISE, "normalized": NORMALIZED}
         if fmt not in forms:
-            raise Problem("BadRequestData", f"format {fmt!r} is not normalized, concise or simplified")
+            raise Problem("InvalidRequest", f"format {fmt!r} is not normalized, concise or simplified")
         form = forms[fmt]
     elif opts & {"keyValues", "simplified"}:
         if "concise" in opts:
@@ -568,17 +685,40 @@ def _attributes_only(body: dict[str, Any], entity_id: str) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k not in ENTITY_MEMBERS}
 
 
-def _fragment(parser: EntityParser, name: str, body: dict[str, Any]) -> dict[str, Any]:
-    """A partial attribute update: only the members given, sub-attributes expanded."""
-    body = _strip_context(body)
-    if not isinstance(body, dict) or not body:
-        raise Problem("BadRequestData", "a partial attribute update needs a non-empty JSON object")
-    full = parser.instance(name, body, allow_null=True)
-    given = set(body) | {parser.terms.expand(k) for k in body}
-    if "type" not in body:
-        full.pop("type", None)
-    return {k: v for k, v in full.items() if k in given or k in ("modifiedAt",) or
-            (k == "value" and any(m in body for m in ("value",)))}
+def _scope_and_types(parser: EntityParser, body: dict[str, Any]) -> dict[str, Any]:
+    from civicmesh.ngsild.model import parse_scope
+
+    extra: dict[str, Any] = {}
+    if "scope" in body:
+        extra["scope"] = parse_scope(body["scope"])
+    if "type" in body:
+        extra["types"] = parser.types(body["type"])
+    return extra
+
+
+def _allow_params(request: Request, allowed: set[str]) -> None:
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise Problem("InvalidRequest", f"unknown query parameter(s) {', '.join(unknown)} for "
+                      f"{request.method} {request.url.path}")
+
+
+_READ = {"attrs", "pick", "omit", "options", "format", "lang", "geometryProperty", "datasetId", "join",
+         "joinLevel", "local", "containedBy", "entityMap", "expandValues", "csf"}
+RETRIEVE_PARAMS = _READ | {"type"}
+QUERY_PARAMS = _READ | {"id", "idPattern", "type", "q", "georel", "geometry", "coordinates", "geoproperty",
+                        "scopeQ", "limit", "offset", "count", "orderBy", "collect"}
+PURGE_PARAMS = {"id", "idPattern", "type", "q", "georel", "geometry", "coordinates", "geoproperty", "scopeQ",
+                "keep", "drop", "local"}
+
+
+@dataclasses.dataclass
+class Presentation:
+    view: View
+    pick: Projection | None
+    omit: Projection | None
+    join: str | None
+    level: int
 
 
 def _list_id(kind: str, items: Any) -> str:
@@ -617,6 +757,7 @@ def mount(app: FastAPI, ngsi: NgsiLd) -> None:
     route("/entities", ["POST"], ngsi.create)
     route("/entities", ["GET"], ngsi.query)
     route("/entities", ["DELETE"], ngsi.purge)
+    route("/entities", ["PATCH", "PUT"], ngsi.missing_id)
     route("/entities/{entity_id:path}/attrs/{attr}", ["PATCH"], ngsi.partial_update)
     route("/entities/{entity_id:path}/attrs/{attr}", ["PUT"], ngsi.replace_attr)
     route("/entities/{entity_id:path}/attrs/{attr}", ["DELETE"], ngsi.delete_attr)
