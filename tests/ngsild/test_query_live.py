@@ -246,3 +246,20 @@ def test_geojson_query_with_geometry_property(client: httpx.Client, city: list[d
     assert fc["type"] == "FeatureCollection"
     assert fc["features"][0]["geometry"] == {"type": "Point", "coordinates": [120.215, 30.2]}
     assert json.loads(json.dumps(fc))["features"][0]["properties"]["status"]["value"] == "ok"
+
+
+def test_scope_queries(client: httpx.Client) -> None:
+    items = [{"id": f"urn:ngsi-ld:Park:{n}", "type": "Park", "scope": scope} for n, scope in
+             enumerate([["/Hangzhou/Binjiang/North"], ["/Hangzhou/Xihu/North"], ["/Hangzhou"], ["/Ningbo", "/Coast"]])]
+    assert client.post("/entityOperations/create", json=items).status_code == 201
+
+    def scoped(q: str) -> list[str]:
+        return ids(client.get("/entities", params={"type": "Park", "scopeQ": q}))
+
+    assert scoped("/Hangzhou/+/North") == ["0", "1"]
+    assert scoped("/Hangzhou/#") == ["0", "1", "2"]
+    assert scoped("/Hangzhou") == ["2"]
+    assert scoped("/#") == ["0", "1", "2", "3"]
+    assert scoped("/Ningbo;/Coast") == ["3"]
+    assert scoped("/Ningbo,/Hangzhou") == ["2", "3"]
+    problem(client.get("/entities", params={"type": "Park", "scopeQ": "Hangzhou"}), 400, "BadRequestData")

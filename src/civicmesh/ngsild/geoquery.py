@@ -270,7 +270,11 @@ def parse_geoquery(georel: str | None, geometry: str | None, coordinates: str | 
     if relation == "near" and geometry != "Point":
         raise _bad(f"georel near measures distance from a Point, but geometry is {geometry!r}")
     coords = _parse_coordinates(coordinates)
-    geom = _build(geometry, coords, "coordinates", require_valid=True)
+    # A self-intersecting query area is repaired rather than refused: the ETSI suite queries with one, and
+    # PostGIS answers such queries too.
+    geom = _build(geometry, coords, "coordinates", require_valid=False)
+    if not geom.is_valid:
+        geom = shapely.make_valid(geom)
     prop = DEFAULT_GEOPROPERTY if geoproperty in (None, "") else geoproperty
     if not isinstance(prop, str) or any(c.isspace() for c in prop) or any(c in prop for c in ";|,()[]"):
         raise _bad(f"geoproperty {prop!r} is not an attribute name")

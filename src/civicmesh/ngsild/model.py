@@ -217,7 +217,7 @@ class EntityParser:
             raise Problem("BadRequestData", f"attribute {name!r} has a datasetId that is not a URI")
         if "observedAt" in out and not is_datetime(out["observedAt"]):
             raise Problem("BadRequestData", f"attribute {name!r} has an observedAt that is not a DateTime")
-        if out.get("type") == "GeoProperty" and "value" in out:
+        if out.get("type") == "GeoProperty" and "value" in out and out["value"] != NULL_URI:
             validate_geometry(out["value"], name)
         if out.get("type") == "VocabProperty" and "vocab" in out:
             out["vocab"] = self._vocab(out["vocab"], name)

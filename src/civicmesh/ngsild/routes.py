@@ -159,7 +159,7 @@ class NgsiLd:
                 raise Problem("ResourceNotFound", f"entity {entity_id} has none of the attributes asked for")
         if shown.pick is not None and "pick" in request.query_params and set(body) <= {"@context"}:
             raise Problem("ResourceNotFound", f"entity {entity_id} has none of the members picked")
-        return json_response(call, shaped if shown.join == "flat" else body)
+        return json_response(call, shaped if shown.join == "flat" and len(shaped) > 1 else body)
 
     async def query(self, request: Request) -> Response:
         _allow_params(request, QUERY_PARAMS)
@@ -206,6 +206,8 @@ class NgsiLd:
                                                    "pick", "omit")):
             raise Problem("BadRequestData", "a query by id alone is not allowed; add type, attrs, q or a geo-query")
         pick = parse_projection(p["pick"], "pick") if "pick" in p else None
+        if pick is not None and attrs is None:
+            attrs = sorted(selected(pick, omit=False)[0]) or None
         return self._build_query(
             call.terms, ids=_split(p.get("id")), id_pattern=p.get("idPattern"), types=p.get("type"),
             attrs=attrs, q=p.get("q"),
@@ -330,6 +332,8 @@ class NgsiLd:
         call, body = await self._body(request)
         check_entity_id(entity_id)
         check_name(attr)
+        if attr in ("scope", "type", "id"):
+            raise Problem("BadRequestData", f"{attr!r} is an entity member, not an attribute to replace")
         instances = EntityParser(call.terms).instances(attr, _strip_context(body))
         await self.broker.replace_attribute(call.tenant, entity_id, call.terms.expand(attr), attr, instances,
                                             caller_of(request))
@@ -664,12 +668,28 @@ def _check_regex(pattern: str, name: str) -> None:
         raise Problem("BadRequestData", f"{name} {pattern!r} is not a valid regular expression: {exc}") from None
 
 
-def _scopes(text: str) -> list[str]:
-    scopes = [s.strip() for s in text.replace(";", ",").split(",") if s.strip()]
-    for s in scopes:
-        if not s.startswith("/"):
-            raise Problem("BadRequestData", f"scopeQ term {s!r} must start with '/'")
-    return [s.rstrip("#").rstrip("/") if s not in ("/#",) else "" for s in scopes]
+def _scopes(text: str) -> list[list[str]]:
+    """scopeQ (`,` OR, `;` AND, `+` one level, `#` any depth) as DNF of regexes over the stored `|`-joined scopes."""
+    alternatives = []
+    for group in text.split(","):
+        terms = []
+        for term in group.strip().strip("()").split(";"):
+            term = term.strip().strip("()")
+            if not re.fullmatch(r"(/([^/#+\s|]+|\+))*(/#)?", term) or not term:
+                raise Problem("BadRequestData", f"scopeQ term {term!r} is not a scope path like /A/+/C or /A/#")
+            pattern = ""
+            for segment in term.strip("/").split("/"):
+                if segment == "#":
+                    pattern += "(/[^|]*)?"
+                elif segment == "+":
+                    pattern += "/[^/|]+"
+                else:
+                    pattern += "/" + re.escape(segment)
+            if term == "/#":
+                pattern = "/[^|]*"
+            terms.append(r"\|" + pattern + r"(\||$)")
+        alternatives.append(terms)
+    return alternatives
 
 
 def _strip_context(body: Any) -> Any:

@@ -55,7 +55,8 @@ class EntityQuery:
     attrs_any: list[str] | None = None
     q: Any = None  # civicmesh.ngsild.qlang AST with expanded attribute names
     geo: Any = None  # civicmesh.ngsild.geoquery.GeoQuery with expanded geoproperty
-    scopes: list[str] | None = None
+    # scopeQ as DNF of regular expressions over the stored "|/a/b|/c" scope string.
+    scopes: list[list[str]] | None = None
     limit: int = 20
     offset: int = 0
     count: bool = False

@@ -56,13 +56,14 @@ MIGRATIONS: list[list[str]] = [
 # Outbox rows are numbered and committed under this lock, so the relay never sees seq N+1 before N.
 _OUTBOX_LOCK = 7_311_001
 
+# `&&` lets the GiST index find candidates; ST_MakeValid keeps GEOS from failing on self-intersecting areas.
 _GEO_SQL = {
-    "within": "ST_Within(g.geom, {q})",
-    "contains": "ST_Contains(g.geom, {q})",
-    "intersects": "ST_Intersects(g.geom, {q})",
-    "equals": "ST_Equals(g.geom, {q})",
-    "disjoint": "ST_Disjoint(g.geom, {q})",
-    "overlaps": "ST_Overlaps(g.geom, {q})",
+    "within": "g.geom && {q} AND ST_Within(ST_MakeValid(g.geom), {q})",
+    "contains": "g.geom && {q} AND ST_Contains(ST_MakeValid(g.geom), {q})",
+    "intersects": "g.geom && {q} AND ST_Intersects(ST_MakeValid(g.geom), {q})",
+    "equals": "g.geom && {q} AND ST_Equals(ST_MakeValid(g.geom), {q})",
+    "disjoint": "ST_Disjoint(ST_MakeValid(g.geom), {q})",
+    "overlaps": "g.geom && {q} AND ST_Overlaps(ST_MakeValid(g.geom), {q})",
 }
 
 
@@ -89,8 +90,10 @@ class PostgresDialect:
                 parts.append(f"NOT ST_DWithin(g.geom::geography, {q}::geography, ?)")
                 params.extend([geojson, query.min_distance])
             return f"e.eid IN (SELECT g.eid FROM geo g WHERE g.akey = ? AND {' AND '.join(parts) or 'TRUE'})"
-        params.extend([akey, geojson])
-        return f"e.eid IN (SELECT g.eid FROM geo g WHERE g.akey = ? AND {_GEO_SQL[query.relation].format(q=q)})"
+        sql = _GEO_SQL[query.relation].format(q=q)
+        params.append(akey)
+        params.extend([geojson] * sql.count("?"))
+        return f"e.eid IN (SELECT g.eid FROM geo g WHERE g.akey = ? AND {sql})"
 
 
 class PostgresStore:

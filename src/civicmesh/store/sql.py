@@ -63,8 +63,11 @@ class QueryCompiler:
             else:
                 where.append(self.dialect.geo_condition(query.geo, akey, params))
         if query.scopes:
-            where.append("(" + " OR ".join(["e.scopes LIKE ?"] * len(query.scopes)) + ")")
-            params.extend(f"%|{s}%" for s in query.scopes)
+            alternatives = []
+            for conjunct in query.scopes:
+                alternatives.append("(" + " AND ".join(self.dialect.regex("e.scopes") for _ in conjunct) + ")")
+                params.extend(conjunct)
+            where.append("(" + " OR ".join(alternatives) + ")")
         return " AND ".join(where), params
 
     def _types(self, dnf: list[frozenset[str]], params: list[Any]) -> str:
