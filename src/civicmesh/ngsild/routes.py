@@ -207,7 +207,9 @@ class NgsiLd:
             raise Problem("BadRequestData", "a query by id alone is not allowed; add type, attrs, q or a geo-query")
         pick = parse_projection(p["pick"], "pick") if "pick" in p else None
         if pick is not None and attrs is None:
-            attrs = sorted(selected(pick, omit=False)[0]) or None
+            # Picking only attributes selects the entities that have one; picking a member (id) keeps them all.
+            picked, members = selected(pick, omit=False)
+            attrs = sorted(picked) if picked and not members else None
         return self._build_query(
             call.terms, ids=_split(p.get("id")), id_pattern=p.get("idPattern"), types=p.get("type"),
             attrs=attrs, q=p.get("q"),

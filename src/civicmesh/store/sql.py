@@ -77,7 +77,9 @@ class QueryCompiler:
             if not keys:
                 return FALSE
             params.extend(keys)
-            return f"e.eid IN (SELECT eid FROM entity_types WHERE tkey IN ({','.join('?' * len(keys))}))"
+            # The unary + keeps SQLite scanning entities in eid order (so LIMIT stops early) and using this
+            # subquery as a membership test instead of driving the scan from it and sorting afterwards.
+            return f"+e.eid IN (SELECT eid FROM entity_types WHERE tkey IN ({','.join('?' * len(keys))}))"
         alternatives = []
         for conjunct in dnf:
             keys = [self.tkey(t) for t in conjunct]
