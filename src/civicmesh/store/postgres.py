@@ -73,6 +73,10 @@ def _pg(sql: str) -> str:
 
 class PostgresDialect:
     attr_index = "attr_index a"
+    # OFFSET 0 stops the planner from turning a probe into a join over every matching value (its per-column
+    # statistics cannot see how selective a value is for one attribute); as a per-row probe in eid order the
+    # LIMIT ends the scan early.
+    probe_end = " OFFSET 0"
 
     def regex(self, column: str) -> str:
         return f"{column} ~ ?"

@@ -14,6 +14,7 @@ Lookup = Callable[[str, str], int | None]  # (attribute IRI, path) -> akey, None
 
 class Dialect(Protocol):
     attr_index: str  # the FROM item for correlated index probes, aliased `a`
+    probe_end: str  # appended inside each EXISTS probe (PostgreSQL: keep it a per-row probe)
 
     def regex(self, column: str) -> str: ...
     def geo_condition(self, query: Any, akey: int, params: list[Any]) -> str: ...
@@ -52,7 +53,7 @@ class QueryCompiler:
                 where.append(FALSE)
             else:
                 where.append(f"EXISTS (SELECT 1 FROM {self.dialect.attr_index} WHERE a.eid = e.eid AND a.akey IN "
-                             f"({','.join('?' * len(keys))}))")
+                             f"({','.join('?' * len(keys))}){self.dialect.probe_end})")
                 params.extend(keys)
         if query.q is not None:
             where.append(self._q(query.q, params))
@@ -114,7 +115,8 @@ class QueryCompiler:
         if akey is None:
             return FALSE
         params.append(akey)
-        return f"EXISTS (SELECT 1 FROM {self.dialect.attr_index} WHERE a.eid = e.eid AND a.akey = ?)"
+        return (f"EXISTS (SELECT 1 FROM {self.dialect.attr_index} WHERE a.eid = e.eid AND a.akey = ?"
+                f"{self.dialect.probe_end})")
 
     def _compare(self, expr: Any, params: list[Any]) -> str:
         akey = self._key(expr.path)
@@ -161,7 +163,8 @@ class QueryCompiler:
             local.append(v)
         params.append(akey)
         params.extend(local)
-        return f"EXISTS (SELECT 1 FROM {self.dialect.attr_index} WHERE a.eid = e.eid AND a.akey = ? AND {' AND '.join(conditions)})"
+        return (f"EXISTS (SELECT 1 FROM {self.dialect.attr_index} WHERE a.eid = e.eid AND a.akey = ? AND "
+                f"{' AND '.join(conditions)}{self.dialect.probe_end})")
 
 
 def _literal(value: Any) -> tuple[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import sqlite3
 import threading
@@ -56,7 +57,19 @@ MIGRATIONS: list[list[str]] = [
         "subject TEXT NOT NULL, at TEXT NOT NULL, data BLOB NOT NULL)",
         "CREATE TABLE cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
     ],
+    [  # 2: point coordinates, so near-queries on points are measured in SQL instead of a Python callback
+        "ALTER TABLE geo ADD COLUMN px REAL",
+        "ALTER TABLE geo ADD COLUMN py REAL",
+    ],
 ]
+
+EARTH_RADIUS_M = 6_371_008.8  # the mean radius the Python geo predicates use too
+
+
+def _haversine_sql(lon: float, lat: float) -> str:
+    lon_r, lat_r = math.radians(lon), math.radians(lat)
+    return (f"(2 * {EARTH_RADIUS_M!r} * asin(sqrt(pow(sin((radians(g.py) - {lat_r!r}) / 2), 2) + "
+            f"{math.cos(lat_r)!r} * cos(radians(g.py)) * pow(sin((radians(g.px) - {lon_r!r}) / 2), 2))))")
 
 
 @lru_cache(maxsize=256)
@@ -75,6 +88,7 @@ class SqliteDialect:
     # Correlated probes must use the (eid, akey) index: one lookup per candidate entity, in eid order, so a
     # LIMIT stops the scan early. Left alone, the planner prefers range scans over (akey, value).
     attr_index = "attr_index a INDEXED BY attr_index_eid"
+    probe_end = ""
 
     def regex(self, column: str) -> str:
         return f"{column} REGEXP ?"
@@ -83,13 +97,24 @@ class SqliteDialect:
         qid = uuid.uuid4().hex
         self._geo_queries[qid] = query
         box = bbox_of(query)
+        exact = "geo_match(?, g.geojson)"
+        if query.relation == "near":
+            # Stored points are measured in SQL; other geometries go through the exact Python predicate.
+            lon, lat = query.geometry.x, query.geometry.y
+            distance = _haversine_sql(lon, lat)
+            limits = []
+            if query.max_distance is not None:
+                limits.append(f"{distance} <= {float(query.max_distance)!r}")
+            if query.min_distance is not None:
+                limits.append(f"{distance} >= {float(query.min_distance)!r}")
+            exact = f"(CASE WHEN g.px IS NULL THEN geo_match(?, g.geojson) ELSE {' AND '.join(limits)} END)"
         if box is None:
             params.extend([akey, qid])
-            return "e.eid IN (SELECT g.eid FROM geo g WHERE g.akey = ? AND geo_match(?, g.geojson))"
+            return f"e.eid IN (SELECT g.eid FROM geo g WHERE g.akey = ? AND {exact})"
         minx, miny, maxx, maxy = box
         params.extend([maxx, minx, maxy, miny, akey, qid])
         return ("e.eid IN (SELECT g.eid FROM geo_rtree r JOIN geo g ON g.gid = r.gid WHERE r.minx <= ? AND "
-                "r.maxx >= ? AND r.miny <= ? AND r.maxy >= ? AND g.akey = ? AND geo_match(?, g.geojson))")
+                f"r.maxx >= ? AND r.miny <= ? AND r.maxy >= ? AND g.akey = ? AND {exact})")
 
 
 class SqliteStore:
@@ -277,8 +302,9 @@ class SqliteStore:
                 attrs.extend((eid, self._intern_akey(conn, attr, path, fresh_a), atype, kind, num, txt)
                              for attr, path, atype, kind, num, txt in index_rows(doc))
                 for attr, geometry in geometries(doc):
+                    point = geometry["coordinates"] if geometry.get("type") == "Point" else (None, None)
                     geo.append((next_gid, eid, self._intern_akey(conn, attr, "", fresh_a),
-                                orjson.dumps(geometry).decode()))
+                                orjson.dumps(geometry).decode(), point[0], point[1]))
                     minx, miny, maxx, maxy = bbox_of_geometry(geometry)
                     boxes.append((next_gid, minx, maxx, miny, maxy))
                     next_gid += 1
@@ -288,7 +314,7 @@ class SqliteStore:
             conn.executemany("INSERT OR IGNORE INTO entity_types (eid, tkey) VALUES (?, ?)", types)
             conn.executemany("INSERT INTO attr_index (eid, akey, atype, kind, num, txt) VALUES (?, ?, ?, ?, ?, ?)",
                              attrs)
-            conn.executemany("INSERT INTO geo (gid, eid, akey, geojson) VALUES (?, ?, ?, ?)", geo)
+            conn.executemany("INSERT INTO geo (gid, eid, akey, geojson, px, py) VALUES (?, ?, ?, ?, ?, ?)", geo)
             conn.executemany("INSERT INTO geo_rtree (gid, minx, maxx, miny, maxy) VALUES (?, ?, ?, ?, ?)", boxes)
             outbox = [(tenant, c.kind, c.entity_id, at, orjson.dumps(
                 {"before": c.before, "after": c.after, "attributes": c.attributes})) for c in changes]
