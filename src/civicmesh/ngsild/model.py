@@ -30,6 +30,7 @@ ATTRIBUTE_TYPES = {
 _MEMBER_TYPES = {"object": "Relationship", "languageMap": "LanguageProperty", "json": "JsonProperty",
                  "vocab": "VocabProperty", "valueList": "ListProperty", "objectList": "ListRelationship"}
 VALUE_MEMBERS = set(ATTRIBUTE_TYPES.values())
+_OTHER_MEMBERS = {m: tuple(VALUE_MEMBERS - {m}) for m in VALUE_MEMBERS}
 SYSTEM_MEMBERS = {"createdAt", "modifiedAt", "deletedAt", "instanceId"}
 META_MEMBERS = {"datasetId", "observedAt", "unitCode", "lang"}
 CORE_MEMBERS = {"type"} | VALUE_MEMBERS | SYSTEM_MEMBERS | META_MEMBERS | {
@@ -49,8 +50,20 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_KNOWN_URIS: set[str] = set()
+_KNOWN_NAMES: set[str] = set()
+
+
 def is_uri(value: object) -> bool:
-    return isinstance(value, str) and bool(_URI.match(value))
+    if not isinstance(value, str):
+        return False
+    if value in _KNOWN_URIS:
+        return True
+    if not _URI.match(value):
+        return False
+    if len(_KNOWN_URIS) < 100_000:  # relationship targets repeat a lot; remembering them halves parse time
+        _KNOWN_URIS.add(value)
+    return True
 
 
 def is_datetime(value: object) -> bool:
@@ -58,8 +71,12 @@ def is_datetime(value: object) -> bool:
 
 
 def check_name(name: str, where: str = "attribute") -> None:
+    if name in _KNOWN_NAMES:
+        return
     if not name or _FORBIDDEN_NAME.search(name):
         raise Problem("BadRequestData", f"{where} name {name!r} contains characters NGSI-LD does not allow")
+    if len(_KNOWN_NAMES) < 10_000:
+        _KNOWN_NAMES.add(name)
 
 
 def check_entity_id(entity_id: object) -> str:
@@ -237,7 +254,7 @@ class EntityParser:
             raise Problem("BadRequestData", f"attribute {name!r} is the NGSI-LD Null, which only merge accepts")
         if value is None:
             raise Problem("BadRequestData", f"{attr_type} {name!r} has a null {member!r}")
-        for other in VALUE_MEMBERS - {member}:
+        for other in _OTHER_MEMBERS[member]:
             if other in inst and not (other == "value" and attr_type == "GeoProperty"):
                 raise Problem("BadRequestData", f"{attr_type} {name!r} must not have a {other!r} member")
         if not is_null:

@@ -322,7 +322,7 @@ class NgsiLd:
         return json_response(call, body, status=207, media="application/json")
 
     async def partial_update(self, request: Request, entity_id: str, attr: str) -> Response:
-        call, body = await self._body(request)
+        call, body = await self._body(request, merge_patch=True)
         check_entity_id(entity_id)
         check_name(attr)
         iri = call.terms.expand(attr)

@@ -91,18 +91,19 @@ IndexRow = tuple[str, str, str | None, str, float | None, str | None]
 
 
 def _leaf_rows(attr: str, path: str, atype: str | None, value: Any, out: list[IndexRow]) -> None:
-    if isinstance(value, bool):
+    kind = type(value)
+    if kind is str:
+        out.append((attr, path, atype, "s", None, normalize_text(value)))  # type: ignore[arg-type]
+    elif kind is bool:
         out.append((attr, path, atype, "b", 1.0 if value else 0.0, None))
-    elif isinstance(value, (int, float)):
+    elif kind is int or kind is float:
         out.append((attr, path, atype, "n", float(value), None))
-    elif isinstance(value, str):
-        out.append((attr, path, atype, "s", None, normalize_text(value)))
-    elif isinstance(value, list):
+    elif kind is list:
         if not value:
             out.append((attr, path, atype, "o", None, None))
         for i, item in enumerate(value):
             _leaf_rows(attr, path, atype if i == 0 else None, item, out)
-    elif isinstance(value, dict):
+    elif kind is dict:
         out.append((attr, path, atype, "o", None, None))
         for key, item in value.items():
             _leaf_rows(attr, f"{path}[{key}]", None, item, out)
@@ -110,38 +111,41 @@ def _leaf_rows(attr: str, path: str, atype: str | None, value: Any, out: list[In
         out.append((attr, path, atype, "o", None, None))
 
 
-def _instance_rows(attr: str, segments: list[str], inst: dict[str, Any], out: list[IndexRow]) -> None:
-    path = path_key(segments, [])
+_META_INDEXED = ("observedAt", "unitCode", "datasetId")
+
+
+def _instance_rows(attr: str, prefix: str, inst: dict[str, Any], out: list[IndexRow]) -> None:
+    """Rows for one instance; `prefix` is the space-joined sub-attribute path ('' at the top)."""
     kind = inst.get("type", "Property")
-    atype = kind if not segments else None
-    if kind == "GeoProperty":
-        out.append((attr, path, atype, "o", None, None))
+    atype = None if prefix else kind
+    if kind == "Property" or kind == "Relationship":
+        _leaf_rows(attr, prefix, atype, inst.get("value" if kind == "Property" else "object"), out)
+    elif kind == "GeoProperty":
+        out.append((attr, prefix, atype, "o", None, None))
     elif kind == "LanguageProperty":
-        language_map = inst.get("languageMap") or {}
-        out.append((attr, path, atype, "o", None, None))
-        for lang, text in language_map.items():
+        out.append((attr, prefix, atype, "o", None, None))
+        for lang, text in (inst.get("languageMap") or {}).items():
             for item in text if isinstance(text, list) else [text]:
-                out.append((attr, path, None, "s", None, item))
-                out.append((attr, f"{path}[{lang}]", None, "s", None, item))
+                out.append((attr, prefix, None, "s", None, item))
+                out.append((attr, f"{prefix}[{lang}]", None, "s", None, item))
     elif kind == "ListRelationship":
         objects = [o if isinstance(o, str) else o.get("object") for o in inst.get("objectList") or []]
-        _leaf_rows(attr, path, atype, objects, out)
+        _leaf_rows(attr, prefix, atype, objects, out)
     else:
-        _leaf_rows(attr, path, atype, inst.get(ATTRIBUTE_TYPES.get(kind, "value")), out)
-    # createdAt/modifiedAt of instances are not indexed: they would double the index for a rare query.
-    for member in ("observedAt", "unitCode", "datasetId"):
-        if member in inst:
-            _leaf_rows(attr, path_key(segments + [member], []), None, inst[member], out)
+        _leaf_rows(attr, prefix, atype, inst.get(ATTRIBUTE_TYPES.get(kind, "value")), out)
     for key, sub in inst.items():
-        if key not in CORE_MEMBERS and isinstance(sub, dict):
-            _instance_rows(attr, segments + [key], sub, out)
+        if key in _META_INDEXED:
+            # createdAt/modifiedAt of instances are not indexed: they would double the index for a rare query.
+            _leaf_rows(attr, f"{prefix} {key}" if prefix else key, None, sub, out)
+        elif key not in CORE_MEMBERS and type(sub) is dict:
+            _instance_rows(attr, f"{prefix} {key}" if prefix else key, sub, out)
 
 
 def index_rows(doc: dict[str, Any]) -> list[IndexRow]:
     out: list[IndexRow] = []
     for attr, instances in doc["attrs"].items():
         for inst in instances:
-            _instance_rows(attr, [], inst, out)
+            _instance_rows(attr, "", inst, out)
     return out
 
 
