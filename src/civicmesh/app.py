@@ -23,7 +23,12 @@ from civicmesh.store import open_store
 log = logging.getLogger("civicmesh")
 
 # Each room module exposes `mount(app, platform)`; they are mounted in this order.
-ROOMS: list[str] = ["civicmesh.ngsild", "civicmesh.ledger.api", "civicmesh.citizen.api"]
+ROOMS: list[str] = [
+    "civicmesh.ngsild",
+    "civicmesh.ngsild.registrations",
+    "civicmesh.ledger.api",
+    "civicmesh.citizen.api",
+]
 
 
 @dataclass

@@ -42,6 +42,10 @@ class Broker:
         if not decision.allowed:
             raise Problem("Forbidden", decision.reason or "the access gate denied this operation")
 
+    async def authorize(self, caller: Caller, tenant: str, operation: str) -> None:
+        """The gate check for operations on broker metadata (registrations, subscriptions, history)."""
+        await self._allow(caller, tenant, operation)
+
     async def require_tenant(self, tenant: str) -> None:
         if not await self.store.tenant_exists(tenant):
             raise Problem("NonexistentTenant", f"tenant {tenant!r} does not exist (it is created by its first write)")

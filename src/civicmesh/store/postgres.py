@@ -51,6 +51,10 @@ MIGRATIONS: list[list[str]] = [
         "subject TEXT NOT NULL, at TEXT NOT NULL, data BYTEA NOT NULL)",
         "CREATE TABLE cursors (name TEXT PRIMARY KEY, seq BIGINT NOT NULL)",
     ],
+    [  # 2: small JSON documents the broker keeps besides entities (context-source registrations, contexts)
+        "CREATE TABLE documents (tenant TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, body BYTEA NOT NULL, "
+        "created_at TEXT NOT NULL, PRIMARY KEY (tenant, kind, id))",
+    ],
 ]
 
 # Outbox rows are numbered and committed under this lock, so the relay never sees seq N+1 before N.
@@ -342,6 +346,36 @@ class PostgresStore:
             params.append(type_iri)
         sql += " GROUP BY k.attr, a.atype, t.iri ORDER BY k.attr"
         return [tuple(r) for r in await self._fetch(sql, params)]  # type: ignore[misc]
+
+    # -- documents ---------------------------------------------------------------------------------------
+    async def put_document(self, tenant: str, kind: str, doc_id: str, body: dict[str, Any], *,
+                           create: bool) -> bool:
+        """Store a document; with create=True only if absent. Returns False when that was refused."""
+        async with self._pool.connection() as conn:
+            if create:
+                cur = await conn.execute(
+                    "INSERT INTO documents (tenant, kind, id, body, created_at) VALUES (%s, %s, %s, %s, %s) "
+                    "ON CONFLICT DO NOTHING", (tenant, kind, doc_id, orjson.dumps(body), now_iso()))
+            else:
+                cur = await conn.execute("UPDATE documents SET body = %s WHERE tenant = %s AND kind = %s AND id = %s",
+                                         (orjson.dumps(body), tenant, kind, doc_id))
+            return cur.rowcount == 1
+
+    async def get_document(self, tenant: str, kind: str, doc_id: str) -> dict[str, Any] | None:
+        rows = await self._fetch("SELECT body FROM documents WHERE tenant = %s AND kind = %s AND id = %s",
+                                 (tenant, kind, doc_id))
+        return orjson.loads(rows[0][0]) if rows else None
+
+    async def list_documents(self, tenant: str, kind: str) -> list[dict[str, Any]]:
+        rows = await self._fetch("SELECT body FROM documents WHERE tenant = %s AND kind = %s ORDER BY created_at, id",
+                                 (tenant, kind))
+        return [orjson.loads(r[0]) for r in rows]
+
+    async def delete_document(self, tenant: str, kind: str, doc_id: str) -> bool:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("DELETE FROM documents WHERE tenant = %s AND kind = %s AND id = %s",
+                                     (tenant, kind, doc_id))
+            return cur.rowcount == 1
 
     # -- outbox ------------------------------------------------------------------------------------------
     async def read_outbox(self, after_seq: int, limit: int) -> list[ChangeEvent]:

@@ -61,6 +61,10 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE geo ADD COLUMN px REAL",
         "ALTER TABLE geo ADD COLUMN py REAL",
     ],
+    [  # 3: small JSON documents the broker keeps besides entities (context-source registrations, contexts)
+        "CREATE TABLE documents (tenant TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, body BLOB NOT NULL, "
+        "created_at TEXT NOT NULL, PRIMARY KEY (tenant, kind, id))",
+    ],
 ]
 
 EARTH_RADIUS_M = 6_371_008.8  # the mean radius the Python geo predicates use too
@@ -392,6 +396,43 @@ class SqliteStore:
             params.append(type_iri)
         sql += " GROUP BY k.attr, a.atype, t.iri ORDER BY k.attr"
         return await self._in_reader(lambda c: [tuple(r) for r in c.execute(sql, params)])  # type: ignore[misc]
+
+    # -- documents ---------------------------------------------------------------------------------------
+    async def put_document(self, tenant: str, kind: str, doc_id: str, body: dict[str, Any], *,
+                           create: bool) -> bool:
+        """Store a document; with create=True only if absent. Returns False when that was refused."""
+        def run() -> bool:
+            assert self._writer is not None
+            if create:
+                cur = self._writer.execute(
+                    "INSERT OR IGNORE INTO documents (tenant, kind, id, body, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (tenant, kind, doc_id, orjson.dumps(body), now_iso()))
+            else:
+                cur = self._writer.execute("UPDATE documents SET body = ? WHERE tenant = ? AND kind = ? AND id = ?",
+                                           (orjson.dumps(body), tenant, kind, doc_id))
+            return cur.rowcount == 1
+        return await self._in_writer(run)
+
+    async def get_document(self, tenant: str, kind: str, doc_id: str) -> dict[str, Any] | None:
+        def run(c: sqlite3.Connection) -> dict[str, Any] | None:
+            row = c.execute("SELECT body FROM documents WHERE tenant = ? AND kind = ? AND id = ?",
+                            (tenant, kind, doc_id)).fetchone()
+            return orjson.loads(row[0]) if row else None
+        return await self._in_reader(run)
+
+    async def list_documents(self, tenant: str, kind: str) -> list[dict[str, Any]]:
+        def run(c: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = c.execute("SELECT body FROM documents WHERE tenant = ? AND kind = ? ORDER BY created_at, id",
+                             (tenant, kind))
+            return [orjson.loads(r[0]) for r in rows]
+        return await self._in_reader(run)
+
+    async def delete_document(self, tenant: str, kind: str, doc_id: str) -> bool:
+        def run() -> bool:
+            assert self._writer is not None
+            return self._writer.execute("DELETE FROM documents WHERE tenant = ? AND kind = ? AND id = ?",
+                                        (tenant, kind, doc_id)).rowcount == 1
+        return await self._in_writer(run)
 
     # -- outbox ------------------------------------------------------------------------------------------
     async def read_outbox(self, after_seq: int, limit: int) -> list[ChangeEvent]:
