@@ -134,6 +134,9 @@ class SqliteStore:
         self._tkeys: dict[str, int] = {}
         self._geo_queries: dict[str, Any] = {}
         self._listeners: list[Callable[[], None]] = []
+        self._pending: list[Any] = []
+        self._pending_lock = threading.Lock()
+        self._flush_scheduled = False
         self._compiler = QueryCompiler(SqliteDialect(self._geo_queries), self._akey_lookup, self._tkey_lookup)
 
     # -- connections -------------------------------------------------------------------------------------
@@ -246,95 +249,129 @@ class SqliteStore:
     # -- writes ------------------------------------------------------------------------------------------
     async def write(self, tenant: str, ids: Sequence[str], plan: WritePlan,
                     extra_events: Sequence[tuple[str, str, dict[str, Any]]] = ()) -> list[Change]:
-        """Read the current documents of `ids`, let `plan` decide, then commit it all in one transaction."""
-        changes = await self._in_writer(lambda: self._write_sync(tenant, ids, plan, extra_events))
+        """Read the current documents of `ids`, let `plan` decide, then commit it all atomically.
+
+        Writes that arrive while the writer is busy are committed together (group commit): each runs inside its
+        own savepoint, so one failing plan rolls back only itself.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[list[Change]] = loop.create_future()
+        with self._pending_lock:
+            self._pending.append((tenant, ids, plan, extra_events, done))
+            start = not self._flush_scheduled
+            self._flush_scheduled = True
+        if start:
+            loop.run_in_executor(self._writer_pool, self._flush, loop)
+        changes = await done
         if changes or extra_events:
             for callback in self._listeners:
                 callback()
         return changes
 
-    def _write_sync(self, tenant: str, ids: Sequence[str], plan: WritePlan,
-                    extra_events: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Change]:
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._pending_lock:
+            batch, self._pending = self._pending, []
+            self._flush_scheduled = False
         conn = self._writer
         assert conn is not None
-        fresh_a: dict[Any, int] = {}
-        fresh_t: dict[Any, int] = {}
-        conn.execute("BEGIN IMMEDIATE")
+        outcomes: list[tuple[Any, list[Change] | None, BaseException | None, dict[Any, int], dict[Any, int]]] = []
         try:
-            current: dict[str, dict[str, Any] | None] = dict.fromkeys(ids)
-            eids: dict[str, int] = {}
-            unique = list(dict.fromkeys(ids))
-            for start in range(0, len(unique), 500):
-                chunk = unique[start:start + 500]
-                rows = conn.execute(
-                    f"SELECT eid, id, doc FROM entities WHERE tenant = ? AND id IN ({','.join('?' * len(chunk))})",
-                    (tenant, *chunk))
-                for eid, entity_id, doc in rows:
-                    current[entity_id] = orjson.loads(doc)
-                    eids[entity_id] = eid
-            changes = plan(current)
-            at = now_iso()
-            stale = [(eids[c.entity_id],) for c in changes if c.entity_id in eids]
-            if stale:
-                conn.executemany("DELETE FROM attr_index WHERE eid = ?", stale)
-                conn.executemany("DELETE FROM entity_types WHERE eid = ?", stale)
-                conn.executemany("DELETE FROM geo_rtree WHERE gid IN (SELECT gid FROM geo WHERE eid = ?)", stale)
-                conn.executemany("DELETE FROM geo WHERE eid = ?", stale)
-            gone = [(eids.pop(c.entity_id),) for c in changes if c.after is None and c.entity_id in eids]
-            if gone:
-                conn.executemany("DELETE FROM entities WHERE eid = ?", gone)
-            # The last change of an entity within one batch is the one that is stored.
-            final = {c.entity_id: c.after for c in changes if c.after is not None}
-            for c in changes:
-                if c.after is None:
-                    final.pop(c.entity_id, None)
-            # BEGIN IMMEDIATE holds the write lock, so numbering new rows from max() is safe across processes.
-            next_eid = conn.execute("SELECT coalesce(max(eid), 0) FROM entities").fetchone()[0] + 1
-            next_gid = conn.execute("SELECT coalesce(max(gid), 0) FROM geo").fetchone()[0] + 1
-            inserts, updates, types, attrs, geo, boxes = [], [], [], [], [], []
-            for entity_id, doc in final.items():
-                blob = orjson.dumps(doc)
-                scopes = "|" + "|".join(doc["scope"]) if doc.get("scope") else None
-                eid = eids.get(entity_id)
-                if eid is None:
-                    eid = eids[entity_id] = next_eid
-                    next_eid += 1
-                    inserts.append((eid, tenant, entity_id, blob, scopes, doc["createdAt"], doc["modifiedAt"]))
-                else:
-                    updates.append((blob, scopes, doc["modifiedAt"], eid))
-                types.extend((eid, self._intern_tkey(conn, t, fresh_t)) for t in doc["type"])
-                attrs.extend((eid, self._intern_akey(conn, attr, path, fresh_a), atype, kind, num, txt)
-                             for attr, path, atype, kind, num, txt in index_rows(doc))
-                for attr, geometry in geometries(doc):
-                    point = geometry["coordinates"] if geometry.get("type") == "Point" else (None, None)
-                    geo.append((next_gid, eid, self._intern_akey(conn, attr, "", fresh_a),
-                                orjson.dumps(geometry).decode(), point[0], point[1]))
-                    minx, miny, maxx, maxy = bbox_of_geometry(geometry)
-                    boxes.append((next_gid, minx, maxx, miny, maxy))
-                    next_gid += 1
-            conn.executemany("INSERT INTO entities (eid, tenant, id, doc, scopes, created_at, modified_at) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?)", inserts)
-            conn.executemany("UPDATE entities SET doc = ?, scopes = ?, modified_at = ? WHERE eid = ?", updates)
-            conn.executemany("INSERT OR IGNORE INTO entity_types (eid, tkey) VALUES (?, ?)", types)
-            conn.executemany("INSERT INTO attr_index (eid, akey, atype, kind, num, txt) VALUES (?, ?, ?, ?, ?, ?)",
-                             attrs)
-            conn.executemany("INSERT INTO geo (gid, eid, akey, geojson, px, py) VALUES (?, ?, ?, ?, ?, ?)", geo)
-            conn.executemany("INSERT INTO geo_rtree (gid, minx, maxx, miny, maxy) VALUES (?, ?, ?, ?, ?)", boxes)
-            outbox = [(tenant, c.kind, c.entity_id, at, orjson.dumps(
-                {"before": c.before, "after": c.after, "attributes": c.attributes})) for c in changes]
-            for kind, subject, data in extra_events:
-                outbox.append((tenant, kind, subject, at, orjson.dumps(data)))
-            if outbox:
-                conn.executemany("INSERT INTO outbox (tenant, kind, subject, at, data) VALUES (?, ?, ?, ?, ?)",
-                                 outbox)
-            if tenant != DEFAULT_TENANT and changes:
-                conn.execute("INSERT OR IGNORE INTO tenants (name, created_at) VALUES (?, ?)", (tenant, at))
+            conn.execute("BEGIN IMMEDIATE")
+            for tenant, ids, plan, extra_events, done in batch:
+                fresh_a: dict[Any, int] = {}
+                fresh_t: dict[Any, int] = {}
+                conn.execute("SAVEPOINT one_write")
+                try:
+                    changes = self._apply(conn, tenant, ids, plan, extra_events, fresh_a, fresh_t)
+                    conn.execute("RELEASE one_write")
+                    outcomes.append((done, changes, None, fresh_a, fresh_t))
+                except BaseException as exc:  # the plan refused, or the write failed: undo this one only
+                    conn.execute("ROLLBACK TO one_write")
+                    conn.execute("RELEASE one_write")
+                    outcomes.append((done, None, exc, {}, {}))
             conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        self._akeys.update(fresh_a)
-        self._tkeys.update(fresh_t)
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for *_, done in batch:
+                loop.call_soon_threadsafe(_settle, done, None, exc)
+            return
+        for done, changes, exc, fresh_a, fresh_t in outcomes:
+            self._akeys.update(fresh_a)
+            self._tkeys.update(fresh_t)
+            loop.call_soon_threadsafe(_settle, done, changes, exc)
+
+    def _apply(self, conn: sqlite3.Connection, tenant: str, ids: Sequence[str], plan: WritePlan,
+               extra_events: Sequence[tuple[str, str, dict[str, Any]]], fresh_a: dict[Any, int],
+               fresh_t: dict[Any, int]) -> list[Change]:
+        current: dict[str, dict[str, Any] | None] = dict.fromkeys(ids)
+        eids: dict[str, int] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start:start + 500]
+            rows = conn.execute(
+                f"SELECT eid, id, doc FROM entities WHERE tenant = ? AND id IN ({','.join('?' * len(chunk))})",
+                (tenant, *chunk))
+            for eid, entity_id, doc in rows:
+                current[entity_id] = orjson.loads(doc)
+                eids[entity_id] = eid
+        changes = plan(current)
+        at = now_iso()
+        stale = [(eids[c.entity_id],) for c in changes if c.entity_id in eids]
+        if stale:
+            conn.executemany("DELETE FROM attr_index WHERE eid = ?", stale)
+            conn.executemany("DELETE FROM entity_types WHERE eid = ?", stale)
+            conn.executemany("DELETE FROM geo_rtree WHERE gid IN (SELECT gid FROM geo WHERE eid = ?)", stale)
+            conn.executemany("DELETE FROM geo WHERE eid = ?", stale)
+        gone = [(eids.pop(c.entity_id),) for c in changes if c.after is None and c.entity_id in eids]
+        if gone:
+            conn.executemany("DELETE FROM entities WHERE eid = ?", gone)
+        # The last change of an entity within one batch is the one that is stored.
+        final = {c.entity_id: c.after for c in changes if c.after is not None}
+        for c in changes:
+            if c.after is None:
+                final.pop(c.entity_id, None)
+        # BEGIN IMMEDIATE holds the write lock, so numbering new rows from max() is safe across processes.
+        next_eid = conn.execute("SELECT coalesce(max(eid), 0) FROM entities").fetchone()[0] + 1
+        next_gid = conn.execute("SELECT coalesce(max(gid), 0) FROM geo").fetchone()[0] + 1
+        inserts, updates, types, attrs, geo, boxes = [], [], [], [], [], []
+        for entity_id, doc in final.items():
+            blob = orjson.dumps(doc)
+            scopes = "|" + "|".join(doc["scope"]) if doc.get("scope") else None
+            eid = eids.get(entity_id)
+            if eid is None:
+                eid = eids[entity_id] = next_eid
+                next_eid += 1
+                inserts.append((eid, tenant, entity_id, blob, scopes, doc["createdAt"], doc["modifiedAt"]))
+            else:
+                updates.append((blob, scopes, doc["modifiedAt"], eid))
+            types.extend((eid, self._intern_tkey(conn, t, fresh_t)) for t in doc["type"])
+            attrs.extend((eid, self._intern_akey(conn, attr, path, fresh_a), atype, kind, num, txt)
+                         for attr, path, atype, kind, num, txt in index_rows(doc))
+            for attr, geometry in geometries(doc):
+                point = geometry["coordinates"] if geometry.get("type") == "Point" else (None, None)
+                geo.append((next_gid, eid, self._intern_akey(conn, attr, "", fresh_a),
+                            orjson.dumps(geometry).decode(), point[0], point[1]))
+                minx, miny, maxx, maxy = bbox_of_geometry(geometry)
+                boxes.append((next_gid, minx, maxx, miny, maxy))
+                next_gid += 1
+        conn.executemany("INSERT INTO entities (eid, tenant, id, doc, scopes, created_at, modified_at) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?)", inserts)
+        conn.executemany("UPDATE entities SET doc = ?, scopes = ?, modified_at = ? WHERE eid = ?", updates)
+        conn.executemany("INSERT OR IGNORE INTO entity_types (eid, tkey) VALUES (?, ?)", types)
+        conn.executemany("INSERT INTO attr_index (eid, akey, atype, kind, num, txt) VALUES (?, ?, ?, ?, ?, ?)",
+                         attrs)
+        conn.executemany("INSERT INTO geo (gid, eid, akey, geojson, px, py) VALUES (?, ?, ?, ?, ?, ?)", geo)
+        conn.executemany("INSERT INTO geo_rtree (gid, minx, maxx, miny, maxy) VALUES (?, ?, ?, ?, ?)", boxes)
+        outbox = [(tenant, c.kind, c.entity_id, at, orjson.dumps(
+            {"before": c.before, "after": c.after, "attributes": c.attributes})) for c in changes]
+        for kind, subject, data in extra_events:
+            outbox.append((tenant, kind, subject, at, orjson.dumps(data)))
+        if outbox:
+            conn.executemany("INSERT INTO outbox (tenant, kind, subject, at, data) VALUES (?, ?, ?, ?, ?)",
+                             outbox)
+        if tenant != DEFAULT_TENANT and changes:
+            conn.execute("INSERT OR IGNORE INTO tenants (name, created_at) VALUES (?, ?)", (tenant, at))
         return changes
 
     # -- reads -------------------------------------------------------------------------------------------
@@ -471,6 +508,15 @@ class SqliteStore:
                 [(tenant, i, d, now, now) for i, d in rows])
             self._writer.execute("COMMIT")
         await self._in_writer(run)
+
+
+def _settle(done: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if done.done():
+        return
+    if exc is not None:
+        done.set_exception(exc)
+    else:
+        done.set_result(result)
 
 
 def bbox_of_geometry(geometry: dict[str, Any]) -> tuple[float, float, float, float]:
