@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from civicmesh import metrics
 from civicmesh.config import Settings
 from civicmesh.errors import Problem
 from civicmesh.events import OutboxRelay
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for name in ROOMS:
         importlib.import_module(name).mount(app, platform)
+    metrics.install(app, platform)
     app.state.startup_hooks.append(start_relay)
     return app
 

@@ -251,3 +251,33 @@ def test_scope_round_trip(client: httpx.Client, scope: object) -> None:
     client.post("/entities", json=vehicle(scope=scope))
     got = client.get("/entities/urn:ngsi-ld:Vehicle:V1").json()
     assert got["scope"] == scope  # one scope reads back as a string, several as a list
+
+
+def test_hosted_contexts_survive_a_restart(tmp_path) -> None:
+    from tests.conftest import start_server
+
+    url = f"sqlite:///{tmp_path / 'restart.db'}"
+    ctx = {"@context": {"speedKmh": "https://example.org/vocab#speedKmh"}}
+    first = start_server(url)
+    try:
+        r = httpx.post(first.url + "/ngsi-ld/v1/jsonldContexts", json=ctx, headers={"Content-Type": "application/ld+json"})
+        assert r.status_code == 201
+        context_id = r.headers["location"].rsplit("/", 1)[1]
+    finally:
+        first.stop()
+    second = start_server(url)
+    try:
+        got = httpx.get(f"{second.url}/ngsi-ld/v1/jsonldContexts/{context_id}")
+        assert got.status_code == 200 and got.json() == ctx
+        assert httpx.delete(f"{second.url}/ngsi-ld/v1/jsonldContexts/{context_id}").status_code == 204
+        assert httpx.get(f"{second.url}/ngsi-ld/v1/jsonldContexts/{context_id}").status_code == 404
+    finally:
+        second.stop()
+
+
+def test_health_and_metrics(client: httpx.Client, server) -> None:
+    assert httpx.get(server.url + "/health").json() == {"status": "ok"}
+    client.post("/entities", json=vehicle())
+    text = httpx.get(server.url + "/metrics").text
+    assert 'civicmesh_http_requests_total{method="POST",route="/ngsi-ld/v1/entities",status="201"}' in text
+    assert "civicmesh_event_relay_position" in text

@@ -35,8 +35,10 @@ def mount(app: FastAPI, platform: Any) -> None:
     url = demo_context_url(settings)
     resolver.hosted[DEMO_CONTEXT_ID] = HostedContext(DEMO_CONTEXT_ID, url, "Hosted", demo_context(), now_iso())
     resolver.register_document(url, demo_context())
-    mount_routes(app, NgsiLd(broker, resolver, max_body=settings.max_body_bytes, max_limit=settings.max_limit,
-                             default_limit=settings.default_limit))
+    ngsi = NgsiLd(broker, resolver, max_body=settings.max_body_bytes, max_limit=settings.max_limit,
+                  default_limit=settings.default_limit)
+    mount_routes(app, ngsi)
+    app.state.startup_hooks.append(ngsi.restore_contexts)
 
     async def load_demo() -> None:
         from civicmesh.loader import load_entities

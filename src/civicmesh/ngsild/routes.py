@@ -37,6 +37,7 @@ from civicmesh.ngsild.render import CONCISE, NORMALIZED, SIMPLIFIED, View, rende
 from civicmesh.store.base import EntityQuery
 
 PREFIX = "/ngsi-ld/v1"
+CONTEXT_KIND = "jsonldContext"
 
 
 def caller_of(request: Request) -> Caller:
@@ -584,9 +585,18 @@ class NgsiLd:
         if digest in self.resolver.hosted:
             raise Problem("AlreadyExists", f"this context is already hosted at {url}")
         self.resolver.term_map([body["@context"]])  # fails early on an invalid context
-        self.resolver.hosted[digest] = HostedContext(digest, url, "Hosted", body, now_iso())
+        hosted = HostedContext(digest, url, "Hosted", body, now_iso())
+        await self.broker.store.put_document("", CONTEXT_KIND, digest, dataclasses.asdict(hosted), create=True)
+        self.resolver.hosted[digest] = hosted
         self.resolver.register_document(url, body)
         return Response(status_code=201, headers={"Location": url})
+
+    async def restore_contexts(self) -> None:
+        """Hosted contexts outlive restarts: entities written with them must stay readable."""
+        for saved in await self.broker.store.list_documents("", CONTEXT_KIND):
+            hosted = HostedContext(**saved)
+            self.resolver.hosted[hosted.id] = hosted
+            self.resolver.register_document(hosted.url, hosted.body)
 
     async def get_context(self, request: Request, context_id: str) -> Response:
         if context_id == _CORE_CONTEXT_ID:
@@ -599,9 +609,11 @@ class NgsiLd:
     async def delete_context(self, request: Request, context_id: str) -> Response:
         if context_id == _CORE_CONTEXT_ID:
             raise Problem("BadRequestData", "the core context cannot be deleted")
-        hosted = self.resolver.hosted.pop(context_id, None)
-        if hosted is None:
-            raise Problem("ResourceNotFound", f"no context is hosted with id {context_id!r}")
+        hosted = self.resolver.hosted.get(context_id)
+        if hosted is None or hosted.kind != "Hosted" or context_id == "demo-city":
+            raise Problem("ResourceNotFound", f"no deletable context is hosted with id {context_id!r}")
+        await self.broker.store.delete_document("", CONTEXT_KIND, context_id)
+        del self.resolver.hosted[context_id]
         self.resolver.forget_document(hosted.url)
         return Response(status_code=204)
 
