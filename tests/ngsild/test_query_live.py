@@ -6,7 +6,6 @@ import json
 
 import httpx
 import pytest
-
 from tests.helpers import problem
 
 
@@ -121,10 +120,12 @@ def test_geo_queries(client: httpx.Client, city: list[dict], params: dict, expec
 
 
 def test_geo_query_disjoint_and_contains(client: httpx.Client) -> None:
-    park = {"id": "urn:ngsi-ld:Park:P1", "type": "Park", "location": {"type": "GeoProperty", "value": {
-        "type": "Polygon", "coordinates": [[[120.0, 30.0], [120.1, 30.0], [120.1, 30.1], [120.0, 30.1], [120.0, 30.0]]]}}}
-    far = {"id": "urn:ngsi-ld:Park:P2", "type": "Park", "location": {"type": "GeoProperty", "value": {
-        "type": "Polygon", "coordinates": [[[121.0, 31.0], [121.1, 31.0], [121.1, 31.1], [121.0, 31.1], [121.0, 31.0]]]}}}
+    def square(x: float, y: float) -> dict:
+        ring = [[x, y], [x + 0.1, y], [x + 0.1, y + 0.1], [x, y + 0.1], [x, y]]
+        return {"type": "GeoProperty", "value": {"type": "Polygon", "coordinates": [ring]}}
+
+    park = {"id": "urn:ngsi-ld:Park:P1", "type": "Park", "location": square(120.0, 30.0)}
+    far = {"id": "urn:ngsi-ld:Park:P2", "type": "Park", "location": square(121.0, 31.0)}
     assert client.post("/entityOperations/create", json=[park, far]).status_code == 201
     point = {"geometry": "Point", "coordinates": "[120.05,30.05]"}
     assert ids(client.get("/entities", params={"type": "Park", "georel": "contains", **point})) == ["P1"]
