@@ -41,7 +41,8 @@ def main(argv: list[str]) -> int:
     console.print(table)
     out = here / "results"
     out.mkdir(exist_ok=True)
-    lines = ["| bench | scenario | value | unit | baseline (same run) | target | met |", "|---|---|---|---|---|---|---|"]
+    lines = ["| bench | scenario | value | unit | baseline (same run) | target | met |",
+             "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['bench']} | {r['scenario']} | {r['value']:,.1f} | {r['unit']} | {r['baseline']} | "
               f"{r['target']} | {'yes' if r['met'] else 'no'} |" for r in rows]
     (out / "latest.md").write_text("\n".join(lines) + "\n")

@@ -19,7 +19,6 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-
 from urllib.parse import urlencode
 
 import httpx

@@ -18,6 +18,18 @@ class RawConnection:
 
     async def request(self, method: str, target: str, body: bytes = b"",
                       headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        reused = self._writer is not None
+        try:
+            return await self._request(method, target, body, headers)
+        except (asyncio.IncompleteReadError, ConnectionResetError):
+            if not reused:
+                raise
+            # The server closed an idle keep-alive connection; open a new one and send again.
+            await self.close()
+            return await self._request(method, target, body, headers)
+
+    async def _request(self, method: str, target: str, body: bytes,
+                       headers: dict[str, str] | None) -> tuple[int, bytes]:
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(body)}"]

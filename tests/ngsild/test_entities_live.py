@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
 from tests.helpers import problem
 
 CORE = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
@@ -18,7 +17,8 @@ def vehicle(n: int = 1, **extra: object) -> dict:
         "brandName": {"type": "Property", "value": "Mercedes"},
         "speed": {"type": "Property", "value": 80 + n, "observedAt": "2024-03-01T10:00:00Z", "unitCode": "KMH"},
         "isParked": {"type": "Relationship", "object": "urn:ngsi-ld:OffStreetParking:P1"},
-        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [round(120.2 + n / 100, 4), 30.2]}},
+        "location": {"type": "GeoProperty",
+                     "value": {"type": "Point", "coordinates": [round(120.2 + n / 100, 4), 30.2]}},
     }
     body.update(extra)
     return body
@@ -207,7 +207,8 @@ def test_merge_patch_and_ngsi_ld_null(client: httpx.Client) -> None:
     assert "brandName" not in got
     assert got["speed"]["value"] == 99 and got["speed"]["unitCode"] == "KMH"
     assert got["colour"]["value"] == "green"
-    r = client.patch(f"/entities/{eid}", json={"colour": "red"}, headers={"Content-Type": "application/merge-patch+json"})
+    r = client.patch(f"/entities/{eid}", json={"colour": "red"},
+                     headers={"Content-Type": "application/merge-patch+json"})
     assert r.status_code == 204
 
 
@@ -260,7 +261,8 @@ def test_hosted_contexts_survive_a_restart(tmp_path) -> None:
     ctx = {"@context": {"speedKmh": "https://example.org/vocab#speedKmh"}}
     first = start_server(url)
     try:
-        r = httpx.post(first.url + "/ngsi-ld/v1/jsonldContexts", json=ctx, headers={"Content-Type": "application/ld+json"})
+        r = httpx.post(first.url + "/ngsi-ld/v1/jsonldContexts", json=ctx,
+                       headers={"Content-Type": "application/ld+json"})
         assert r.status_code == 201
         context_id = r.headers["location"].rsplit("/", 1)[1]
     finally:

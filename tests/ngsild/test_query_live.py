@@ -13,7 +13,8 @@ def sensor(n: int, **extra: object) -> dict:
     body = {
         "id": f"urn:ngsi-ld:AirQualityObserved:S{n:03d}",
         "type": "AirQualityObserved",
-        "pm25": {"type": "Property", "value": 10 * n, "unitCode": "GQ", "observedAt": f"2024-05-0{1 + n % 9}T08:00:00Z"},
+        "pm25": {"type": "Property", "value": 10 * n, "unitCode": "GQ",
+                 "observedAt": f"2024-05-0{1 + n % 9}T08:00:00Z"},
         "status": {"type": "Property", "value": "ok" if n % 2 else "degraded"},
         "address": {"type": "Property", "value": {"city": "Hangzhou", "district": "Binjiang" if n < 5 else "Xihu"}},
         "refDevice": {"type": "Relationship", "object": f"urn:ngsi-ld:Device:D{n % 3}"},
