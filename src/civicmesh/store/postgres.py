@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,6 +25,8 @@ from civicmesh.store.base import (
     index_rows,
 )
 from civicmesh.store.sql import QueryCompiler
+
+log = logging.getLogger("civicmesh.store")
 
 MIGRATIONS: list[list[str]] = [
     [  # 1: as the SQLite engine, with PostGIS geometries
@@ -114,6 +118,9 @@ class PostgresStore:
         self._akeys: dict[tuple[str, str], int] = {}
         self._tkeys: dict[str, int] = {}
         self._listeners: list[Callable[[], None]] = []
+        self._created_since_analyze = 0
+        self._analyzed_size = 0
+        self._analyze_task: asyncio.Task[None] | None = None
         self._compiler = QueryCompiler(PostgresDialect(), self._akeys_get, self._tkeys_get)
 
     def add_listener(self, callback: Callable[[], None]) -> None:
@@ -146,6 +153,8 @@ class PostgresStore:
                 await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
 
     async def close(self) -> None:
+        if self._analyze_task is not None:
+            await self._analyze_task
         await self._pool.close()
 
     # The compiler looks keys up synchronously; keys written by other workers are fetched before each query.
@@ -200,7 +209,25 @@ class PostgresStore:
         if changes or extra_events:
             for callback in self._listeners:
                 callback()
+        self._created_since_analyze += sum(1 for c in changes if c.before is None)
+        if self._created_since_analyze > max(5_000, self._analyzed_size // 5) and self._analyze_task is None:
+            self._analyze_task = asyncio.create_task(self._analyze())
         return changes
+
+    async def _analyze(self) -> None:
+        """Refresh planner statistics after bulk loads; autovacuum would, but only up to a minute later and the
+        planner meanwhile picks full scans for fresh tables."""
+        try:
+            self._created_since_analyze = 0
+            async with self._pool.connection() as conn:
+                await conn.execute("ANALYZE entities, entity_types, attr_index, geo")
+                row = await (await conn.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = 'entities'"
+                                                )).fetchone()
+                self._analyzed_size = max(int(row[0]) if row else 0, 0)
+        except Exception:  # statistics are an optimisation; a failure must not disturb writes
+            log.warning("ANALYZE after a bulk load failed", exc_info=True)
+        finally:
+            self._analyze_task = None
 
     async def _write(self, tenant: str, ids: Sequence[str], plan: WritePlan,
                      extra_events: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Change]:
