@@ -16,6 +16,8 @@ class Dialect(Protocol):
     attr_index: str  # the FROM item for correlated index probes, aliased `a`
     probe_end: str  # appended inside each EXISTS probe (PostgreSQL: keep it a per-row probe)
 
+    def type_filter(self, n: int) -> str: ...  # entity has one of n type keys (bound in order)
+
     def regex(self, column: str) -> str: ...
     def geo_condition(self, query: Any, akey: int, params: list[Any]) -> str: ...
 
@@ -78,9 +80,7 @@ class QueryCompiler:
             if not keys:
                 return FALSE
             params.extend(keys)
-            # The unary + keeps SQLite scanning entities in eid order (so LIMIT stops early) and using this
-            # subquery as a membership test instead of driving the scan from it and sorting afterwards.
-            return f"+e.eid IN (SELECT eid FROM entity_types WHERE tkey IN ({','.join('?' * len(keys))}))"
+            return self.dialect.type_filter(len(keys))
         alternatives = []
         for conjunct in dnf:
             keys = [self.tkey(t) for t in conjunct]
