@@ -36,18 +36,22 @@ def main(argv: list[str]) -> int:
     for column in ("bench", "scenario", "value", "unit", "baseline", "target", "met"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["bench"], row["scenario"], f"{row['value']:,.1f}", row["unit"], row["baseline"],
+        table.add_row(row["bench"], row["scenario"], _figure(row["value"]), row["unit"], row["baseline"],
                       row["target"], "yes" if row["met"] else "NO")
     console.print(table)
     out = here / "results"
     out.mkdir(exist_ok=True)
     lines = ["| bench | scenario | value | unit | baseline (same run) | target | met |",
              "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['bench']} | {r['scenario']} | {r['value']:,.1f} | {r['unit']} | {r['baseline']} | "
+    lines += [f"| {r['bench']} | {r['scenario']} | {_figure(r['value'])} | {r['unit']} | {r['baseline']} | "
               f"{r['target']} | {'yes' if r['met'] else 'no'} |" for r in rows]
     (out / "latest.md").write_text("\n".join(lines) + "\n")
     console.print(f"written to {out / 'latest.md'}")
     return 0
+
+
+def _figure(value: float) -> str:
+    return f"{value:.3f}" if abs(value) < 10 else f"{value:,.1f}"
 
 
 if __name__ == "__main__":
