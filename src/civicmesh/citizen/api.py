@@ -57,7 +57,13 @@ def mount(app: FastAPI, platform: Any) -> None:
         await store.connect()
         await store.migrate()
         holder.store = store
-        holder.desk = CitizenDesk(store, catalogue, get_classifier, entities=platform.extras.get("entities"))
+        async def milestone(kind: str, subject: str, data: dict[str, Any]) -> None:
+            # An outbox row of the main store: the ledger (and any other subscriber) receives it exactly once.
+            await platform.store.write(catalogue.entity_tenant, [], lambda current: [],
+                                       extra_events=[(kind, subject, data)])
+
+        holder.desk = CitizenDesk(store, catalogue, get_classifier, entities=platform.extras.get("entities"),
+                                  milestones=milestone)
         app.state.citizen_desk = holder.desk
         holder.task = asyncio.create_task(_background(holder.desk), name="citizen-supervision")
 

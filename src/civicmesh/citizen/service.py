@@ -12,7 +12,7 @@ import math
 import re
 import secrets
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,8 +118,11 @@ class CitizenDesk:
         *,
         clock: Callable[[], dt.datetime] | None = None,
         entities: Any = None,
+        milestones: Callable[[str, str, dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
+        # Each state a request reaches is a milestone event (citizen.<state>); the ledger records them.
+        self.milestones = milestones
         self.catalogue = catalogue
         self._classifier = classifier
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
@@ -258,6 +261,7 @@ class CitizenDesk:
                 events.append(("triage", None, choice.note))
         created = await self.store.create_request(row, events)
         await self.publish(created)
+        await self.milestone(created, None)
         return created
 
     def _location(self, form: SubmitInput) -> tuple[float | None, float | None, District | None]:
@@ -434,6 +438,7 @@ class CitizenDesk:
         if updated is None:
             raise CitizenError(409, f"request {row['id']} changed meanwhile; reload and retry")
         await self.publish(updated)
+        await self.milestone(updated, row.get("state"))
         if children:
             for child in await self.store.query_requests(master_id=row["id"]):
                 await self.publish(child)
@@ -746,6 +751,17 @@ class CitizenDesk:
             requested_datetime=self.local_text(row["requested_at"]) or "",
             updated_datetime=self.local_text(row["updated_at"]) or "",
         )
+
+    async def milestone(self, row: dict[str, Any], previous_state: str | None) -> None:
+        if self.milestones is None or row.get("state") == previous_state:
+            return
+        data = {"request": row["id"], "milestone": row["state"], "previous": previous_state,
+                "department": row.get("lead_department"), "category": row.get("service_code"),
+                "actor": row.get("lead_department") or "citizen-desk"}
+        try:
+            await self.milestones(f"citizen.{row['state']}", str(row["id"]), data)
+        except Exception:  # the request is stored; a lost milestone is logged, not fatal to the citizen
+            log.exception("could not record milestone %s of request %s", row["state"], row["id"])
 
     async def publish(self, row: dict[str, Any]) -> None:
         if self.entities is None or not hasattr(self.entities, "upsert"):
