@@ -29,6 +29,7 @@ ROOMS: list[str] = [
     "civicmesh.ngsild.registrations",
     "civicmesh.ledger.api",
     "civicmesh.citizen.api",
+    "civicmesh.feasibility.api",
 ]
 
 
