@@ -27,6 +27,7 @@ log = logging.getLogger("civicmesh")
 ROOMS: list[str] = [
     "civicmesh.ngsild",
     "civicmesh.ngsild.registrations",
+    "civicmesh.ngsild.subscriptions",
     "civicmesh.ledger.api",
     "civicmesh.citizen.api",
     "civicmesh.feasibility.api",

@@ -59,6 +59,12 @@ MIGRATIONS: list[list[str]] = [
         "CREATE TABLE documents (tenant TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, body BYTEA NOT NULL, "
         "created_at TEXT NOT NULL, PRIMARY KEY (tenant, kind, id))",
     ],
+    [  # 3: notifications due to subscribers, kept until delivered (retried with backoff, never dropped)
+        "CREATE TABLE notification_queue (nid BIGSERIAL PRIMARY KEY, tenant TEXT NOT NULL, subscription TEXT NOT NULL, "
+        "dedupe TEXT NOT NULL UNIQUE, payload BYTEA NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
+        "due_at DOUBLE PRECISION NOT NULL, last_error TEXT)",
+        "CREATE INDEX notification_queue_due ON notification_queue (due_at)",
+    ],
 ]
 
 # Outbox rows are numbered and committed under this lock, so the relay never sees seq N+1 before N.
@@ -409,6 +415,33 @@ class PostgresStore:
             cur = await conn.execute("DELETE FROM documents WHERE tenant = %s AND kind = %s AND id = %s",
                                      (tenant, kind, doc_id))
             return cur.rowcount == 1
+
+    # -- notification queue ------------------------------------------------------------------------------
+    async def enqueue_notifications(self, rows: list[tuple[str, str, str, bytes, float]]) -> int:
+        """(tenant, subscription id, dedupe key, payload, due time); a dedupe key seen before is ignored."""
+        if not rows:
+            return 0
+        async with self._pool.connection() as conn, conn.transaction():
+            inserted = 0
+            for row in rows:
+                cur = await conn.execute("INSERT INTO notification_queue (tenant, subscription, dedupe, payload, "
+                                         "due_at) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", row)
+                inserted += cur.rowcount
+            return inserted
+
+    async def due_notifications(self, now: float, limit: int) -> list[tuple[int, str, str, bytes, int]]:
+        rows = await self._fetch("SELECT nid, tenant, subscription, payload, attempts FROM notification_queue "
+                                 "WHERE due_at <= %s ORDER BY due_at, nid LIMIT %s", (now, limit))
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    async def settle_notifications(self, delivered: list[int], retry: list[tuple[int, float, str]],
+                                   dropped: list[int]) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            if delivered or dropped:
+                await conn.execute("DELETE FROM notification_queue WHERE nid = ANY(%s)", (delivered + dropped,))
+            for nid, due, error in retry:
+                await conn.execute("UPDATE notification_queue SET attempts = attempts + 1, due_at = %s, "
+                                   "last_error = %s WHERE nid = %s", (due, error, nid))
 
     # -- outbox ------------------------------------------------------------------------------------------
     async def read_outbox(self, after_seq: int, limit: int) -> list[ChangeEvent]:

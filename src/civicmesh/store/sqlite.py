@@ -65,6 +65,12 @@ MIGRATIONS: list[list[str]] = [
         "CREATE TABLE documents (tenant TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, body BLOB NOT NULL, "
         "created_at TEXT NOT NULL, PRIMARY KEY (tenant, kind, id))",
     ],
+    [  # 4: notifications due to subscribers, kept until delivered (retried with backoff, never dropped)
+        "CREATE TABLE notification_queue (nid INTEGER PRIMARY KEY, tenant TEXT NOT NULL, subscription TEXT NOT NULL, "
+        "dedupe TEXT NOT NULL UNIQUE, payload BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
+        "due_at REAL NOT NULL, last_error TEXT)",
+        "CREATE INDEX notification_queue_due ON notification_queue (due_at)",
+    ],
 ]
 
 EARTH_RADIUS_M = 6_371_008.8  # the mean radius the Python geo predicates use too
@@ -475,6 +481,35 @@ class SqliteStore:
             return self._writer.execute("DELETE FROM documents WHERE tenant = ? AND kind = ? AND id = ?",
                                         (tenant, kind, doc_id)).rowcount == 1
         return await self._in_writer(run)
+
+    # -- notification queue ------------------------------------------------------------------------------
+    async def enqueue_notifications(self, rows: list[tuple[str, str, str, bytes, float]]) -> int:
+        """(tenant, subscription id, dedupe key, payload, due time); a dedupe key seen before is ignored."""
+        def run() -> int:
+            assert self._writer is not None
+            before = self._writer.total_changes
+            self._writer.executemany("INSERT OR IGNORE INTO notification_queue (tenant, subscription, dedupe, "
+                                     "payload, due_at) VALUES (?, ?, ?, ?, ?)", rows)
+            return self._writer.total_changes - before
+        return await self._in_writer(run)
+
+    async def due_notifications(self, now: float, limit: int) -> list[tuple[int, str, str, bytes, int]]:
+        def run(c: sqlite3.Connection) -> list[tuple[int, str, str, bytes, int]]:
+            return [tuple(r) for r in c.execute(  # type: ignore[misc]
+                "SELECT nid, tenant, subscription, payload, attempts FROM notification_queue WHERE due_at <= ? "
+                "ORDER BY due_at, nid LIMIT ?", (now, limit))]
+        return await self._in_reader(run)
+
+    async def settle_notifications(self, delivered: list[int], retry: list[tuple[int, float, str]],
+                                   dropped: list[int]) -> None:
+        """Delete delivered (and dropped: subscription gone) notifications; push failed ones back."""
+        def run() -> None:
+            assert self._writer is not None
+            self._writer.executemany("DELETE FROM notification_queue WHERE nid = ?",
+                                     [(n,) for n in delivered + dropped])
+            self._writer.executemany("UPDATE notification_queue SET attempts = attempts + 1, due_at = ?, "
+                                     "last_error = ? WHERE nid = ?", [(due, err, n) for n, due, err in retry])
+        await self._in_writer(run)
 
     # -- outbox ------------------------------------------------------------------------------------------
     async def read_outbox(self, after_seq: int, limit: int) -> list[ChangeEvent]:

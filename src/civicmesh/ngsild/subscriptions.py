@@ -1,0 +1,482 @@
+"""NGSI-LD subscriptions (/ngsi-ld/v1/subscriptions) and durable notifications.
+
+A durable relay subscriber matches every entity change against the tenant's subscriptions and puts each due
+notification into a queue in the store (idempotently, keyed by subscription and event). A delivery worker sends
+what is due over HTTP(S) or MQTT, retries failures with exponential backoff and deletes a notification only once
+the receiver accepted it, so neither a broker restart nor a receiver outage loses one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import orjson
+from fastapi import APIRouter, FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from civicmesh.errors import Problem
+from civicmesh.events import ENTITY_CREATED, ENTITY_DELETED, ChangeEvent
+from civicmesh.ngsild import geoquery, qlang
+from civicmesh.ngsild.context import CORE_CONTEXT_URL, ContextResolver, TermMap
+from civicmesh.ngsild.http import CONTEXT_REL, JSONLD, body_call, json_response, read_call
+from civicmesh.ngsild.model import ATTRIBUTE_TYPES, check_name, is_datetime, is_uri, now_iso
+from civicmesh.ngsild.render import CONCISE, NORMALIZED, SIMPLIFIED, View, render_entity
+from civicmesh.ngsild.routes import PREFIX, _allow_params, _flag, _int, caller_of
+
+log = logging.getLogger("civicmesh.subscriptions")
+
+KIND = "subscription"
+TRIGGERS = {"entityCreated", "entityUpdated", "entityDeleted", "attributeCreated", "attributeUpdated",
+            "attributeDeleted"}
+DEFAULT_TRIGGERS = ["entityCreated", "entityUpdated"]
+FORMATS = {"normalized": NORMALIZED, "keyValues": SIMPLIFIED, "simplified": SIMPLIFIED, "concise": CONCISE}
+STATUS_FIELDS = ("status", "timesSent", "timesFailed", "lastNotification", "lastSuccess", "lastFailure")
+MAX_BACKOFF = 300.0
+
+
+def parse_subscription(body: dict[str, Any], terms: TermMap, *, partial: bool = False) -> dict[str, Any]:
+    """Validate a subscription (or, with partial, the members of a PATCH); raise BadRequestData otherwise."""
+    sub: dict[str, Any] = {}
+    if not partial:
+        if body.get("type") != "Subscription":
+            raise Problem("BadRequestData", 'a subscription needs "type": "Subscription"')
+        sub_id = body.get("id", f"urn:ngsi-ld:Subscription:{uuid.uuid4()}")
+        if not is_uri(sub_id):
+            raise Problem("BadRequestData", f"subscription id {sub_id!r} is not a URI")
+        sub["id"], sub["type"] = sub_id, "Subscription"
+        if "notification" not in body:
+            raise Problem("BadRequestData", "a subscription needs a notification member")
+        if not any(k in body for k in ("entities", "watchedAttributes")):
+            raise Problem("BadRequestData", "a subscription needs entities or watchedAttributes")
+    for key, value in body.items():
+        if key in ("id", "type", "@context") or key in STATUS_FIELDS:
+            continue
+        if key == "entities":
+            if not isinstance(value, list) or not value:
+                raise Problem("BadRequestData", "entities must be a non-empty list of {id|idPattern, type}")
+            for selector in value:
+                if not isinstance(selector, dict) or not isinstance(selector.get("type"), str):
+                    raise Problem("BadRequestData", "each entities item needs a type")
+                check_name(selector["type"], "entity type")
+                if "id" in selector and not is_uri(selector["id"]):
+                    raise Problem("BadRequestData", f"entities id {selector['id']!r} is not a URI")
+                if "idPattern" in selector:
+                    _regex(selector["idPattern"], "idPattern")
+        elif key in ("watchedAttributes",):
+            if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+                raise Problem("BadRequestData", "watchedAttributes must be a non-empty list of attribute names")
+            for name in value:
+                check_name(name)
+        elif key == "q":
+            if not isinstance(value, str):
+                raise Problem("BadRequestData", "q must be a string")
+            qlang.parse_q(value)
+        elif key == "geoQ":
+            geoquery.parse_geoq_object(value)
+        elif key == "notificationTrigger":
+            if not isinstance(value, list) or not value or not set(value) <= TRIGGERS:
+                raise Problem("BadRequestData", f"notificationTrigger must list some of {', '.join(sorted(TRIGGERS))}")
+        elif key in ("expiresAt",):
+            if not is_datetime(value):
+                raise Problem("BadRequestData", f"{key} must be a DateTime")
+        elif key in ("throttling", "timeInterval"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise Problem("BadRequestData", f"{key} must be a positive number of seconds")
+        elif key == "isActive":
+            if not isinstance(value, bool):
+                raise Problem("BadRequestData", "isActive must be true or false")
+        elif key == "notification":
+            _check_notification(value)
+        sub[key] = value
+    if "throttling" in sub and "timeInterval" in sub:
+        raise Problem("BadRequestData", "throttling and timeInterval exclude each other")
+    return sub
+
+
+def _regex(pattern: Any, what: str) -> None:
+    try:
+        re.compile(pattern)
+    except (re.error, TypeError) as exc:
+        raise Problem("BadRequestData", f"{what} {pattern!r} is not a valid regular expression") from exc
+
+
+def _check_notification(value: Any) -> None:
+    if not isinstance(value, dict):
+        raise Problem("BadRequestData", "notification must be an object")
+    endpoint = value.get("endpoint")
+    if not isinstance(endpoint, dict) or not isinstance(endpoint.get("uri"), str):
+        raise Problem("BadRequestData", "notification.endpoint.uri is required")
+    scheme = urlparse(endpoint["uri"]).scheme
+    if scheme not in ("http", "https", "mqtt", "mqtts") or not urlparse(endpoint["uri"]).netloc:
+        raise Problem("BadRequestData", f"notification endpoint {endpoint['uri']!r} is not an http(s) or mqtt URI")
+    accept = endpoint.get("accept", "application/json")
+    if accept not in ("application/json", JSONLD, "application/geo+json"):
+        raise Problem("BadRequestData", f"notification endpoint accept {accept!r} is not supported")
+    if "format" in value and value["format"] not in FORMATS:
+        raise Problem("BadRequestData", f"notification format {value['format']!r} is not one of "
+                      f"{', '.join(FORMATS)}")
+    attributes = value.get("attributes")
+    if attributes is not None and (not isinstance(attributes, list) or not all(isinstance(a, str) for a in attributes)):
+        raise Problem("BadRequestData", "notification.attributes must be a list of names")
+    for info in ("receiverInfo", "notifierInfo"):
+        items = endpoint.get(info, [])
+        if not isinstance(items, list) or not all(isinstance(i, dict) and "key" in i and "value" in i for i in items):
+            raise Problem("BadRequestData", f"notification.endpoint.{info} must be a list of {{key, value}}")
+
+
+def status_of(sub: dict[str, Any]) -> str:
+    if sub.get("expiresAt") and sub["expiresAt"] < now_iso():
+        return "expired"
+    return "active" if sub.get("isActive", True) else "paused"
+
+
+class Subscriptions:
+    """CRUD, matching and delivery for one app."""
+
+    def __init__(self, platform: Any) -> None:
+        self.store = platform.store
+        self.broker = platform.extras["broker"]
+        self.resolver: ContextResolver = platform.extras["contexts"]
+        self.max_body = platform.settings.max_body_bytes
+        self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._client: httpx.AsyncClient | None = None
+        self.retry_base = 1.0
+
+    # -- storage --------------------------------------------------------------------------------------------
+    async def _all(self, tenant: str) -> list[dict[str, Any]]:
+        cached = self._cache.get(tenant)
+        if cached and time.monotonic() - cached[0] < 2.0:
+            return cached[1]
+        subs = await self.store.list_documents(tenant, KIND)
+        self._cache[tenant] = (time.monotonic(), subs)
+        return subs  # type: ignore[no-any-return]
+
+    async def _save(self, tenant: str, sub: dict[str, Any], *, create: bool) -> bool:
+        self._cache.pop(tenant, None)
+        return await self.store.put_document(tenant, KIND, sub["id"], sub, create=create)  # type: ignore[no-any-return]
+
+    async def _get(self, tenant: str, sub_id: str) -> dict[str, Any]:
+        if not is_uri(sub_id):
+            raise Problem("BadRequestData", f"subscription id {sub_id!r} is not a URI")
+        sub = await self.store.get_document(tenant, KIND, sub_id)
+        if sub is None:
+            raise Problem("ResourceNotFound", f"subscription {sub_id} does not exist")
+        return sub  # type: ignore[no-any-return]
+
+    # -- HTTP -----------------------------------------------------------------------------------------------
+    async def create(self, request: Request) -> Response:
+        _allow_params(request, set())
+        call, body = await body_call(request, self.resolver, self.max_body)
+        await self.broker.authorize(caller_of(request), call.tenant, "create")
+        sub = parse_subscription(body, call.terms)
+        sub["@context"] = call.context
+        sub.update({"createdAt": now_iso(), "timesSent": 0, "timesFailed": 0})
+        sub["modifiedAt"] = sub["createdAt"]
+        if not await self._save(call.tenant, sub, create=True):
+            raise Problem("AlreadyExists", f"subscription {sub['id']} already exists")
+        return Response(status_code=201, headers={"Location": f"{PREFIX}/subscriptions/{sub['id']}"})
+
+    def _show(self, sub: dict[str, Any], sys_attrs: bool) -> dict[str, Any]:
+        out = {k: v for k, v in sub.items() if k != "@context" and (sys_attrs or k not in ("createdAt", "modifiedAt"))}
+        out["status"] = status_of(sub)
+        out.setdefault("isActive", True)
+        return out
+
+    async def list(self, request: Request) -> Response:
+        _allow_params(request, {"limit", "offset", "count", "options", "local"})
+        call = read_call(request, self.resolver, allow_geojson=False)
+        await self.broker.authorize(caller_of(request), call.tenant, "query")
+        p = request.query_params
+        limit, offset = _int(p.get("limit"), "limit", 20), _int(p.get("offset"), "offset", 0)
+        subs = await self.store.list_documents(call.tenant, KIND)
+        headers = {"NGSILD-Results-Count": str(len(subs))} if _flag(p.get("count"), "count") else {}
+        sys_attrs = "sysAttrs" in (p.get("options") or "")
+        return json_response(call, [self._show(s, sys_attrs) for s in subs[offset:offset + limit]], headers=headers)
+
+    async def retrieve(self, request: Request, sub_id: str) -> Response:
+        _allow_params(request, {"options"})
+        call = read_call(request, self.resolver, allow_geojson=False)
+        await self.broker.authorize(caller_of(request), call.tenant, "read")
+        sub = await self._get(call.tenant, sub_id)
+        return json_response(call, self._show(sub, "sysAttrs" in (request.query_params.get("options") or "")))
+
+    async def update(self, request: Request, sub_id: str) -> Response:
+        _allow_params(request, set())
+        call, body = await body_call(request, self.resolver, self.max_body, merge_patch=True)
+        await self.broker.authorize(caller_of(request), call.tenant, "update")
+        sub = await self._get(call.tenant, sub_id)
+        if "id" in body and body["id"] != sub_id:
+            raise Problem("BadRequestData", "the id of a subscription cannot change")
+        changes = parse_subscription(body, call.terms, partial=True)
+        sub.update(changes)
+        if "throttling" in sub and "timeInterval" in sub:
+            raise Problem("BadRequestData", "throttling and timeInterval exclude each other")
+        sub["modifiedAt"] = now_iso()
+        await self._save(call.tenant, sub, create=False)
+        return Response(status_code=204)
+
+    async def delete(self, request: Request, sub_id: str) -> Response:
+        _allow_params(request, set())
+        call = read_call(request, self.resolver, allow_geojson=False)
+        await self.broker.authorize(caller_of(request), call.tenant, "delete")
+        await self._get(call.tenant, sub_id)
+        self._cache.pop(call.tenant, None)
+        await self.store.delete_document(call.tenant, KIND, sub_id)
+        return Response(status_code=204)
+
+    # -- matching -------------------------------------------------------------------------------------------
+    async def on_event(self, event: ChangeEvent) -> None:
+        if not event.kind.startswith("entity."):
+            return
+        subs = await self._all(event.tenant)
+        if not subs:
+            return
+        rows = []
+        for sub in subs:
+            if status_of(sub) != "active" or "timeInterval" in sub:
+                continue
+            terms = self.resolver.term_map(sub.get("@context"))
+            if not self._matches(sub, event, terms):
+                continue
+            payload = self._notification(sub, event, terms)
+            rows.append((event.tenant, sub["id"], f"{sub['id']}|{event.seq}", orjson.dumps(payload), time.time()))
+        if rows:
+            await self.store.enqueue_notifications(rows)
+            self._wake.set()
+
+    def _matches(self, sub: dict[str, Any], event: ChangeEvent, terms: TermMap) -> bool:
+        before, after = event.data.get("before"), event.data.get("after")
+        doc = after or before
+        if doc is None:
+            return False
+        trigger = _trigger(event, before, after, sub)
+        if trigger not in set(sub.get("notificationTrigger") or DEFAULT_TRIGGERS) and not (
+                trigger == "entityUpdated" and {"attributeCreated", "attributeUpdated"}
+                & set(sub.get("notificationTrigger") or [])):
+            return False
+        selectors = sub.get("entities")
+        if selectors and not any(_selects(s, doc, terms) for s in selectors):
+            return False
+        watched = sub.get("watchedAttributes")
+        if watched and event.kind != ENTITY_DELETED:
+            names = {terms.expand(w) for w in watched}
+            if not names & set(event.data.get("attributes") or []):
+                return False
+        if sub.get("q") and after is not None:
+            expr = qlang.map_terms(qlang.parse_q(sub["q"]), terms.expand)
+            if not qlang.evaluate(expr, lambda path: _values(after, path)):
+                return False
+        if sub.get("geoQ") and after is not None:
+            geo = geoquery.parse_geoq_object(sub["geoQ"])
+            prop = terms.expand(geo.geoproperty)
+            shapes = [i["value"] for i in after["attrs"].get(prop, []) if i.get("type") == "GeoProperty"]
+            if not any(geoquery.matches(geo, s) for s in shapes):
+                return False
+        return True
+
+    def _notification(self, sub: dict[str, Any], event: ChangeEvent, terms: TermMap) -> dict[str, Any]:
+        spec = sub["notification"]
+        after, before = event.data.get("after"), event.data.get("before")
+        attrs = frozenset(terms.expand(a) for a in spec["attributes"]) if spec.get("attributes") else None
+        view = View(terms, FORMATS.get(spec.get("format", "normalized"), NORMALIZED), bool(spec.get("sysAttrs")),
+                    attrs=attrs, lang=sub.get("lang"))
+        if after is None:
+            entity = render_entity({**before, "attrs": {}}, view)
+            entity["deletedAt"] = event.at
+        else:
+            entity = render_entity(after, view)
+            if spec.get("showChanges") and before is not None and view.form == NORMALIZED:
+                _previous_values(entity, before, after, terms)
+        endpoint = spec["endpoint"]
+        return {"endpoint": endpoint, "context": sub.get("@context") or CORE_CONTEXT_URL, "body": {
+            "id": f"urn:ngsi-ld:Notification:{uuid.uuid4()}", "type": "Notification", "subscriptionId": sub["id"],
+            "notifiedAt": now_iso(), "data": [entity]}}
+
+    # -- delivery -------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._client = httpx.AsyncClient(timeout=10.0, limits=httpx.Limits(max_connections=50))
+        self._task = asyncio.create_task(self._deliver_forever(), name="notifications")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._client:
+            await self._client.aclose()
+
+    async def _deliver_forever(self) -> None:
+        while True:
+            try:
+                sent = await self.deliver_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("notification delivery round failed; retrying")
+                sent = 0
+            if sent == 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), 0.5)
+                except TimeoutError:
+                    pass
+
+    async def deliver_due(self, limit: int = 200) -> int:
+        due = await self.store.due_notifications(time.time(), limit)
+        if not due:
+            return 0
+        results = await asyncio.gather(*(self._send(tenant, orjson.loads(payload)) for _, tenant, _, payload, _ in due))
+        delivered, retry, dropped = [], [], []
+        outcomes: dict[tuple[str, str], tuple[int, int, str | None]] = {}
+        for (nid, tenant, sub_id, _payload, attempts), error in zip(due, results, strict=True):
+            sent, failed, last_error = outcomes.get((tenant, sub_id), (0, 0, None))
+            if error is None:
+                delivered.append(nid)
+                outcomes[(tenant, sub_id)] = (sent + 1, failed, last_error)
+            else:
+                delay = min(MAX_BACKOFF, self.retry_base * 2 ** attempts)
+                retry.append((nid, time.time() + delay, error))
+                outcomes[(tenant, sub_id)] = (sent, failed + 1, error)
+        for (tenant, sub_id), (sent, failed, _error) in outcomes.items():
+            sub = await self.store.get_document(tenant, KIND, sub_id)
+            if sub is None:  # deleted meanwhile: its queued notifications go with it
+                dropped.extend(n for n, t, s, _, _ in due if (t, s) == (tenant, sub_id))
+                continue
+            stamp = now_iso()
+            sub["timesSent"] = sub.get("timesSent", 0) + sent
+            sub["timesFailed"] = sub.get("timesFailed", 0) + failed
+            sub["lastNotification"] = stamp
+            if sent:
+                sub["lastSuccess"] = stamp
+            if failed:
+                sub["lastFailure"] = stamp
+            await self.store.put_document(tenant, KIND, sub_id, sub, create=False)
+        delivered = [n for n in delivered if n not in dropped]
+        retry = [r for r in retry if r[0] not in dropped]
+        await self.store.settle_notifications(delivered, retry, dropped)
+        self._cache.clear()
+        return len(delivered)
+
+    async def _send(self, tenant: str, payload: dict[str, Any]) -> str | None:
+        """Deliver one notification; None when the receiver took it, else why not."""
+        endpoint, body, context = payload["endpoint"], payload["body"], payload["context"]
+        accept = endpoint.get("accept", "application/json")
+        headers = {e["key"]: str(e["value"]) for e in endpoint.get("receiverInfo", [])}
+        if tenant:
+            headers["NGSILD-Tenant"] = tenant
+        if accept == JSONLD:
+            body = {**body, "data": [{**d, "@context": context} for d in body["data"]]}
+            headers["Content-Type"] = JSONLD
+        else:
+            headers["Content-Type"] = "application/json"
+            url = context if isinstance(context, str) else CORE_CONTEXT_URL
+            headers["Link"] = f'<{url}>; rel="{CONTEXT_REL}"; type="{JSONLD}"'
+        uri = endpoint["uri"]
+        try:
+            if uri.startswith(("mqtt://", "mqtts://")):
+                await asyncio.to_thread(_publish_mqtt, uri, body, headers)
+                return None
+            assert self._client is not None
+            response = await self._client.post(uri, content=orjson.dumps(body), headers=headers)
+            if 200 <= response.status_code < 300:
+                return None
+            return f"HTTP {response.status_code}"
+        except Exception as exc:  # a receiver being down is routine here: retried with backoff
+            return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _publish_mqtt(uri: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+    import paho.mqtt.publish as publish
+
+    parts = urlparse(uri)
+    topic = parts.path.lstrip("/") or "notifications"
+    message = orjson.dumps({"metadata": headers, "body": body})
+    publish.single(topic, message, qos=1, hostname=parts.hostname or "127.0.0.1", port=parts.port or 1883)
+
+
+def _trigger(event: ChangeEvent, before: dict[str, Any] | None, after: dict[str, Any] | None,
+             sub: dict[str, Any]) -> str:
+    if event.kind == ENTITY_CREATED:
+        return "entityCreated"
+    if event.kind == ENTITY_DELETED:
+        return "entityDeleted"
+    wanted = set(sub.get("notificationTrigger") or DEFAULT_TRIGGERS)
+    touched = set(event.data.get("attributes") or [])
+    if before is not None and after is not None:
+        if "attributeDeleted" in wanted and any(a in before["attrs"] and a not in after["attrs"] for a in touched):
+            return "attributeDeleted"
+        if "attributeCreated" in wanted and any(a in after["attrs"] and a not in before["attrs"] for a in touched):
+            return "attributeCreated"
+        if "attributeUpdated" in wanted and any(a in after["attrs"] and a in before["attrs"] for a in touched):
+            return "attributeUpdated"
+    return "entityUpdated"
+
+
+def _selects(selector: dict[str, Any], doc: dict[str, Any], terms: TermMap) -> bool:
+    if terms.expand(selector["type"]) not in doc.get("type", []):
+        return False
+    if "id" in selector and selector["id"] != doc["id"]:
+        return False
+    if "idPattern" in selector and not re.search(selector["idPattern"], doc["id"]):
+        return False
+    return True
+
+
+def _values(doc: dict[str, Any], path: Any) -> list[Any]:
+    """Candidate values of a q path in a stored entity (for qlang.evaluate)."""
+    out: list[Any] = []
+    for inst in doc["attrs"].get(path.name, []):
+        node: Any = inst
+        for sub in path.sub:
+            node = node.get(sub) if isinstance(node, dict) else None
+        if node is None:
+            continue
+        if isinstance(node, dict) and "type" in node:
+            member = ATTRIBUTE_TYPES.get(node["type"], "value")
+            node = node.get(member)
+        for key in path.keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None:
+            out.extend(node if isinstance(node, list) else [node])
+    return out
+
+
+def _previous_values(entity: dict[str, Any], before: dict[str, Any], after: dict[str, Any], terms: TermMap) -> None:
+    for iri, instances in after["attrs"].items():
+        old = before["attrs"].get(iri)
+        if not old or old == instances:
+            continue
+        shown = entity.get(terms.compact(iri))
+        if isinstance(shown, dict):
+            member = ATTRIBUTE_TYPES.get(old[0].get("type", "Property"), "value")
+            previous = {k: v for k, v in old[0].items() if k == member}
+            for key, value in previous.items():
+                shown["previous" + key[0].upper() + key[1:]] = value
+
+
+def mount(app: FastAPI, platform: Any) -> None:
+    subs = Subscriptions(platform)
+    platform.extras["subscriptions"] = subs
+    platform.relay.subscribe("subscriptions", subs.on_event, durable=True)
+    router = APIRouter(prefix=PREFIX)
+    for path, methods, endpoint in [("/subscriptions", ["POST"], subs.create), ("/subscriptions", ["GET"], subs.list),
+                                    ("/subscriptions/{sub_id}", ["GET"], subs.retrieve),
+                                    ("/subscriptions/{sub_id}", ["PATCH"], subs.update),
+                                    ("/subscriptions/{sub_id}", ["DELETE"], subs.delete)]:
+        router.add_api_route(path, endpoint, methods=methods)
+        router.add_api_route(path + "/", endpoint, methods=methods, include_in_schema=False)
+    app.include_router(router)
+    app.state.startup_hooks.append(subs.start)
+    app.state.shutdown_hooks.append(subs.stop)

@@ -1,0 +1,173 @@
+"""Subscriptions and notifications over real HTTP, to a real HTTP receiver, on both engines."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from tests.conftest import LiveServer, free_port, start_server
+from tests.helpers import problem
+
+
+class Receiver:
+    """A notification endpoint: a real HTTP server on a loopback port that records what it gets."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/notify"
+        self.received: list[tuple[dict[str, str], dict[str, Any]]] = []
+
+        async def notify(request: Request) -> Response:
+            self.received.append((dict(request.headers), orjson.loads(await request.body())))
+            return Response(status_code=204)
+
+        config = uvicorn.Config(Starlette(routes=[Route("/notify", notify, methods=["POST"])]), host="127.0.0.1",
+                                port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> Receiver:
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def wait(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return [body for _, body in self.received]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+def subscription(url: str, **extra: Any) -> dict[str, Any]:
+    body = {"id": f"urn:ngsi-ld:Subscription:{uuid.uuid4().hex[:8]}", "type": "Subscription",
+            "entities": [{"type": "Vehicle"}], "watchedAttributes": ["speed"],
+            "notification": {"endpoint": {"uri": url, "accept": "application/json"}, "format": "keyValues"}}
+    body.update(extra)
+    return body
+
+
+def vehicle(speed: int, **extra: Any) -> dict[str, Any]:
+    return {"id": "urn:ngsi-ld:Vehicle:V1", "type": "Vehicle", "speed": {"type": "Property", "value": speed},
+            "colour": {"type": "Property", "value": "red"}, **extra}
+
+
+def test_notifications_follow_watched_attributes(client: httpx.Client, receiver: Receiver, tenant: str) -> None:
+    sub = subscription(receiver.url)
+    assert client.post("/subscriptions", json=sub).status_code == 201
+    assert client.post("/entities", json=vehicle(50)).status_code == 201
+    first = receiver.wait(1)
+    assert first[0]["type"] == "Notification" and first[0]["subscriptionId"] == sub["id"]
+    assert first[0]["data"] == [{"id": "urn:ngsi-ld:Vehicle:V1", "type": "Vehicle", "speed": 50, "colour": "red"}]
+    headers = receiver.received[0][0]
+    assert headers["ngsild-tenant"] == tenant and "json-ld#context" in headers["link"]
+    client.patch("/entities/urn:ngsi-ld:Vehicle:V1/attrs/colour", json={"value": "blue"})  # not watched
+    client.patch("/entities/urn:ngsi-ld:Vehicle:V1/attrs/speed", json={"value": 70})
+    bodies = receiver.wait(2)
+    assert len(bodies) == 2 and bodies[1]["data"][0]["speed"] == 70
+    time.sleep(0.5)
+    assert len(receiver.received) == 2
+    status = client.get(f"/subscriptions/{sub['id']}").json()
+    assert status["status"] == "active" and status["timesSent"] == 2 and "lastSuccess" in status
+
+
+def test_q_filter_and_attribute_selection(client: httpx.Client, receiver: Receiver) -> None:
+    sub = subscription(receiver.url, q="speed>100")
+    sub["notification"]["attributes"] = ["speed"]
+    sub["notification"]["format"] = "normalized"
+    client.post("/subscriptions", json=sub)
+    client.post("/entities", json=vehicle(50))
+    client.patch("/entities/urn:ngsi-ld:Vehicle:V1/attrs/speed", json={"value": 120})
+    bodies = receiver.wait(1)
+    time.sleep(0.4)
+    assert len(receiver.received) == 1
+    assert bodies[0]["data"][0] == {"id": "urn:ngsi-ld:Vehicle:V1", "type": "Vehicle",
+                                    "speed": {"type": "Property", "value": 120}}
+
+
+def test_entity_deletion_is_notified_when_asked(client: httpx.Client, receiver: Receiver) -> None:
+    sub = subscription(receiver.url, notificationTrigger=["entityDeleted"])
+    del sub["watchedAttributes"]
+    client.post("/subscriptions", json=sub)
+    client.post("/entities", json=vehicle(1))
+    client.delete("/entities/urn:ngsi-ld:Vehicle:V1")
+    bodies = receiver.wait(1)
+    assert bodies[0]["data"][0]["id"] == "urn:ngsi-ld:Vehicle:V1" and "deletedAt" in bodies[0]["data"][0]
+
+
+def test_subscription_crud_and_errors(client: httpx.Client, receiver: Receiver) -> None:
+    sub = subscription(receiver.url)
+    assert client.post("/subscriptions/", json=sub).status_code == 201
+    problem(client.post("/subscriptions", json=sub), 409, "AlreadyExists")
+    assert [s["id"] for s in client.get("/subscriptions").json()] == [sub["id"]]
+    r = client.patch(f"/subscriptions/{sub['id']}", json={"isActive": False},
+                     headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 204
+    assert client.get(f"/subscriptions/{sub['id']}").json()["status"] == "paused"
+    client.post("/entities", json=vehicle(5))
+    time.sleep(0.6)
+    assert receiver.received == []  # paused: nothing sent
+    assert client.delete(f"/subscriptions/{sub['id']}").status_code == 204
+    problem(client.get(f"/subscriptions/{sub['id']}"), 404, "ResourceNotFound")
+    for bad in ({**sub, "notification": {"endpoint": {"uri": "ftp://x"}}}, {**sub, "q": "speed>"},
+                {**sub, "entities": []}, {**sub, "type": "Nope"}, {**sub, "throttling": -1}):
+        problem(client.post("/subscriptions", json=bad), 400, "BadRequestData")
+    problem(client.post("/subscriptions", json=sub, headers={"Content-Type": "application/xml"}), 415,
+            "UnsupportedMediaType")
+    problem(client.get(f"/subscriptions/{sub['id']}", headers={"Accept": "application/geo+json"}), 406,
+            "NotAcceptable")
+    problem(client.get("/subscriptions", params={"colour": "red"}), 400, "InvalidRequest")
+
+
+def test_a_receiver_outage_and_a_broker_restart_lose_nothing(database_url: str, tmp_path) -> None:
+    if database_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path / 'durable.db'}"
+    else:
+        from tests.conftest import drop_postgres, fresh_postgres_url
+        url = fresh_postgres_url("civicmesh_notify")
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}/notify"
+    broker: LiveServer = start_server(url)
+    try:
+        broker.app.state.platform.extras["subscriptions"].retry_base = 0.2
+        api = httpx.Client(base_url=broker.url + "/ngsi-ld/v1", timeout=30)
+        api.post("/subscriptions", json=subscription(endpoint))
+        for speed in range(5):  # the receiver is down: these must wait, not vanish
+            api.post("/entityOperations/upsert", json=[vehicle(speed)], params={"options": "update"})
+        time.sleep(1.0)
+    finally:
+        broker.stop()
+    receiver = Receiver(port).start()
+    restarted = start_server(url)
+    try:
+        restarted.app.state.platform.extras["subscriptions"].retry_base = 0.2
+        bodies = receiver.wait(5, timeout=30)
+        speeds = [b["data"][0]["speed"] for b in bodies]
+        assert sorted(speeds) == [0, 1, 2, 3, 4]
+    finally:
+        restarted.stop()
+        receiver.stop()
+        if url.startswith("postgresql"):
+            drop_postgres(url)
