@@ -28,6 +28,7 @@ ROOMS: list[str] = [
     "civicmesh.ngsild",
     "civicmesh.ngsild.registrations",
     "civicmesh.ngsild.subscriptions",
+    "civicmesh.ngsild.temporal",
     "civicmesh.ledger.api",
     "civicmesh.citizen.api",
     "civicmesh.feasibility.api",

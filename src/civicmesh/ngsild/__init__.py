@@ -38,6 +38,7 @@ def mount(app: FastAPI, platform: Any) -> None:
     ngsi = NgsiLd(broker, resolver, max_body=settings.max_body_bytes, max_limit=settings.max_limit,
                   default_limit=settings.default_limit)
     mount_routes(app, ngsi)
+    platform.extras["ngsild"] = ngsi
     app.state.startup_hooks.append(ngsi.restore_contexts)
 
     async def load_demo() -> None:

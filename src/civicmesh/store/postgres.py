@@ -65,6 +65,16 @@ MIGRATIONS: list[list[str]] = [
         "due_at DOUBLE PRECISION NOT NULL, last_error TEXT)",
         "CREATE INDEX notification_queue_due ON notification_queue (due_at)",
     ],
+    [  # 4: attribute history for the temporal API, fed by the change events
+        "CREATE TABLE history (hid BIGSERIAL PRIMARY KEY, tenant TEXT NOT NULL, entity_id TEXT NOT NULL, "
+        "attr TEXT NOT NULL, instance_id TEXT NOT NULL, dataset_id TEXT, observed_at TEXT, created_at TEXT NOT NULL, "
+        "modified_at TEXT NOT NULL, deleted_at TEXT, num DOUBLE PRECISION, value BYTEA)",
+        "CREATE INDEX history_observed ON history (tenant, entity_id, attr, observed_at)",
+        "CREATE INDEX history_modified ON history (tenant, entity_id, attr, modified_at)",
+        "CREATE UNIQUE INDEX history_instance ON history (tenant, entity_id, instance_id)",
+        "CREATE TABLE history_entities (tenant TEXT NOT NULL, entity_id TEXT NOT NULL, types TEXT NOT NULL, "
+        "created_at TEXT NOT NULL, deleted_at TEXT, PRIMARY KEY (tenant, entity_id))",
+    ],
 ]
 
 # Outbox rows are numbered and committed under this lock, so the relay never sees seq N+1 before N.
@@ -415,6 +425,20 @@ class PostgresStore:
             cur = await conn.execute("DELETE FROM documents WHERE tenant = %s AND kind = %s AND id = %s",
                                      (tenant, kind, doc_id))
             return cur.rowcount == 1
+
+    # -- plain statements for the store's own modules (store/history.py) ---------------------------------
+    async def run_statements(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> int:
+        changed = 0
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = conn.cursor()
+            for sql, rows in statements:
+                if rows:
+                    await cur.executemany(_pg(sql), rows)
+                    changed += max(cur.rowcount, 0)
+        return changed
+
+    async def fetch_rows(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in await self._fetch(_pg(sql), params)]
 
     # -- notification queue ------------------------------------------------------------------------------
     async def enqueue_notifications(self, rows: list[tuple[str, str, str, bytes, float]]) -> int:

@@ -71,6 +71,16 @@ MIGRATIONS: list[list[str]] = [
         "due_at REAL NOT NULL, last_error TEXT)",
         "CREATE INDEX notification_queue_due ON notification_queue (due_at)",
     ],
+    [  # 5: attribute history for the temporal API, fed by the change events
+        "CREATE TABLE history (hid INTEGER PRIMARY KEY, tenant TEXT NOT NULL, entity_id TEXT NOT NULL, "
+        "attr TEXT NOT NULL, instance_id TEXT NOT NULL, dataset_id TEXT, observed_at TEXT, created_at TEXT NOT NULL, "
+        "modified_at TEXT NOT NULL, deleted_at TEXT, num REAL, value BLOB)",
+        "CREATE INDEX history_observed ON history (tenant, entity_id, attr, observed_at)",
+        "CREATE INDEX history_modified ON history (tenant, entity_id, attr, modified_at)",
+        "CREATE UNIQUE INDEX history_instance ON history (tenant, entity_id, instance_id)",
+        "CREATE TABLE history_entities (tenant TEXT NOT NULL, entity_id TEXT NOT NULL, types TEXT NOT NULL, "
+        "created_at TEXT NOT NULL, deleted_at TEXT, PRIMARY KEY (tenant, entity_id))",
+    ],
 ]
 
 EARTH_RADIUS_M = 6_371_008.8  # the mean radius the Python geo predicates use too
@@ -481,6 +491,26 @@ class SqliteStore:
             return self._writer.execute("DELETE FROM documents WHERE tenant = ? AND kind = ? AND id = ?",
                                         (tenant, kind, doc_id)).rowcount == 1
         return await self._in_writer(run)
+
+    # -- plain statements for the store's own modules (store/history.py) ---------------------------------
+    async def run_statements(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> int:
+        """Run (sql, rows) pairs in one transaction; returns the number of rows changed."""
+        def run() -> int:
+            assert self._writer is not None
+            before = self._writer.total_changes
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, rows in statements:
+                    self._writer.executemany(sql, rows)
+                self._writer.execute("COMMIT")
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+            return self._writer.total_changes - before
+        return await self._in_writer(run)
+
+    async def fetch_rows(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
+        return await self._in_reader(lambda c: [tuple(r) for r in c.execute(sql, params)])
 
     # -- notification queue ------------------------------------------------------------------------------
     async def enqueue_notifications(self, rows: list[tuple[str, str, str, bytes, float]]) -> int:
