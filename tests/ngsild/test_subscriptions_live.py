@@ -90,7 +90,9 @@ def test_notifications_follow_watched_attributes(client: httpx.Client, receiver:
     time.sleep(0.5)
     assert len(receiver.received) == 2
     status = client.get(f"/subscriptions/{sub['id']}").json()
-    assert status["status"] == "active" and status["timesSent"] == 2 and "lastSuccess" in status
+    assert status["status"] == "active"
+    assert status["notification"]["timesSent"] == 2 and status["notification"]["status"] == "ok"
+    assert "lastSuccess" in status["notification"]
 
 
 def test_q_filter_and_attribute_selection(client: httpx.Client, receiver: Receiver) -> None:

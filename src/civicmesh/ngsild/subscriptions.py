@@ -26,8 +26,8 @@ from civicmesh.errors import Problem
 from civicmesh.events import ENTITY_CREATED, ENTITY_DELETED, ChangeEvent
 from civicmesh.ngsild import geoquery, qlang
 from civicmesh.ngsild.context import CORE_CONTEXT_URL, ContextResolver, TermMap
-from civicmesh.ngsild.http import CONTEXT_REL, JSONLD, body_call, json_response, read_call
-from civicmesh.ngsild.model import ATTRIBUTE_TYPES, check_name, is_datetime, is_uri, now_iso
+from civicmesh.ngsild.http import CONTEXT_REL, JSONLD, body_call, json_response, page_links, read_call
+from civicmesh.ngsild.model import ATTRIBUTE_TYPES, NULL_URI, check_name, is_datetime, is_uri, now_iso
 from civicmesh.ngsild.render import CONCISE, NORMALIZED, SIMPLIFIED, View, render_entity
 from civicmesh.ngsild.routes import PREFIX, _allow_params, _flag, _int, caller_of
 
@@ -38,11 +38,13 @@ TRIGGERS = {"entityCreated", "entityUpdated", "entityDeleted", "attributeCreated
             "attributeDeleted"}
 DEFAULT_TRIGGERS = ["entityCreated", "entityUpdated"]
 FORMATS = {"normalized": NORMALIZED, "keyValues": SIMPLIFIED, "simplified": SIMPLIFIED, "concise": CONCISE}
-STATUS_FIELDS = ("status", "timesSent", "timesFailed", "lastNotification", "lastSuccess", "lastFailure")
+STATUS_FIELDS = ("status",)
+NOTIFICATION_STATUS = ("status", "timesSent", "timesFailed", "lastNotification", "lastSuccess", "lastFailure")
 MAX_BACKOFF = 300.0
 
 
-def parse_subscription(body: dict[str, Any], terms: TermMap, *, partial: bool = False) -> dict[str, Any]:
+def parse_subscription(body: dict[str, Any], terms: TermMap, *, partial: bool = False,
+                       resolver: ContextResolver | None = None) -> dict[str, Any]:
     """Validate a subscription (or, with partial, the members of a PATCH); raise BadRequestData otherwise."""
     sub: dict[str, Any] = {}
     if not partial:
@@ -87,6 +89,13 @@ def parse_subscription(body: dict[str, Any], terms: TermMap, *, partial: bool = 
         elif key in ("expiresAt",):
             if not is_datetime(value):
                 raise Problem("BadRequestData", f"{key} must be a DateTime")
+            if value.replace("Z", "") < now_iso().replace("Z", ""):
+                raise Problem("BadRequestData", f"expiresAt {value} is in the past")
+        elif key == "jsonldContext":
+            if not isinstance(value, str) or not is_uri(value):
+                raise Problem("BadRequestData", f"jsonldContext {value!r} is not a URI")
+            if resolver is not None:
+                resolver.term_map(value)  # 503 LdContextNotAvailable when it cannot be had
         elif key in ("throttling", "timeInterval"):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise Problem("BadRequestData", f"{key} must be a positive number of seconds")
@@ -126,6 +135,13 @@ def _check_notification(value: Any) -> None:
     attributes = value.get("attributes")
     if attributes is not None and (not isinstance(attributes, list) or not all(isinstance(a, str) for a in attributes)):
         raise Problem("BadRequestData", "notification.attributes must be a list of names")
+    pick, omit = value.get("pick"), value.get("omit")
+    if (pick is not None or omit is not None) and attributes is not None:
+        raise Problem("BadRequestData", "notification.attributes cannot be combined with pick or omit")
+    if pick is not None and omit is not None:
+        both = set(pick if isinstance(pick, list) else [pick]) & set(omit if isinstance(omit, list) else [omit])
+        if both:
+            raise Problem("BadRequestData", f"{', '.join(sorted(both))} cannot be both picked and omitted")
     for info in ("receiverInfo", "notifierInfo"):
         items = endpoint.get(info, [])
         if not isinstance(items, list) or not all(isinstance(i, dict) and "key" in i and "value" in i for i in items):
@@ -147,6 +163,7 @@ class Subscriptions:
         self.resolver: ContextResolver = platform.extras["contexts"]
         self.max_body = platform.settings.max_body_bytes
         self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._throttle: dict[tuple[str, str], float] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
@@ -178,10 +195,9 @@ class Subscriptions:
         _allow_params(request, set())
         call, body = await body_call(request, self.resolver, self.max_body)
         await self.broker.authorize(caller_of(request), call.tenant, "create")
-        sub = parse_subscription(body, call.terms)
+        sub = parse_subscription(body, call.terms, resolver=self.resolver)
         sub["@context"] = call.context
-        sub.update({"createdAt": now_iso(), "timesSent": 0, "timesFailed": 0})
-        sub["modifiedAt"] = sub["createdAt"]
+        sub["createdAt"] = sub["modifiedAt"] = now_iso()
         if not await self._save(call.tenant, sub, create=True):
             raise Problem("AlreadyExists", f"subscription {sub['id']} already exists")
         return Response(status_code=201, headers={"Location": f"{PREFIX}/subscriptions/{sub['id']}"})
@@ -189,7 +205,6 @@ class Subscriptions:
     def _show(self, sub: dict[str, Any], sys_attrs: bool) -> dict[str, Any]:
         out = {k: v for k, v in sub.items() if k != "@context" and (sys_attrs or k not in ("createdAt", "modifiedAt"))}
         out["status"] = status_of(sub)
-        out.setdefault("isActive", True)
         return out
 
     async def list(self, request: Request) -> Response:
@@ -201,7 +216,12 @@ class Subscriptions:
         subs = await self.store.list_documents(call.tenant, KIND)
         headers = {"NGSILD-Results-Count": str(len(subs))} if _flag(p.get("count"), "count") else {}
         sys_attrs = "sysAttrs" in (p.get("options") or "")
-        return json_response(call, [self._show(s, sys_attrs) for s in subs[offset:offset + limit]], headers=headers)
+        response = json_response(call, [self._show(s, sys_attrs) for s in subs[offset:offset + limit]],
+                                 headers=headers)
+        links = page_links(request, offset, limit, len(subs[offset:offset + limit]), len(subs))
+        if links:
+            response.headers["Link"] = f"{response.headers['link']}, {links}" if "link" in response.headers else links
+        return response
 
     async def retrieve(self, request: Request, sub_id: str) -> Response:
         _allow_params(request, {"options"})
@@ -217,7 +237,10 @@ class Subscriptions:
         sub = await self._get(call.tenant, sub_id)
         if "id" in body and body["id"] != sub_id:
             raise Problem("BadRequestData", "the id of a subscription cannot change")
-        changes = parse_subscription(body, call.terms, partial=True)
+        changes = parse_subscription(body, call.terms, partial=True, resolver=self.resolver)
+        if "notification" in changes:
+            kept = {k: v for k, v in sub["notification"].items() if k in NOTIFICATION_STATUS}
+            changes["notification"] = {**changes["notification"], **kept}
         sub.update(changes)
         if "throttling" in sub and "timeInterval" in sub:
             raise Problem("BadRequestData", "throttling and timeInterval exclude each other")
@@ -245,9 +268,14 @@ class Subscriptions:
         for sub in subs:
             if status_of(sub) != "active" or "timeInterval" in sub:
                 continue
-            terms = self.resolver.term_map(sub.get("@context"))
+            terms = self.resolver.term_map(sub.get("jsonldContext") or sub.get("@context"))
             if not self._matches(sub, event, terms):
                 continue
+            if sub.get("throttling"):
+                last = self._throttle.get((event.tenant, sub["id"]), 0.0)
+                if time.time() - last < float(sub["throttling"]):
+                    continue
+                self._throttle[(event.tenant, sub["id"])] = time.time()
             payload = self._notification(sub, event, terms)
             rows.append((event.tenant, sub["id"], f"{sub['id']}|{event.seq}", orjson.dumps(payload), time.time()))
         if rows:
@@ -294,11 +322,19 @@ class Subscriptions:
             entity = render_entity({**before, "attrs": {}}, view)
             entity["deletedAt"] = event.at
         else:
-            entity = render_entity(after, view)
+            shown_doc = after
+            removed = [a for a in event.data.get("attributes") or [] if before and a in before["attrs"]
+                       and a not in after["attrs"]]
+            if removed:
+                # Deleted attributes are announced with the NGSI-LD Null in their value member.
+                shown_doc = {**after, "attrs": {**after["attrs"], **{a: [_nulled(i) for i in before["attrs"][a]]
+                                                                     for a in removed}}}
+            entity = render_entity(shown_doc, view)
             if spec.get("showChanges") and before is not None and view.form == NORMALIZED:
                 _previous_values(entity, before, after, terms)
         endpoint = spec["endpoint"]
-        return {"endpoint": endpoint, "context": sub.get("@context") or CORE_CONTEXT_URL, "body": {
+        context = sub.get("jsonldContext") or sub.get("@context") or CORE_CONTEXT_URL
+        return {"endpoint": endpoint, "context": context, "body": {
             "id": f"urn:ngsi-ld:Notification:{uuid.uuid4()}", "type": "Notification", "subscriptionId": sub["id"],
             "notifiedAt": now_iso(), "data": [entity]}}
 
@@ -355,13 +391,18 @@ class Subscriptions:
                 dropped.extend(n for n, t, s, _, _ in due if (t, s) == (tenant, sub_id))
                 continue
             stamp = now_iso()
-            sub["timesSent"] = sub.get("timesSent", 0) + sent
-            sub["timesFailed"] = sub.get("timesFailed", 0) + failed
-            sub["lastNotification"] = stamp
-            if sent:
-                sub["lastSuccess"] = stamp
+            # The delivery status lives in the subscription's notification member (NGSI-LD NotificationParams).
+            notification = sub["notification"]
+            notification["timesSent"] = notification.get("timesSent", 0) + sent + failed
             if failed:
-                sub["lastFailure"] = stamp
+                notification["timesFailed"] = notification.get("timesFailed", 0) + failed
+            notification["lastNotification"] = stamp
+            if sent:
+                notification["lastSuccess"] = stamp
+                notification["status"] = "ok"
+            if failed:
+                notification["lastFailure"] = stamp
+                notification["status"] = "failed"
             await self.store.put_document(tenant, KIND, sub_id, sub, create=False)
         delivered = [n for n in delivered if n not in dropped]
         retry = [r for r in retry if r[0] not in dropped]
@@ -395,6 +436,17 @@ class Subscriptions:
             return f"HTTP {response.status_code}"
         except Exception as exc:  # a receiver being down is routine here: retried with backoff
             return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _nulled(inst: dict[str, Any]) -> dict[str, Any]:
+    kind = inst.get("type", "Property")
+    member = ATTRIBUTE_TYPES.get(kind, "value")
+    value: Any = {"@none": NULL_URI} if member == "languageMap" else (
+        [NULL_URI] if member in ("valueList", "objectList") else NULL_URI)
+    out = {"type": kind, member: value}
+    if "datasetId" in inst:
+        out["datasetId"] = inst["datasetId"]
+    return out
 
 
 def _publish_mqtt(uri: str, body: dict[str, Any], headers: dict[str, str]) -> None:
