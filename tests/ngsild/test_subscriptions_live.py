@@ -173,3 +173,13 @@ def test_a_receiver_outage_and_a_broker_restart_lose_nothing(database_url: str, 
         receiver.stop()
         if url.startswith("postgresql"):
             drop_postgres(url)
+
+
+def test_time_interval_subscriptions_notify_periodically(client: httpx.Client, receiver: Receiver) -> None:
+    client.post("/entities", json=vehicle(42))
+    sub = subscription(receiver.url, timeInterval=1)
+    del sub["watchedAttributes"]
+    assert client.post("/subscriptions", json=sub).status_code == 201
+    bodies = receiver.wait(2, timeout=15)
+    assert len(bodies) >= 2  # nothing changed, yet it is told every interval
+    assert all(b["data"][0]["speed"] == 42 for b in bodies[:2])

@@ -164,6 +164,8 @@ class Subscriptions:
         self.max_body = platform.settings.max_body_bytes
         self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self._throttle: dict[tuple[str, str], float] = {}
+        self._periodic: dict[tuple[str, str], float] = {}
+        self.ngsi = platform.extras["ngsild"]
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
@@ -353,8 +355,49 @@ class Subscriptions:
         if self._client:
             await self._client.aclose()
 
+    async def periodic_due(self) -> None:
+        """timeInterval subscriptions: every interval, one notification with all entities that match now."""
+        now = time.time()
+        for tenant in ["", *await self.store.tenants()]:
+            for sub in await self._all(tenant):
+                interval = sub.get("timeInterval")
+                if not interval or status_of(sub) != "active":
+                    continue
+                last = self._periodic.get((tenant, sub["id"]), 0.0)
+                if now - last < float(interval):
+                    continue
+                self._periodic[(tenant, sub["id"])] = now
+                terms = self.resolver.term_map(sub.get("jsonldContext") or sub.get("@context"))
+                types = ",".join(s["type"] for s in sub.get("entities") or [])
+                geo = sub.get("geoQ") or {}
+                coordinates = geo.get("coordinates")
+                query = self.ngsi._build_query(
+                    terms, ids=[s["id"] for s in sub.get("entities") or [] if "id" in s] or None, id_pattern=None,
+                    types=types or None, attrs=sub.get("watchedAttributes"), q=sub.get("q"),
+                    georel=geo.get("georel"), geometry=geo.get("geometry"),
+                    coordinates=orjson.dumps(coordinates).decode() if isinstance(coordinates, list) else coordinates,
+                    geoproperty=geo.get("geoproperty"), scope_q=None, limit="1000", offset=None, count=None,
+                    require_selector=False)
+                docs, _ = await self.broker.query(tenant, query) if await self.store.tenant_exists(tenant) else ([], 0)
+                if not docs:
+                    continue
+                notices = [self._notification(sub, ChangeEvent(0, tenant, "entity.updated", d["id"], now_iso(),
+                                                                {"before": d, "after": d, "attributes": []}), terms)
+                           for d in docs]
+                payload = notices[0]
+                payload["body"]["data"] = [n["body"]["data"][0] for n in notices]
+                await self.store.enqueue_notifications(
+                    [(tenant, sub["id"], f"{sub['id']}|every|{int(now)}", orjson.dumps(payload), now)])
+                self._wake.set()
+
     async def _deliver_forever(self) -> None:
         while True:
+            try:
+                await self.periodic_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("periodic notifications failed; retrying")
             try:
                 sent = await self.deliver_due()
             except asyncio.CancelledError:
