@@ -321,8 +321,12 @@ class Subscriptions:
         view = View(terms, FORMATS.get(spec.get("format", "normalized"), NORMALIZED), bool(spec.get("sysAttrs")),
                     attrs=attrs, lang=sub.get("lang"))
         if after is None:
-            entity = render_entity({**before, "attrs": {}}, view)
+            # A deleted entity is announced with its attributes set to the NGSI-LD Null.
+            nulled = {a: [_nulled(i) for i in instances] for a, instances in before["attrs"].items()}
+            entity = render_entity({**before, "attrs": nulled}, view)
             entity["deletedAt"] = event.at
+            if spec.get("showChanges") and view.form == NORMALIZED:
+                _previous_values(entity, before, None, terms)
         else:
             shown_doc = after
             removed = [a for a in event.data.get("attributes") or [] if before and a in before["attrs"]
@@ -548,17 +552,21 @@ def _values(doc: dict[str, Any], path: Any) -> list[Any]:
     return out
 
 
-def _previous_values(entity: dict[str, Any], before: dict[str, Any], after: dict[str, Any], terms: TermMap) -> None:
-    for iri, instances in after["attrs"].items():
-        old = before["attrs"].get(iri)
-        if not old or old == instances:
+def _previous_values(entity: dict[str, Any], before: dict[str, Any], after: dict[str, Any] | None,
+                     terms: TermMap) -> None:
+    """showChanges: each changed or deleted attribute carries its previous value (previousValue, ...)."""
+    for iri, old in before["attrs"].items():
+        new = after["attrs"].get(iri) if after is not None else None
+        if not old or old == new:
             continue
         shown = entity.get(terms.compact(iri))
         if isinstance(shown, dict):
             member = ATTRIBUTE_TYPES.get(old[0].get("type", "Property"), "value")
-            previous = {k: v for k, v in old[0].items() if k == member}
-            for key, value in previous.items():
-                shown["previous" + key[0].upper() + key[1:]] = value
+            if member in old[0]:
+                value = old[0][member]
+                if member == "vocab":
+                    value = [terms.compact(v) for v in value] if isinstance(value, list) else terms.compact(value)
+                shown["previous" + member[0].upper() + member[1:]] = value
 
 
 def mount(app: FastAPI, platform: Any) -> None:
