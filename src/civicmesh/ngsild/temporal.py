@@ -58,7 +58,19 @@ def _parse_time(text: str) -> datetime:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    moment = moment.astimezone(UTC)
+    if moment.microsecond:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _shown_time(row: tuple[Any, ...], timeproperty: str) -> str | None:
+    """The time as the writer gave it (observedAt), else the broker's canonical stamp."""
+    if timeproperty == "observedAt" and row[8]:
+        written = orjson.loads(row[8]).get("observedAt")
+        if isinstance(written, str):
+            return written
+    return row[9]
 
 
 def _canonical(text: str) -> str:
@@ -178,7 +190,7 @@ class Temporal:
             if form == "aggregated":
                 out[name] = _aggregate(items, methods, p.get("aggrPeriodDuration"), start, end)
             elif form == "simplified":
-                out[name] = _simplified(items)
+                out[name] = _simplified(items, timeproperty)
             else:
                 shown = []
                 for row in items:
@@ -236,6 +248,8 @@ class Temporal:
         return await self._query(request, call, params)
 
     async def _query(self, request: Request, call: Any, p: Any) -> Response:
+        self._window(p)
+        self._form(p)  # bad options fail even when nothing matches
         caller = caller_of(request)
         await self.broker.authorize(caller, call.tenant, "query")
         if not any(p.get(k) for k in ("type", "attrs", "id", "idPattern", "q", "georel")):
@@ -266,8 +280,8 @@ class Temporal:
             body, truncated, used = await self._render(call.tenant, entity_id, types, call.terms, p, max(budget, 1))
             budget -= used
             truncated_any = truncated_any or truncated
-            if p.get("attrs") and len(body) <= 2:
-                continue
+            if (p.get("attrs") or p.get("timerel")) and len(body) <= 2:
+                continue  # nothing of it in the attributes or the time window asked for
             results.append(body)
         headers = {}
         if p.get("count") == "true":
@@ -371,16 +385,26 @@ def _types(types: list[str], terms: TermMap) -> Any:
     return compact[0] if len(compact) == 1 else compact
 
 
-def _simplified(items: list[tuple[Any, ...]]) -> dict[str, Any]:
-    first = orjson.loads(items[0][8]) if items[0][8] else {"type": "Property"}
-    kind = first.get("type", "Property")
-    member = ATTRIBUTE_TYPES.get(kind, "value")
-    key = {"object": "objects", "languageMap": "languageMaps"}.get(member, "values")
-    values = []
+def _simplified(items: list[tuple[Any, ...]], timeproperty: str) -> Any:
+    """temporalValues: one object per datasetId, each with [value, time] pairs."""
+    by_dataset: dict[Any, list[tuple[Any, ...]]] = {}
     for row in items:
-        inst = orjson.loads(row[8]) if row[8] else None
-        values.append([inst.get(member) if inst else NULL_URI, row[9]])
-    return {"type": kind, key: values}
+        by_dataset.setdefault(row[2], []).append(row)
+    shown = []
+    for dataset_id, rows in by_dataset.items():
+        first = next((orjson.loads(r[8]) for r in rows if r[8]), {"type": "Property"})
+        kind = first.get("type", "Property")
+        member = ATTRIBUTE_TYPES.get(kind, "value")
+        key = {"object": "objects", "languageMap": "languageMaps"}.get(member, "values")
+        values = []
+        for row in rows:
+            inst = orjson.loads(row[8]) if row[8] else None
+            values.append([inst.get(member) if inst else NULL_URI, _shown_time(row, timeproperty)])
+        entry: dict[str, Any] = {"type": kind, key: values}
+        if dataset_id is not None:
+            entry["datasetId"] = dataset_id
+        shown.append(entry)
+    return shown[0] if len(shown) == 1 else shown
 
 
 def _aggregate(items: list[tuple[Any, ...]], methods: list[str], period: str | None, start: str | None,
