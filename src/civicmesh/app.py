@@ -29,6 +29,7 @@ ROOMS: list[str] = [
     "civicmesh.ngsild.registrations",
     "civicmesh.ngsild.subscriptions",
     "civicmesh.ngsild.temporal",
+    "civicmesh.ingest.api",
     "civicmesh.ledger.api",
     "civicmesh.citizen.api",
     "civicmesh.feasibility.api",
