@@ -30,6 +30,7 @@ ROOMS: list[str] = [
     "civicmesh.ngsild.subscriptions",
     "civicmesh.ngsild.temporal",
     "civicmesh.ingest.api",
+    "civicmesh.alerts.api",
     "civicmesh.ledger.api",
     "civicmesh.citizen.api",
     "civicmesh.feasibility.api",

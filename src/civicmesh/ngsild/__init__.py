@@ -10,6 +10,8 @@ from fastapi import FastAPI
 log = logging.getLogger("civicmesh.ngsild")
 
 DEMO_CONTEXT_ID = "demo-city"
+# The same document under a name that does not depend on where the server listens (rules and the simulator).
+DEMO_CONTEXT_URN = "urn:civicmesh:context:demo-city"
 
 
 def demo_context_url(settings: Any) -> str:
@@ -35,6 +37,7 @@ def mount(app: FastAPI, platform: Any) -> None:
     url = demo_context_url(settings)
     resolver.hosted[DEMO_CONTEXT_ID] = HostedContext(DEMO_CONTEXT_ID, url, "Hosted", demo_context(), now_iso())
     resolver.register_document(url, demo_context())
+    resolver.register_document(DEMO_CONTEXT_URN, demo_context())
     ngsi = NgsiLd(broker, resolver, max_body=settings.max_body_bytes, max_limit=settings.max_limit,
                   default_limit=settings.default_limit)
     mount_routes(app, ngsi)
