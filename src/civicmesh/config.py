@@ -27,6 +27,8 @@ class Settings:
     # History pages larger than this answer 206 Partial Content.
     temporal_page_size: int = 30
     demo: bool = False
+    # Seconds between the demo city's simulated readings (0 turns the simulator off).
+    simulator_interval: float = 5.0
     # Tests of single rooms set CIVICMESH_NO_AUTH=true; the security tests switch authentication on explicitly.
     no_auth: bool = field(default_factory=lambda: os.environ.get("CIVICMESH_NO_AUTH", "").lower() == "true")
     mqtt_url: str | None = None
@@ -50,6 +52,8 @@ def _coerce(raw: str, annotation: object) -> object:
     text = str(annotation)
     if text.startswith("int"):
         return int(raw)
+    if text.startswith("float"):
+        return float(raw)
     if text.startswith("bool"):
         return raw.strip().lower() in {"1", "true", "yes", "on"}
     return raw

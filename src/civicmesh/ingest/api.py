@@ -157,14 +157,27 @@ def mount(app: FastAPI, platform: Any) -> None:
 
     app.include_router(router)
 
+    simulators: list[Any] = []
+
     async def start() -> None:
         await agent.start()
+        if platform.settings.demo and platform.settings.simulator_interval > 0:
+            from civicmesh.demo import demo_entities
+            from civicmesh.ingest.simulator import Simulator
+            from civicmesh.ngsild import DEMO_CONTEXT_URN
+
+            simulator = Simulator(platform.extras["broker"], platform.extras["contexts"].term_map(DEMO_CONTEXT_URN),
+                                  demo_entities())
+            simulator.start(platform.settings.simulator_interval)
+            simulators.append(simulator)
         if platform.settings.mqtt_url:
             b = MqttBridge(platform.settings.mqtt_url, agent, f"civicmesh-iot-agent-{platform.settings.port}")
             b.start()
             bridge.append(b)
 
     async def stop() -> None:
+        for simulator in simulators:
+            await simulator.stop()
         for b in bridge:
             b.stop()
         await agent.stop()
