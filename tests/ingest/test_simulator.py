@@ -1,53 +1,72 @@
-"""The demo city comes alive: readings change, the bridge creeps and jumps, and the rules raise alerts."""
+"""The demo city comes alive: sensors publish through the IoT agent, readings change, the bridge jumps, alerts rise."""
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 from tests.conftest import start_server
 
 from civicmesh.demo import demo_entities
-from civicmesh.ingest.simulator import Simulator, aqi_from_pm25
+from civicmesh.ingest.simulator import JUMP_SPAN, Simulator, aqi, iaqi
+
+START = datetime(2025, 6, 16, 0, 0, tzinfo=UTC)  # 08:00 in Hangzhou, the morning rush
 
 
-def test_readings_follow_the_day_and_the_bridge_jumps() -> None:
-    sim = Simulator(None, None, demo_entities(), jump_after=3)
-    morning = datetime(2025, 6, 16, 0, 0, tzinfo=UTC)  # 08:00 in Hangzhou
-    night = datetime(2025, 6, 15, 19, 0, tzinfo=UTC)  # 03:00 in Hangzhou
-    rush = {r["id"]: r for r in sim.readings(morning)}
-    quiet = {r["id"]: r for r in sim.readings(night)}
-    flows = [i for i, r in rush.items() if r["type"] == "TrafficFlowObserved"]
-    assert sum(rush[i]["intensity"]["value"] for i in flows) > 2 * sum(quiet[i]["intensity"]["value"] for i in flows)
-    span = "urn:ngsi-ld:DeviceMeasurement:hz-bridge-displacement-2"
-    before = quiet[span]["numValue"]["value"]
-    after = {r["id"]: r for r in sim.readings(morning + timedelta(minutes=1))}[span]["numValue"]["value"]
-    assert after - before > 5  # the jump at the third tick
+def test_hj633_breakpoints() -> None:
+    pm25 = (0, 35, 75, 115, 150, 250, 350, 500)
+    assert [iaqi(c, pm25) for c in (0, 35, 75, 115, 150, 250, 350, 500, 900)] == [0, 50, 100, 150, 200, 300, 400,
+                                                                                     500, 500]
+    assert aqi(35, 200) == 125  # PM10 200 µg/m³ dominates: 100 + 50 * (200 - 150) / 100
 
 
-def test_aqi_breakpoints() -> None:
-    assert [aqi_from_pm25(v) for v in (0, 35, 75, 115, 150, 250)] == [0, 50, 100, 150, 200, 300]
+def test_readings_follow_the_day_are_seeded_and_the_bridge_jumps() -> None:
+    def run(seed: int) -> list[list[tuple[str, str]]]:
+        sim = Simulator(demo_entities(), seed=seed, jump_after=5, speed=60.0, start=START)
+        return [sim.readings(START + timedelta(seconds=5 * n)) for n in range(8)]
+
+    first, again, other = run(7), run(7), run(8)
+    assert first == again and first != other
+    sim = Simulator(demo_entities(), seed=1, speed=60.0, start=START)
+    rush = dict(sim.readings(START))
+    night = dict(sim.readings(START + timedelta(minutes=19)))  # 19 simulated hours later: 03:00
+    flows = [d for d, payload in rush.items() if payload.startswith("i|")]
+    assert len(flows) == 68 and len(rush) == 68 + 10 + 12
+
+    def total(readings: dict[str, str]) -> int:
+        return sum(int(readings[d].split("|")[1]) for d in flows)
+
+    assert total(rush) > 2 * total(night)
+    span = JUMP_SPAN.rsplit(":", 1)[-1]
+    values = [float(dict(tick)[span].split("|")[1]) for tick in first]
+    assert values[4] - values[3] > 8  # the jump at the fifth tick
+    assert abs(values[3] - values[0]) < 1  # before it, a slow creep
 
 
-def test_the_demo_city_moves_and_raises_bridge_alerts(tmp_path) -> None:
-    server = start_server(f"sqlite:///{tmp_path / 'demo.db'}", demo=True, simulator_interval=0.3)
+def test_the_demo_city_moves_through_the_agent_and_raises_bridge_alerts(tmp_path: Any) -> None:
+    server = start_server(f"sqlite:///{tmp_path / 'demo.db'}", demo=True, simulator_interval=0.2)
     try:
+        runner = server.app.state.platform.extras["simulator"]
+        runner.simulator.jump_after = 8
         api = httpx.Client(base_url=server.url + "/ngsi-ld/v1", timeout=30)
-        span = "urn:ngsi-ld:DeviceMeasurement:hz-bridge-displacement-3"
         history: list = []
-        alerts: list = []
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (len(history) >= 2 and alerts):
-            r = api.get(f"/temporal/entities/{span}", params={"options": "temporalValues"})
+        bridge_alerts: list = []
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and not (len(history) >= 3 and bridge_alerts):
+            r = api.get(f"/temporal/entities/{JUMP_SPAN}", params={"attrs": "numValue", "options": "temporalValues",
+                                                                   "lastN": 20},
+                        headers={"Link": '<urn:civicmesh:context:demo-city>; rel="http://www.w3.org/ns/json-ld#context"'})
             if r.status_code == 200:
-                values = r.json()
-                history = next(iter(v["values"] for k, v in values.items() if isinstance(v, dict) and "values" in v),
-                               [])
-            alerts = api.get("/entities", params={"type": "Alert", "options": "keyValues"}).json()
+                history = r.json().get("numValue", {}).get("values", [])
+            found = api.get("/entities", params={"type": "Alert", "options": "keyValues", "limit": 100}).json()
+            bridge_alerts = [a for a in found if a["alertSource"] == JUMP_SPAN]
             time.sleep(0.3)
-        assert len(history) >= 2, "the simulator did not move the bridge"
-        bridge = [a for a in alerts if a["alertSource"] == span]
-        assert bridge and bridge[0]["severity"] == "critical"  # 31.9 mm starts above the 30 mm tier
+        assert len({v for v, _ in history}) >= 3, "the simulator did not move the bridge"
+        assert bridge_alerts, "the bridge jumped and no alert was raised"
+        assert {a["subCategory"] for a in bridge_alerts} == {"structuralDeformation"}
+        stats = httpx.get(f"{server.url}/iot/stats").json()
+        assert stats["agent"]["stored"] > 90 and stats["devices"]["hz-bridge-displacement-3"]["stored"] >= 3
     finally:
         server.stop()

@@ -1,13 +1,21 @@
-"""Alert rules over HTTP (/alerts/rules) or a YAML file, evaluated on every entity change.
+"""Early warnings: rules (/alerts/rules or a YAML file) evaluated on every entity change, raising Alert entities.
 
-A durable event subscriber runs each matching rule's detector on the changed attribute; when an entity enters
-an alarm (or its severity rises) a Smart Data Models `Alert` entity is written through the broker, so
-subscriptions deliver it like any other change.
+A durable relay subscriber "alerts" reads entity.created/updated events. For each rule whose entity type and
+attribute the change touched (and whose optional `q` the entity satisfies) it advances the rule's detector
+(tiered thresholds, rate of change, EWMA or CUSUM on residuals, see `detectors.py`) with the new value. When an
+entity enters an alarm, or its severity rises, a Smart Data Models `Alert` entity is written through the broker,
+so subscriptions deliver it like any other change. Detector state lives in the store (`store/alerts.py`) with
+the last event sequence it saw, so a replay after a crash neither loses nor double-counts an observation.
+
+Alert entities are named in the core @context (`type=Alert` works without a Link header).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,94 +27,147 @@ from starlette.responses import Response
 
 from civicmesh.alerts.detectors import SEVERITIES, RuleError, check_rule, step
 from civicmesh.errors import Problem
-from civicmesh.events import ChangeEvent
+from civicmesh.events import ENTITY_CREATED, ENTITY_UPDATED, ChangeEvent
 from civicmesh.ngsild import qlang
-from civicmesh.ngsild.model import EntityParser, now_iso
-from civicmesh.ngsild.subscriptions import _values
+from civicmesh.ngsild.http import tenant_of
+from civicmesh.ngsild.model import ATTRIBUTE_TYPES, EntityParser, now_iso
+from civicmesh.store.alerts import AlertStore
 
 log = logging.getLogger("civicmesh.alerts")
-RULE, STATE = "alert-rule", "alert-state"
 DEFAULT_RULES = Path(__file__).with_name("default_rules.yaml")
+ALERT_TYPE = "https://uri.etsi.org/ngsi-ld/default-context/Alert"
+LOCATION = "https://uri.etsi.org/ngsi-ld/location"
+RULES_TTL = 5.0  # seconds a tenant's compiled rules are trusted (another worker may have changed them)
 
 
 def _epoch(text: str) -> float:
-    from datetime import datetime
-
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _values(doc: dict[str, Any], path: Any) -> list[Any]:
+    """Values at a q path of a stored entity, for qlang.evaluate."""
+    out: list[Any] = []
+    for inst in doc["attrs"].get(path.name, []):
+        node: Any = inst
+        for sub in path.sub:
+            node = node.get(sub) if isinstance(node, dict) else None
+        if isinstance(node, dict) and "type" in node:
+            node = node.get(ATTRIBUTE_TYPES.get(node["type"], "value"))
+        for key in path.keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None:
+            out.extend(node if isinstance(node, list) else [node])
+    return out
+
+
+class Compiled:
+    """A rule with its names expanded once."""
+
+    def __init__(self, rule: dict[str, Any], resolver: Any) -> None:
+        terms = resolver.term_map(rule.get("context"))
+        self.rule = rule
+        self.type_iri = terms.expand(rule["entityType"])
+        self.attr_iri = terms.expand(rule["attribute"])
+        self.q = qlang.map_terms(qlang.parse_q(rule["q"]), terms.expand) if rule.get("q") else None
 
 
 class Alerts:
     def __init__(self, platform: Any) -> None:
-        self.store = platform.store
+        self.store = AlertStore(platform.store)
         self.broker = platform.extras["broker"]
         self.resolver = platform.extras["contexts"]
         self.raised = 0
+        self._compiled: dict[str, tuple[float, list[Compiled]]] = {}
 
-    async def add_rule(self, tenant: str, rule: Any, *, replace: bool = False) -> dict[str, Any]:
+    # -- rules -------------------------------------------------------------------------------------------
+    def check(self, rule: Any) -> dict[str, Any]:
         if not isinstance(rule, dict):
             raise Problem("BadRequestData", "a rule is a JSON object")
         try:
             check_rule(rule)
-            if rule.get("q"):
-                qlang.parse_q(rule["q"])
-            self.resolver.term_map(rule.get("context"))  # an unknown context fails now, not on every change
         except RuleError as exc:
-            raise Problem("BadRequestData", f"rule {rule.get('id', '?')}: {exc}") from exc
-        if not await self.store.put_document(tenant, RULE, rule["id"], rule, create=True):
-            if not replace:
-                raise Problem("AlreadyExists", f"rule {rule['id']} already exists")
-            await self.store.put_document(tenant, RULE, rule["id"], rule, create=False)
+            raise Problem("BadRequestData", f"rule {rule.get('id', '?')}: {exc}") from None
+        if rule.get("q") is not None and not isinstance(rule["q"], str):
+            raise Problem("BadRequestData", f"rule {rule['id']}: q must be an NGSI-LD query string")
+        if rule.get("context") is not None and not isinstance(rule["context"], str):
+            raise Problem("BadRequestData", f"rule {rule['id']}: context must be the URL of a JSON-LD @context")
+        Compiled(rule, self.resolver)  # a bad q or an unknown @context fails now, not on every change
         return rule
 
+    async def put_rule(self, tenant: str, rule: Any, *, create: bool) -> dict[str, Any]:
+        rule = self.check(rule)
+        if not await self.store.put_rule(tenant, rule, now_iso(), create=create):
+            raise Problem("AlreadyExists", f"rule {rule['id']} already exists")
+        self._compiled.pop(tenant, None)
+        return rule
+
+    async def delete_rule(self, tenant: str, rule_id: str) -> None:
+        if not await self.store.delete_rule(tenant, rule_id):
+            raise Problem("ResourceNotFound", f"rule {rule_id} does not exist")
+        self._compiled.pop(tenant, None)
+
     async def load_file(self, path: Path, tenant: str = "") -> int:
+        """Load (insert or replace) the rules of a YAML file: a list of rule objects."""
         rules = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+        if not isinstance(rules, list):
+            raise ValueError(f"{path} must hold a YAML list of rules")
         for rule in rules:
-            await self.add_rule(tenant, rule, replace=True)
+            current = await self.store.rule(tenant, rule.get("id", ""))
+            if current != rule:  # unchanged rules keep their detector state across restarts
+                await self.put_rule(tenant, rule, create=False)
         return len(rules)
 
+    async def _rules(self, tenant: str) -> list[Compiled]:
+        cached = self._compiled.get(tenant)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        compiled = []
+        for _, rule in await self.store.rules(tenant):
+            try:
+                compiled.append(Compiled(rule, self.resolver))
+            except Problem as problem:
+                log.warning("alert rule %s skipped: %s", rule.get("id"), problem.detail)
+        self._compiled[tenant] = (time.monotonic() + RULES_TTL, compiled)
+        return compiled
+
+    # -- evaluation --------------------------------------------------------------------------------------
     async def on_event(self, event: ChangeEvent) -> None:
-        after = event.data.get("after")
-        if after is None or not event.kind.startswith("entity."):
+        if event.kind not in (ENTITY_CREATED, ENTITY_UPDATED):
             return
-        if "https://uri.etsi.org/ngsi-ld/default-context/Alert" in after["type"]:
+        after = event.data.get("after")
+        if after is None or ALERT_TYPE in after["type"]:
             return
         touched = set(event.data.get("attributes") or [])
-        for rule in await self.store.list_documents(event.tenant, RULE):
-            # A rule names types and attributes in its own @context (the core context when it has none).
-            terms = self.resolver.term_map(rule.get("context"))
-            if terms.expand(rule["entityType"]) not in after["type"]:
+        states: list[tuple[str, str, str, dict[str, Any], int]] = []
+        for compiled in await self._rules(event.tenant):
+            if compiled.type_iri not in after["type"] or compiled.attr_iri not in touched:
                 continue
-            attr = terms.expand(rule["attribute"])
-            if attr not in touched:
+            if compiled.q is not None and not qlang.evaluate(compiled.q, lambda p: _values(after, p)):
                 continue
-            if rule.get("q") and not qlang.evaluate(qlang.map_terms(qlang.parse_q(rule["q"]), terms.expand),
-                                                    lambda p: _values(after, p)):
+            numbers = [(float(i["value"]), i.get("observedAt") or event.at) for i in after["attrs"][compiled.attr_iri]
+                       if isinstance(i.get("value"), int | float) and not isinstance(i.get("value"), bool)]
+            if not numbers:
                 continue
-            for inst in after["attrs"].get(attr, []):
-                value = inst.get("value")
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    continue
-                await self._observe(event, rule, after, float(value), inst.get("observedAt") or event.at)
+            value, at = numbers[0]  # the default instance (or the first dataset) is what the rule watches
+            rule = compiled.rule
+            saved = await self.store.state(event.tenant, rule["id"], after["id"])
+            state, last_seq = saved if saved else ({"detector": {}, "active": None}, 0)
+            if event.seq <= last_seq:
+                continue  # replayed after a crash: this observation is already in the state
+            severity, why = step(rule, state["detector"], value, _epoch(at))
+            previous = state.get("active")
+            state["active"] = severity
+            if severity is not None and (previous is None or SEVERITIES.index(severity) > SEVERITIES.index(previous)):
+                await self._raise(event, rule, after, severity, why, at, value)
+            states.append((event.tenant, rule["id"], after["id"], state, event.seq))
+        await self.store.save_states(states)
 
-    async def _observe(self, event: ChangeEvent, rule: dict[str, Any], entity: dict[str, Any], value: float,
-                       at: str) -> None:
-        key = f"{rule['id']}|{entity['id']}"
-        saved = await self.store.get_document(event.tenant, STATE, key)
-        state = saved or {"id": key, "detector": {}, "active": None}
-        severity, why = step(rule, state["detector"], value, _epoch(at))
-        previous = state.get("active")
-        state["active"] = severity
-        await self.store.put_document(event.tenant, STATE, key, state, create=saved is None)
-        rising = severity is not None and (previous is None or SEVERITIES.index(severity) > SEVERITIES.index(previous))
-        if rising:
-            await self._raise(event.tenant, rule, entity, severity, why, at)  # type: ignore[arg-type]
-
-    async def _raise(self, tenant: str, rule: dict[str, Any], entity: dict[str, Any], severity: str, why: str,
-                     at: str) -> None:
-        self.raised += 1
+    async def _raise(self, event: ChangeEvent, rule: dict[str, Any], entity: dict[str, Any], severity: str,
+                     why: str, at: str, value: float) -> None:
         local = entity["id"].rsplit(":", 1)[-1]
         alert: dict[str, Any] = {
-            "id": f"urn:ngsi-ld:Alert:{rule['id']}-{local}-{now_iso().replace(':', '').replace('.', '')}",
+            # Named after the triggering event, so an event replayed after a crash rewrites the same Alert.
+            "id": f"urn:ngsi-ld:Alert:{rule['id']}:{local}:{event.seq}",
             "type": "Alert",
             "category": {"type": "Property", "value": rule.get("category", "environment")},
             "subCategory": {"type": "Property", "value": rule.get("subCategory", rule["kind"])},
@@ -115,12 +176,16 @@ class Alerts:
             "dateIssued": {"type": "Property", "value": at},
             "description": {"type": "Property", "value": f"{rule.get('name', rule['id'])}: {why}"},
             "refRule": {"type": "Property", "value": rule["id"]},
+            "triggerValue": {"type": "Property", "value": value, "observedAt": at},
         }
-        location = entity["attrs"].get("https://uri.etsi.org/ngsi-ld/location")
+        location = [i for i in entity["attrs"].get(LOCATION, []) if i.get("type") == "GeoProperty"]
         if location:
             alert["location"] = {"type": "GeoProperty", "value": location[0]["value"]}
         doc = EntityParser(self.resolver.core).entity(alert)
-        await self.broker.create(tenant, doc)
+        result = await self.broker.batch(event.tenant, "upsert", [doc], option="replace")
+        if result.errors:
+            raise result.errors[0][1]
+        self.raised += 1
         log.warning("alert %s (%s) on %s: %s", rule["id"], severity, entity["id"], why)
 
 
@@ -128,43 +193,53 @@ def mount(app: FastAPI, platform: Any) -> None:
     alerts = Alerts(platform)
     platform.extras["alerts"] = alerts
     platform.relay.subscribe("alerts", alerts.on_event, durable=True)
-    router = APIRouter(prefix="/alerts", tags=["alerts"])
+    router = APIRouter(prefix="/alerts", tags=["early warnings"])
 
-    def tenant_of(request: Request) -> str:
-        return request.headers.get("ngsild-tenant") or ""
-
-    @router.post("/rules", status_code=201)
-    async def add_rule(request: Request) -> Response:
+    async def body(request: Request) -> Any:
         try:
-            body = orjson.loads(await request.body())
+            return orjson.loads(await request.body())
         except orjson.JSONDecodeError as exc:
-            raise Problem("InvalidRequest", f"the body is not valid JSON: {exc}") from exc
-        rule = await alerts.add_rule(tenant_of(request), body)
+            raise Problem("InvalidRequest", f"the body is not valid JSON: {exc}") from None
+
+    def json(data: Any, status: int = 200) -> Response:
+        return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+    async def add_rule(request: Request) -> Response:
+        rule = await alerts.put_rule(tenant_of(request), await body(request), create=True)
         return Response(status_code=201, headers={"Location": f"/alerts/rules/{rule['id']}"})
 
-    @router.get("/rules")
     async def list_rules(request: Request) -> Response:
-        return Response(orjson.dumps(await platform.store.list_documents(tenant_of(request), RULE)),
-                        media_type="application/json")
+        return json([rule for _, rule in await alerts.store.rules(tenant_of(request))])
 
-    @router.get("/rules/{rule_id}")
     async def get_rule(request: Request, rule_id: str) -> Response:
-        rule = await platform.store.get_document(tenant_of(request), RULE, rule_id)
+        rule = await alerts.store.rule(tenant_of(request), rule_id)
         if rule is None:
             raise Problem("ResourceNotFound", f"rule {rule_id} does not exist")
-        return Response(orjson.dumps(rule), media_type="application/json")
+        return json(rule)
 
-    @router.delete("/rules/{rule_id}")
-    async def delete_rule(request: Request, rule_id: str) -> Response:
-        if not await platform.store.delete_document(tenant_of(request), RULE, rule_id):
-            raise Problem("ResourceNotFound", f"rule {rule_id} does not exist")
+    async def replace_rule(request: Request, rule_id: str) -> Response:
+        data = await body(request)
+        if isinstance(data, dict) and data.setdefault("id", rule_id) != rule_id:
+            raise Problem("BadRequestData", f"the body's id {data['id']!r} differs from the id in the URL")
+        await alerts.put_rule(tenant_of(request), data, create=False)
         return Response(status_code=204)
 
+    async def delete_rule(request: Request, rule_id: str) -> Response:
+        await alerts.delete_rule(tenant_of(request), rule_id)
+        return Response(status_code=204)
+
+    for path, method, endpoint in [("/rules", "POST", add_rule), ("/rules", "GET", list_rules),
+                                   ("/rules/{rule_id}", "GET", get_rule), ("/rules/{rule_id}", "PUT", replace_rule),
+                                   ("/rules/{rule_id}", "DELETE", delete_rule)]:
+        router.add_api_route(path, endpoint, methods=[method])  # type: ignore[arg-type]
     app.include_router(router)
 
-    async def load_defaults() -> None:
+    async def start() -> None:
+        await alerts.store.migrate()
+        extra = os.environ.get("CIVICMESH_ALERT_RULES")
         if platform.settings.demo:
-            count = await alerts.load_file(DEFAULT_RULES)
-            log.info("alerts: %d demo-city rules loaded", count)
+            log.info("alerts: %d demo-city rules loaded", await alerts.load_file(DEFAULT_RULES))
+        if extra:
+            log.info("alerts: %d rules loaded from %s", await alerts.load_file(Path(extra)), extra)
 
-    app.state.startup_hooks.append(load_defaults)
+    app.state.startup_hooks.append(start)

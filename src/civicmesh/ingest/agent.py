@@ -1,9 +1,12 @@
-"""The agent: provisioning (FIWARE IoT Agent API shapes), measurement ingestion in batches, dead letters.
+"""The agent's core: measurements in, NGSI-LD updates out, written in batches.
 
-Provisioned services and devices are documents in the main store (kind iot-service / iot-device, tenant ""),
-each naming the tenant (fiware-service) its entities live in. Measurements are queued and written in batches
-through the broker (upsert, options=update); the caller learns its measurement is stored only after the batch
-committed, which is when an MQTT message is acknowledged.
+Every measurement (from MQTT or HTTP) joins one FIFO queue. A single writer task takes whatever has queued up
+(group commit: the busier the agent, the larger the batches), resolves each device, turns its payload into a
+concise entity fragment with `observedAt`, parses it with the device's @context, and writes all fragments of a
+tenant with one `broker.batch(tenant, "upsert", docs, option="update")`. Bad measurements become dead letters in
+the same round. Only when the round is stored does each measurement's `done` callback run: that is when an MQTT
+message is acknowledged and an HTTP request answered. A store failure keeps the round and retries it with
+backoff; nothing is acknowledged before it is stored.
 """
 
 from __future__ import annotations
@@ -11,17 +14,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from civicmesh.errors import Problem
-from civicmesh.ingest.payloads import Mapping, PayloadError, parse_json, parse_ultralight, to_attributes
-from civicmesh.ngsild.model import EntityParser, check_entity_id, now_iso
+from civicmesh.ingest import payloads
+from civicmesh.ingest.provisioning import mappings_of, static_attributes_of
+from civicmesh.ngsild.model import EntityParser, now_iso
+from civicmesh.store.ingest import IngestStore
 
 log = logging.getLogger("civicmesh.ingest")
 
-SERVICE, DEVICE = "iot-service", "iot-device"
+MAX_BATCH = 2000
+ROUTE_TTL = 30.0  # seconds a resolved device is trusted before it is looked up again (other workers may edit it)
+MISS_TTL = 2.0  # seconds an unknown (apikey, device) pair is remembered, so garbage cannot hammer the store
+PAYLOAD_KEEP = 2048  # characters of a bad payload kept in its dead letter
+
+
+@dataclass
+class Outcome:
+    stored: int = 0  # measurements written
+    reason: str | None = None  # dead-letter reason when nothing was written
+    detail: str = ""
 
 
 @dataclass
@@ -29,170 +44,216 @@ class Measurement:
     apikey: str
     device_id: str
     payload: bytes
-    kind: str  # "ul" | "json"
-    transport: str  # "http" | "mqtt"
+    fmt: str  # "ul" | "json" | "auto"
+    transport: str  # "mqtt" | "http"
+    received_at: str = field(default_factory=now_iso)
+    attribute: str | None = None  # single-attribute topic /<k>/<i>/attrs/<name>: the payload is the raw value
+    done: Callable[[Outcome], None] | None = None
+
+
+@dataclass
+class Route:
+    tenant: str
+    entity_id: str
+    entity_type: str
+    mappings: dict[str, payloads.Mapping]
+    explicit: bool
+    terms: Any
+    expires: float
+    statics: dict[str, Any] = field(default_factory=dict)
+    statics_sent: bool = False  # static attributes ride along with the first measurement after each lookup
+
+
+@dataclass
+class _Miss:
+    tenant: str
+    reason: str
+    detail: str
+    expires: float
+
+
+@dataclass
+class Totals:
+    received: int = 0
+    stored: int = 0
+    dead: int = 0
+    rounds: int = 0
+    retries: int = 0
 
 
 class Agent:
-    def __init__(self, platform: Any, *, batch_size: int = 500, batch_wait: float = 0.02) -> None:
-        self.store = platform.store
-        self.broker = platform.extras["broker"]
-        self.terms = platform.extras["contexts"].core
-        self.queue: asyncio.Queue[tuple[str, dict[str, Any], asyncio.Future[None]]] = asyncio.Queue()
-        self.batch_size = batch_size
-        self.batch_wait = batch_wait
-        self.dead_letters: deque[dict[str, Any]] = deque(maxlen=1000)
-        self.errors: Counter[str] = Counter()
-        self.accepted: Counter[str] = Counter()
+    def __init__(self, broker: Any, resolver: Any, store: IngestStore) -> None:
+        self.broker = broker
+        self.resolver = resolver
+        self.store = store
+        self.queue: asyncio.Queue[Measurement] = asyncio.Queue()
+        self.totals = Totals()
+        self._routes: dict[tuple[str, str], Route | _Miss] = {}
         self._task: asyncio.Task[None] | None = None
 
-    # -- provisioning ---------------------------------------------------------------------------------------
-    async def add_services(self, tenant: str, body: Any) -> None:
-        services = body.get("services") if isinstance(body, dict) else None
-        if not isinstance(services, list) or not services:
-            raise Problem("BadRequestData", 'provisioning needs {"services": [...]}')
-        docs = []
-        for s in services:
-            if not isinstance(s, dict) or not isinstance(s.get("apikey"), str) or not s["apikey"]:
-                raise Problem("BadRequestData", "each service group needs an apikey")
-            if not isinstance(s.get("entity_type"), str):
-                raise Problem("BadRequestData", f"service group {s['apikey']} needs an entity_type")
-            _check_attributes(s.get("attributes", []), f"service group {s['apikey']}")
-            docs.append({**s, "id": s["apikey"], "service": tenant})
-        for doc in docs:
-            if not await self.store.put_document("", SERVICE, doc["id"], doc, create=True):
-                raise Problem("AlreadyExists", f"a service group with apikey {doc['id']} already exists")
-
-    async def add_devices(self, tenant: str, body: Any) -> None:
-        devices = body.get("devices") if isinstance(body, dict) else None
-        if not isinstance(devices, list) or not devices:
-            raise Problem("BadRequestData", 'provisioning needs {"devices": [...]}')
-        docs = []
-        for d in devices:
-            if not isinstance(d, dict) or not isinstance(d.get("device_id"), str) or not d["device_id"]:
-                raise Problem("BadRequestData", "each device needs a device_id")
-            where = f"device {d['device_id']}"
-            _check_attributes(d.get("attributes", []), where)
-            entity_type = d.get("entity_type")
-            if entity_type is not None and not isinstance(entity_type, str):
-                raise Problem("BadRequestData", f"{where}: entity_type must be a string")
-            if "entity_name" in d:
-                check_entity_id(d["entity_name"])
-            docs.append({**d, "id": d["device_id"], "service": tenant})
-        for doc in docs:
-            if not await self.store.put_document("", DEVICE, doc["id"], doc, create=True):
-                raise Problem("AlreadyExists", f"device {doc['id']} is already provisioned")
-
-    async def list(self, kind: str, tenant: str) -> list[dict[str, Any]]:
-        return [d for d in await self.store.list_documents("", kind) if d.get("service") == tenant]
-
-    async def get(self, kind: str, doc_id: str) -> dict[str, Any] | None:
-        return await self.store.get_document("", kind, doc_id)  # type: ignore[no-any-return]
-
-    async def remove(self, kind: str, doc_id: str) -> bool:
-        return await self.store.delete_document("", kind, doc_id)  # type: ignore[no-any-return]
-
-    # -- ingestion ------------------------------------------------------------------------------------------
-    async def ingest(self, m: Measurement) -> None:
-        """Store one measurement; raise Problem (and keep a dead letter) when it cannot be."""
-        try:
-            tenant, entity = await self._entity(m)
-        except Problem as problem:
-            self._dead(m, problem.detail)
-            raise
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self.queue.put((tenant, entity, done))
-        await done
-        self.accepted[m.device_id] += 1
-
-    async def _entity(self, m: Measurement) -> tuple[str, dict[str, Any]]:
-        device = await self.get(DEVICE, m.device_id)
-        if device is None:
-            raise Problem("ResourceNotFound", f"device {m.device_id} is not provisioned")
-        group = await self.get(SERVICE, device.get("apikey") or m.apikey)
-        if device.get("apikey", group["apikey"] if group else None) != m.apikey:
-            raise Problem("Forbidden", f"apikey {m.apikey!r} does not belong to device {m.device_id}")
-        entity_type = device.get("entity_type") or (group or {}).get("entity_type")
-        if not entity_type:
-            raise Problem("BadRequestData", f"device {m.device_id} has no entity_type (device or service group)")
-        mappings = {a["object_id"]: Mapping(a["object_id"], a.get("name", a["object_id"]), a.get("type", "Number"),
-                                            a.get("unitCode") or (a.get("metadata") or {}).get("unitCode"))
-                    for a in [*(group or {}).get("attributes", []), *device.get("attributes", [])]}
-        try:
-            measures = parse_ultralight(m.payload.decode()) if m.kind == "ul" else parse_json(m.payload)
-            attrs: dict[str, Any] = {}
-            for measure in measures:
-                attrs.update(to_attributes(measure, mappings, now_iso()))
-        except (PayloadError, UnicodeDecodeError) as exc:
-            raise Problem("BadRequestData", f"device {m.device_id}: {exc}") from exc
-        for static in [*(group or {}).get("static_attributes", []), *device.get("static_attributes", [])]:
-            attrs[static["name"]] = {"type": "Property", "value": static.get("value")}
-        entity_id = device.get("entity_name") or f"urn:ngsi-ld:{entity_type}:{m.device_id}"
-        return device["service"], {"id": entity_id, "type": entity_type, **attrs}
-
-    def _dead(self, m: Measurement, reason: str) -> None:
-        self.errors[m.device_id] += 1
-        self.dead_letters.append({"at": now_iso(), "device_id": m.device_id, "apikey": m.apikey,
-                                  "transport": m.transport, "reason": reason,
-                                  "payload": m.payload[:500].decode("utf-8", "replace")})
-
-    async def _writer(self) -> None:
-        while True:
-            first = await self.queue.get()
-            batch = [first]
-            deadline = time.monotonic() + self.batch_wait
-            while len(batch) < self.batch_size:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), timeout))
-                except TimeoutError:
-                    break
-            await self._write(batch)
-
-    async def _write(self, batch: list[tuple[str, dict[str, Any], asyncio.Future[None]]]) -> None:
-        by_tenant: dict[str, list[tuple[dict[str, Any], asyncio.Future[None]]]] = {}
-        for tenant, entity, done in batch:
-            by_tenant.setdefault(tenant, []).append((entity, done))
-        parser = EntityParser(self.terms)
-        for tenant, items in by_tenant.items():
-            try:
-                docs = [parser.entity(entity) for entity, _ in items]
-                result = await self.broker.batch(tenant, "upsert", docs, option="update")
-                failed = dict(result.errors)
-            except Exception as exc:  # the store is down: every caller gets the error, nothing is acked
-                for _, done in items:
-                    if not done.done():
-                        done.set_exception(exc if isinstance(exc, Problem) else
-                                           Problem("InternalError", f"measurements not stored: {exc}"))
-                continue
-            for entity, done in items:
-                if done.done():
-                    continue
-                if entity["id"] in failed:
-                    done.set_exception(failed[entity["id"]])
-                else:
-                    done.set_result(None)
-
+    # -- lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._writer(), name="iot-writer")
+        self._task = asyncio.create_task(self._run(), name="ingest-writer")
 
     async def stop(self) -> None:
-        if self._task:
+        if self._task is not None:
             self._task.cancel()
             try:
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
+            self._task = None
 
+    def forget_routes(self) -> None:
+        """Provisioning changed: resolve devices afresh."""
+        self._routes.clear()
 
-def _check_attributes(attributes: Any, where: str) -> None:
-    if not isinstance(attributes, list):
-        raise Problem("BadRequestData", f"{where}: attributes must be a list")
-    for a in attributes:
-        if not isinstance(a, dict) or not isinstance(a.get("object_id"), str):
-            raise Problem("BadRequestData", f"{where}: each attribute needs an object_id")
-        if a.get("type", "Number") not in ("Number", "Float", "Integer", "Boolean", "Text", "String"):
-            raise Problem("BadRequestData",
-                          f"{where}: attribute {a['object_id']} has an unknown type {a.get('type')!r}")
+    # -- input -------------------------------------------------------------------------------------------
+    def submit(self, measurement: Measurement) -> None:
+        """Queue a measurement (on the event loop's thread); `done` runs once it is stored or dead-lettered."""
+        self.totals.received += 1
+        self.queue.put_nowait(measurement)
+
+    async def ingest(self, measurement: Measurement) -> Outcome:
+        """Queue and wait until stored (HTTP ingestion answers only then)."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+
+        def settle(outcome: Outcome) -> None:
+            if not future.done():
+                future.set_result(outcome)
+
+        measurement.done = settle
+        self.submit(measurement)
+        return await future
+
+    # -- the writer --------------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            first = await self.queue.get()
+            batch = [first]
+            while len(batch) < MAX_BATCH and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            delay = 0.2
+            while True:
+                try:
+                    outcomes = await self._round(batch)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the store is down or failing: keep the round, ack nothing, try again
+                    self.totals.retries += 1
+                    log.exception("ingest round of %d measurements failed; retrying in %.1f s", len(batch), delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+            self.totals.rounds += 1
+            for measurement, outcome in zip(batch, outcomes, strict=True):
+                if measurement.done is not None:
+                    try:
+                        measurement.done(outcome)
+                    except Exception:
+                        log.exception("ingest completion callback failed")
+
+    async def _route(self, apikey: str, device_id: str) -> Route | _Miss:
+        key = (apikey, device_id)
+        now = time.monotonic()
+        found = self._routes.get(key)
+        if found is not None and found.expires > now:
+            return found
+        route = await self._resolve(apikey, device_id, now)
+        if len(self._routes) > 100_000:
+            self._routes.clear()
+        self._routes[key] = route
+        return route
+
+    async def _resolve(self, apikey: str, device_id: str, now: float) -> Route | _Miss:
+        hit = await self.store.device_by_key(apikey, device_id)
+        if hit is None:
+            groups = await self.store.groups(apikey=apikey)
+            if groups:
+                return _Miss(groups[0]["service"], "unknown_device",
+                             f"device {device_id!r} is not provisioned under this apikey", now + MISS_TTL)
+            owners = await self.store.store.fetch_rows(
+                "SELECT tenant FROM ingest_devices WHERE device_id = ?", [device_id])
+            if len(owners) == 1:  # a known device sent a wrong key: count it against that device
+                return _Miss(owners[0][0], "wrong_apikey", f"apikey {apikey!r} is not device {device_id!r}'s key",
+                             now + MISS_TTL)
+            return _Miss("", "unknown_apikey", f"no service group or device has apikey {apikey!r}", now + MISS_TTL)
+        tenant, dev = hit
+        groups = await self.store.groups(apikey=apikey)
+        group = groups[0] if groups else None
+        context = dev.get("jsonldContext") or (group or {}).get("jsonldContext")
+        explicit = dev.get("explicitAttrs")
+        if explicit is None:
+            explicit = bool((group or {}).get("explicitAttrs"))
+        return Route(tenant, dev["entity_name"], dev["entity_type"], mappings_of(group, dev), bool(explicit),
+                     self.resolver.term_map(context), now + ROUTE_TTL, static_attributes_of(group, dev))
+
+    async def _round(self, batch: list[Measurement]) -> list[Outcome]:
+        outcomes = [Outcome() for _ in batch]
+        per_tenant: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        counts: dict[tuple[str, str, str, str], int] = {}
+        dead: list[tuple[str, str | None, str | None, str, str, str, str | None, str]] = []
+        parser_now = now_iso()
+        parsers: dict[int, EntityParser] = {}
+        tenants: dict[int, str] = {}
+        with_statics: list[Route] = []
+
+        def reject(i: int, tenant: str, reason: str, detail: str) -> None:
+            m = batch[i]
+            outcomes[i] = Outcome(0, reason, detail)
+            counts[(tenant, m.apikey, m.device_id, reason)] = counts.get((tenant, m.apikey, m.device_id, reason), 0) + 1
+            dead.append((tenant, m.apikey, m.device_id, m.transport, reason, detail,
+                         m.payload[:PAYLOAD_KEEP].decode("utf-8", "replace"), m.received_at))
+
+        for i, m in enumerate(batch):
+            route = await self._route(m.apikey, m.device_id)
+            if isinstance(route, _Miss):
+                reject(i, route.tenant, route.reason, route.detail)
+                continue
+            tenants[i] = route.tenant
+            try:
+                if m.attribute is not None:
+                    measures = [{m.attribute: m.payload.decode("utf-8", "replace").strip()}]
+                else:
+                    measures = payloads.parse(m.payload, m.fmt)
+                parser = parsers.get(id(route.terms))
+                if parser is None:
+                    parser = parsers[id(route.terms)] = EntityParser(route.terms, parser_now)
+                docs = []
+                for measure in measures:
+                    fragment = payloads.to_attributes(measure, route.mappings, m.received_at, explicit=route.explicit)
+                    if not route.statics_sent and route.statics:
+                        fragment = {**route.statics, **fragment}
+                        with_statics.append(route)
+                    try:
+                        docs.append(parser.entity({"id": route.entity_id, "type": route.entity_type, **fragment}))
+                    except Problem as problem:
+                        raise payloads.PayloadError("rejected", problem.detail) from None
+            except payloads.PayloadError as exc:
+                reject(i, route.tenant, exc.reason, exc.detail)
+                continue
+            per_tenant.setdefault(route.tenant, []).extend((i, d) for d in docs)
+        for tenant, items in per_tenant.items():
+            try:
+                result = await self.broker.batch(tenant, "upsert", [d for _, d in items], option="update")
+                refused = dict(result.errors)
+            except Problem as problem:  # the whole tenant's round was refused (e.g. by the gate)
+                refused = {d["id"]: problem for _, d in items}
+            for i, doc in items:
+                refusal = refused.get(doc["id"])
+                if refusal is not None:
+                    if outcomes[i].reason is None:
+                        reject(i, tenant, "rejected", refusal.detail)
+                elif outcomes[i].reason is None:
+                    outcomes[i].stored += 1
+        for i, outcome in enumerate(outcomes):
+            if outcome.reason is None and outcome.stored:
+                m = batch[i]
+                key = (tenants[i], m.apikey, m.device_id, "stored")
+                counts[key] = counts.get(key, 0) + outcome.stored
+        await self.store.record(counts, dead)
+        for route in with_statics:
+            route.statics_sent = True
+        self.totals.stored += sum(o.stored for o in outcomes if o.reason is None)
+        self.totals.dead += len(dead)
+        return outcomes

@@ -1,11 +1,15 @@
-"""HTTP routes of the IoT agent (/iot/...) and its MQTT connection (`civicmesh serve --mqtt mqtt://host:port`)."""
+"""HTTP side of the IoT agent: FIWARE provisioning (/iot/services, /iot/devices), HTTP measurements
+(/iot/d UltraLight, /iot/json JSON), dead letters and counters; and the MQTT connection when `--mqtt` is given.
+
+Tenancy: `fiware-service` is the NGSI-LD tenant (NGSILD-Tenant is accepted too); `fiware-servicepath` groups
+devices inside it (default `/`).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlparse
 
 import orjson
 from fastapi import APIRouter, FastAPI
@@ -13,174 +17,263 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from civicmesh.errors import Problem
-from civicmesh.ingest.agent import DEVICE, SERVICE, Agent, Measurement
+from civicmesh.ingest import provisioning
+from civicmesh.ingest.agent import Agent, Measurement, Outcome
+from civicmesh.ngsild.http import _TENANT
+from civicmesh.ngsild.model import now_iso
+from civicmesh.store.ingest import IngestStore
 
 log = logging.getLogger("civicmesh.ingest")
-TOPICS = ("/+/+/attrs", "/ul/+/+/attrs", "/json/+/+/attrs")
+
+# Dead-letter reason -> how an HTTP sender hears about it.
+_HTTP_ERRORS = {"unknown_device": "ResourceNotFound", "unknown_apikey": "Forbidden", "wrong_apikey": "Forbidden"}
+MAX_PROVISION = 1000
 
 
-def _tenant(request: Request) -> str:
-    return request.headers.get("fiware-service") or request.headers.get("ngsild-tenant") or ""
+def tenant_of(request: Request) -> str:
+    tenant = request.headers.get("fiware-service") or request.headers.get("ngsild-tenant") or ""
+    if tenant and not _TENANT.match(tenant):
+        raise Problem("BadRequestData", f"fiware-service {tenant!r} may use only letters, digits, '_', '-' and '.'")
+    return tenant.lower() if request.headers.get("fiware-service") else tenant
+
+
+def _servicepath(request: Request) -> str:
+    return provisioning.servicepath_of(request.headers.get("fiware-servicepath"))
 
 
 async def _json(request: Request) -> Any:
     try:
         return orjson.loads(await request.body())
     except orjson.JSONDecodeError as exc:
-        raise Problem("InvalidRequest", f"the body is not valid JSON: {exc}") from exc
+        raise Problem("InvalidRequest", f"the body is not valid JSON: {exc}") from None
 
 
 def _json_response(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-class MqttBridge:
-    """Subscribes to measurement topics; acknowledges a QoS 1 message only after it is stored."""
+def _list(body: Any, key: str) -> list[Any]:
+    items = body.get(key) if isinstance(body, dict) else None
+    if not isinstance(items, list) or not items:
+        raise Problem("BadRequestData", f'provisioning needs {{"{key}": [...]}} with at least one item')
+    if len(items) > MAX_PROVISION:
+        raise Problem("BadRequestData", f"at most {MAX_PROVISION} {key} per request")
+    return items
 
-    def __init__(self, url: str, agent: Agent, client_id: str) -> None:
-        parts = urlparse(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(f"MQTT URL {url!r} should look like mqtt://host:1883")
-        self.host, self.port = parts.hostname, parts.port or 1883
-        self.agent = agent
-        self.client: Any = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        # A stable id per server (and a persistent session) lets the broker keep unacknowledged messages for us.
-        self.client_id = client_id
 
-    def start(self) -> None:
-        import paho.mqtt.client as mqtt
+def _int(value: str | None, name: str, default: int, top: int) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or not 0 <= int(value) <= top:
+        raise Problem("BadRequestData", f"{name} must be an integer from 0 to {top}")
+    return int(value)
 
-        self.loop = asyncio.get_running_loop()
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False,
-                             manual_ack=True)
-        client.reconnect_delay_set(1, 30)
-        client.on_connect = self._on_connect
-        client.on_message = self._on_message
-        client.connect_async(self.host, self.port, keepalive=30)
-        client.loop_start()
-        self.client = client
 
-    def stop(self) -> None:
-        if self.client is not None:
-            self.client.disconnect()
-            self.client.loop_stop()
+class IotApi:
+    def __init__(self, platform: Any) -> None:
+        self.platform = platform
+        self.resolver = platform.extras["contexts"]
+        self.store = IngestStore(platform.store)
+        self.agent = Agent(platform.extras["broker"], self.resolver, self.store)
+        self.mqtt: Any = None
 
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        log.info("MQTT connected to %s:%s (%s)", self.host, self.port, reason)
-        client.subscribe([(topic, 1) for topic in TOPICS])
+    # -- service groups ----------------------------------------------------------------------------------
+    async def add_services(self, request: Request) -> Response:
+        tenant, path = tenant_of(request), _servicepath(request)
+        groups = [provisioning.service_group(raw, self.resolver) for raw in _list(await _json(request), "services")]
+        keys = [(g["apikey"], g["resource"]) for g in groups]
+        if len(set(keys)) != len(keys):
+            raise Problem("BadRequestData", "the request provisions the same apikey and resource twice")
+        for apikey, resource in keys:
+            if await self.store.groups(apikey=apikey):
+                raise Problem("AlreadyExists", f"apikey {apikey!r} is already provisioned (resource {resource})")
+        await self.store.add_groups(groups, tenant, path, now_iso())
+        self.agent.forget_routes()
+        return Response(status_code=201)
 
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        parts = message.topic.strip("/").split("/")
-        if len(parts) == 4:
-            kind, apikey, device_id = parts[0], parts[1], parts[2]
+    async def list_services(self, request: Request) -> Response:
+        tenant = tenant_of(request)
+        path = request.headers.get("fiware-servicepath")
+        groups = await self.store.groups(tenant, provisioning.servicepath_of(path) if path else None,
+                                         request.query_params.get("apikey"), request.query_params.get("resource"))
+        return _json_response({"count": len(groups), "services": groups})
+
+    async def _one_group(self, request: Request) -> dict[str, Any]:
+        apikey = request.query_params.get("apikey")
+        resource = request.query_params.get("resource") or provisioning.DEFAULT_RESOURCE
+        if not apikey:
+            raise Problem("BadRequestData", "name the service group with ?apikey=...&resource=...")
+        found = await self.store.groups(tenant_of(request), None, apikey, resource)
+        if not found:
+            raise Problem("ResourceNotFound", f"no service group with apikey {apikey!r} and resource {resource!r} "
+                                              "in this service")
+        return found[0]
+
+    async def update_service(self, request: Request) -> Response:
+        current = await self._one_group(request)
+        body = await _json(request)
+        if not isinstance(body, dict):
+            raise Problem("BadRequestData", "a service group update must be a JSON object")
+        merged = {k: v for k, v in current.items() if k not in ("service", "subservice")}
+        merged.update({k: v for k, v in body.items() if k not in ("apikey", "resource")})
+        group = provisioning.service_group(merged, self.resolver)
+        await self.store.replace_group(group)
+        self.agent.forget_routes()
+        return Response(status_code=204)
+
+    async def delete_service(self, request: Request) -> Response:
+        group = await self._one_group(request)
+        await self.store.delete_group(group["apikey"], group["resource"])
+        self.agent.forget_routes()
+        return Response(status_code=204)
+
+    # -- devices -----------------------------------------------------------------------------------------
+    async def add_devices(self, request: Request) -> Response:
+        tenant, path = tenant_of(request), _servicepath(request)
+        groups = await self.store.groups(tenant, path)
+        devices = [provisioning.device(raw, self.resolver, groups) for raw in _list(await _json(request), "devices")]
+        ids = [d["device_id"] for d in devices]
+        if len(set(ids)) != len(ids):
+            raise Problem("BadRequestData", "the request provisions the same device_id twice")
+        for dev in devices:
+            if await self.store.device(tenant, dev["device_id"]) is not None:
+                raise Problem("AlreadyExists", f"device {dev['device_id']!r} is already provisioned in this service")
+            if await self.store.device_by_key(dev["apikey"], dev["device_id"]) is not None:
+                raise Problem("AlreadyExists", f"device {dev['device_id']!r} with apikey {dev['apikey']!r} is "
+                                               "already provisioned in another service")
+            owner = await self.store.groups(apikey=dev["apikey"])
+            if owner and owner[0]["service"] != tenant:
+                raise Problem("Forbidden", f"apikey {dev['apikey']!r} belongs to another service")
+        await self.store.add_devices(devices, tenant, path, now_iso())
+        self.agent.forget_routes()
+        return Response(status_code=201)
+
+    async def list_devices(self, request: Request) -> Response:
+        path = request.headers.get("fiware-servicepath")
+        limit = _int(request.query_params.get("limit"), "limit", 20, 1000)
+        offset = _int(request.query_params.get("offset"), "offset", 0, 10**9)
+        devices, total = await self.store.devices(tenant_of(request),
+                                                  provisioning.servicepath_of(path) if path else None, limit, offset)
+        return _json_response({"count": total, "devices": devices})
+
+    async def _device(self, request: Request, device_id: str) -> dict[str, Any]:
+        dev = await self.store.device(tenant_of(request), device_id)
+        if dev is None:
+            raise Problem("ResourceNotFound", f"device {device_id!r} is not provisioned in this service")
+        return dev
+
+    async def get_device(self, request: Request, device_id: str) -> Response:
+        dev = await self._device(request, device_id)
+        counters = await self.store.counters(tenant_of(request), device_id)
+        return _json_response({**dev, "counters": counters.get(device_id, {})})
+
+    async def update_device(self, request: Request, device_id: str) -> Response:
+        current = await self._device(request, device_id)
+        body = await _json(request)
+        if not isinstance(body, dict):
+            raise Problem("BadRequestData", "a device update must be a JSON object")
+        if body.get("device_id", device_id) != device_id:
+            raise Problem("BadRequestData", "device_id cannot be changed; delete and provision again")
+        merged = {k: v for k, v in current.items() if k not in ("service", "service_path")}
+        merged.update(body)
+        tenant = tenant_of(request)
+        dev = provisioning.device(merged, self.resolver, await self.store.groups(tenant, current["service_path"]))
+        owner = await self.store.groups(apikey=dev["apikey"])
+        if owner and owner[0]["service"] != tenant:
+            raise Problem("Forbidden", f"apikey {dev['apikey']!r} belongs to another service")
+        await self.store.replace_device(tenant, dev)
+        self.agent.forget_routes()
+        return Response(status_code=204)
+
+    async def delete_device(self, request: Request, device_id: str) -> Response:
+        await self._device(request, device_id)
+        await self.store.delete_device(tenant_of(request), device_id)
+        self.agent.forget_routes()
+        return Response(status_code=204)
+
+    # -- measurements over HTTP --------------------------------------------------------------------------
+    async def _measure(self, request: Request, fmt: str) -> Response:
+        apikey, device_id = request.query_params.get("k"), request.query_params.get("i")
+        if not apikey or not device_id:
+            raise Problem("BadRequestData", "measurements need ?k=<apikey>&i=<device_id>")
+        body = await request.body()
+        if len(body) > self.platform.settings.max_body_bytes:
+            raise Problem("PayloadTooLarge", f"the measurement is larger than {self.platform.settings.max_body_bytes}"
+                                             " bytes")
+        timestamp = request.query_params.get("t")
+        measurement = Measurement(apikey, device_id, body, fmt, "http")
+        if timestamp:
+            measurement.received_at = timestamp
+        outcome: Outcome = await self.agent.ingest(measurement)
+        if outcome.reason is not None:
+            raise Problem(_HTTP_ERRORS.get(outcome.reason, "BadRequestData"),
+                          f"{outcome.detail} (kept as a dead letter, reason {outcome.reason})")
+        return Response(status_code=200)
+
+    async def ultralight(self, request: Request) -> Response:
+        return await self._measure(request, "ul")
+
+    async def json_measure(self, request: Request) -> Response:
+        return await self._measure(request, "json")
+
+    # -- what went wrong and how much --------------------------------------------------------------------
+    async def dead_letters(self, request: Request) -> Response:
+        q = request.query_params
+        letters = await self.store.dead_letters(tenant_of(request), q.get("device_id"), q.get("reason"),
+                                                _int(q.get("limit"), "limit", 100, 1000),
+                                                _int(q.get("offset"), "offset", 0, 10**9))
+        return _json_response({"count": len(letters), "deadletters": letters})
+
+    async def stats(self, request: Request) -> Response:
+        totals = self.agent.totals
+        mqtt = None
+        if self.mqtt is not None:
+            mqtt = {"url": f"mqtt://{self.mqtt.host}:{self.mqtt.port}", "connected": self.mqtt.connected.is_set(),
+                    "connects": self.mqtt.connects, "received": self.mqtt.received, "clientId": self.mqtt.client_id}
+        return _json_response({
+            "agent": {"received": totals.received, "stored": totals.stored, "deadLettered": totals.dead,
+                      "queued": self.agent.queue.qsize(), "rounds": totals.rounds, "retries": totals.retries},
+            "mqtt": mqtt, "devices": await self.store.counters(tenant_of(request))})
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.store.migrate()
+        await self.agent.start()
+        url = self.platform.settings.mqtt_url
+        if url:
+            from civicmesh.ingest.mqtt import MqttIngress, default_client_id
+
+            self.mqtt = MqttIngress(url, self.agent, default_client_id(self.platform.settings.database_url))
+            self.mqtt.start()
+            log.info("IoT agent: MQTT ingestion from %s", url)
         else:
-            apikey, device_id = parts[0], parts[1]
-            kind = "json" if message.payload[:1] in (b"{", b"[") else "ul"
-        measurement = Measurement(apikey, device_id, message.payload, kind if kind in ("ul", "json") else "ul", "mqtt")
-        assert self.loop is not None
-        future = asyncio.run_coroutine_threadsafe(self.agent.ingest(measurement), self.loop)
+            log.info("IoT agent: HTTP ingestion only (start with --mqtt mqtt://host:1883 for MQTT)")
 
-        def settle(done: Any) -> None:
-            error = done.exception()
-            if error is None or (isinstance(error, Problem) and error.status < 500):
-                # Stored, or refused for good (kept as a dead letter): acknowledge. A store failure is not
-                # acknowledged, so the broker delivers the message again.
-                client.ack(message.mid, message.qos)
-
-        future.add_done_callback(settle)
+    async def stop(self) -> None:
+        if self.mqtt is not None:
+            self.mqtt.stop()
+        await self.agent.stop()
 
 
 def mount(app: FastAPI, platform: Any) -> None:
-    agent = Agent(platform)
-    platform.extras["iot_agent"] = agent
-    router = APIRouter(prefix="/iot", tags=["iot agent"])
-    bridge: list[MqttBridge] = []
-
-    @router.post("/services", status_code=201)
-    async def add_services(request: Request) -> Response:
-        await agent.add_services(_tenant(request), await _json(request))
-        return Response(status_code=201)
-
-    @router.get("/services")
-    async def list_services(request: Request) -> Response:
-        services = await agent.list(SERVICE, _tenant(request))
-        return _json_response({"count": len(services), "services": services})
-
-    @router.delete("/services")
-    async def remove_service(request: Request, apikey: str) -> Response:
-        if not await agent.remove(SERVICE, apikey):
-            raise Problem("ResourceNotFound", f"no service group with apikey {apikey}")
-        return Response(status_code=204)
-
-    @router.post("/devices", status_code=201)
-    async def add_devices(request: Request) -> Response:
-        await agent.add_devices(_tenant(request), await _json(request))
-        return Response(status_code=201)
-
-    @router.get("/devices")
-    async def list_devices(request: Request) -> Response:
-        devices = await agent.list(DEVICE, _tenant(request))
-        return _json_response({"count": len(devices), "devices": devices})
-
-    @router.get("/devices/{device_id}")
-    async def get_device(device_id: str) -> Response:
-        device = await agent.get(DEVICE, device_id)
-        if device is None:
-            raise Problem("ResourceNotFound", f"device {device_id} is not provisioned")
-        return _json_response(device)
-
-    @router.delete("/devices/{device_id}")
-    async def remove_device(device_id: str) -> Response:
-        if not await agent.remove(DEVICE, device_id):
-            raise Problem("ResourceNotFound", f"device {device_id} is not provisioned")
-        return Response(status_code=204)
-
-    @router.post("/d")
-    async def ultralight(request: Request, k: str, i: str) -> Response:
-        await agent.ingest(Measurement(k, i, await request.body(), "ul", "http"))
-        return Response(status_code=200)
-
-    @router.post("/json")
-    async def json_measure(request: Request, k: str, i: str) -> Response:
-        await agent.ingest(Measurement(k, i, await request.body(), "json", "http"))
-        return Response(status_code=200)
-
-    @router.get("/deadletters")
-    async def dead_letters() -> Response:
-        return _json_response({"count": len(agent.dead_letters), "deadletters": list(agent.dead_letters)})
-
-    @router.get("/stats")
-    async def stats() -> Response:
-        devices = sorted(set(agent.accepted) | set(agent.errors))
-        return _json_response({d: {"accepted": agent.accepted[d], "rejected": agent.errors[d]} for d in devices})
-
+    api = IotApi(platform)
+    platform.extras["iot"] = api
+    router = APIRouter(prefix="/iot", tags=["IoT agent"])
+    routes: list[tuple[str, str, Callable[..., Any]]] = [
+              ("/services", "POST", api.add_services), ("/services", "GET", api.list_services),
+              ("/services", "PUT", api.update_service), ("/services", "DELETE", api.delete_service),
+              ("/devices", "POST", api.add_devices), ("/devices", "GET", api.list_devices),
+              ("/devices/{device_id}", "GET", api.get_device), ("/devices/{device_id}", "PUT", api.update_device),
+              ("/devices/{device_id}", "DELETE", api.delete_device),
+              ("/d", "POST", api.ultralight), ("/json", "POST", api.json_measure),
+              ("/deadletters", "GET", api.dead_letters), ("/stats", "GET", api.stats)]
+    for path, method, endpoint in routes:
+        router.add_api_route(path, endpoint, methods=[method])
     app.include_router(router)
+    app.state.startup_hooks.append(api.start)
+    app.state.shutdown_hooks.append(api.stop)
 
-    simulators: list[Any] = []
+    if platform.settings.demo and getattr(platform.settings, "simulator_interval", 5.0) > 0:
+        from civicmesh.ingest.simulator import mount_simulator
 
-    async def start() -> None:
-        await agent.start()
-        if platform.settings.demo and platform.settings.simulator_interval > 0:
-            from civicmesh.demo import demo_entities
-            from civicmesh.ingest.simulator import Simulator
-            from civicmesh.ngsild import DEMO_CONTEXT_URN
-
-            simulator = Simulator(platform.extras["broker"], platform.extras["contexts"].term_map(DEMO_CONTEXT_URN),
-                                  demo_entities())
-            simulator.start(platform.settings.simulator_interval)
-            simulators.append(simulator)
-        if platform.settings.mqtt_url:
-            b = MqttBridge(platform.settings.mqtt_url, agent, f"civicmesh-iot-agent-{platform.settings.port}")
-            b.start()
-            bridge.append(b)
-
-    async def stop() -> None:
-        for simulator in simulators:
-            await simulator.stop()
-        for b in bridge:
-            b.stop()
-        await agent.stop()
-
-    app.state.startup_hooks.append(start)
-    app.state.shutdown_hooks.append(stop)
+        mount_simulator(app, platform, api)

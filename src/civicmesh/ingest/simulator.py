@@ -1,8 +1,15 @@
-"""The demo city's pulse: realistic readings every few seconds so history, subscriptions and alerts move.
+"""The demo city's pulse: sensors that publish realistic readings through the IoT agent every few seconds.
 
-Air quality follows a diurnal curve (morning and evening peaks), traffic follows rush hours, parking fills by
-day, and the bridge creeps: displacement rises slowly, and after `jump_after` ticks one span jumps by 6 mm, the
-kind of event the early-warning rules exist for. Deterministic for a given seed.
+At start-up the simulator provisions a service group (apikey `civicmesh-demo`, the demo @context) and one device
+per demo sensor: the air-quality stations, the traffic-flow detectors and the bridge's strain, displacement and
+tilt gauges. Each tick it sends one UltraLight measurement per device, over MQTT when the server has `--mqtt`
+(the same path a real sensor takes), otherwise into the agent's HTTP path in-process.
+
+The curves: traffic follows two rush hours; PM2.5/PM10 follow traffic with a night-time inversion and, from
+tick 20 to 60, a pollution episode at one station; the AQI is computed from them (HJ 633-2012). The bridge
+creeps (displacement grows 0.02 mm per tick with a diurnal thermal swing) and at `jump_after` one span jumps
+by 10 mm with a matching strain step: what the early-warning rules are for. Simulated time runs `speed` times
+faster than the wall clock so a day passes in 24 minutes by default. Same seed, same readings.
 """
 
 from __future__ import annotations
@@ -14,105 +21,213 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
-from civicmesh.ngsild.model import EntityParser
+from civicmesh.ingest.agent import Measurement
 
-log = logging.getLogger("civicmesh.simulator")
+log = logging.getLogger("civicmesh.ingest.simulator")
+
+APIKEY = "civicmesh-demo"
+DEMO_CONTEXT = "urn:civicmesh:context:demo-city"
+JUMP_SPAN = "urn:ngsi-ld:DeviceMeasurement:hz-bridge-displacement-3"
+JUMP_STRAIN = "urn:ngsi-ld:DeviceMeasurement:hz-bridge-strain-3"
+EPISODE_STATION = "urn:ngsi-ld:AirQualityObserved:hz-jiangnan-avenue"
+
+# HJ 633-2012 Table 1, 24-hour breakpoints (µg/m³) against IAQI.
+_IAQI = (0, 50, 100, 150, 200, 300, 400, 500)
+_PM25 = (0, 35, 75, 115, 150, 250, 350, 500)
+_PM10 = (0, 50, 150, 250, 350, 420, 500, 600)
 
 
-def _rush(hour: float) -> float:
-    """0..1: two rush-hour peaks (08:00, 18:00) over a night-time floor."""
-    return 0.15 + 0.85 * max(math.exp(-((hour - 8) ** 2) / 2.0), math.exp(-((hour - 18) ** 2) / 3.0))
-
-
-def aqi_from_pm25(pm25: float) -> int:
-    """China HJ 633-2012 IAQI for 24-hour PM2.5 (µg/m³), linear between the published breakpoints."""
-    points = [(0, 0), (35, 50), (75, 100), (115, 150), (150, 200), (250, 300), (350, 400), (500, 500)]
-    for (c_lo, i_lo), (c_hi, i_hi) in zip(points, points[1:], strict=False):
-        if pm25 <= c_hi:
-            return round(i_lo + (i_hi - i_lo) * (pm25 - c_lo) / (c_hi - c_lo))
+def iaqi(concentration: float, breakpoints: tuple[int, ...]) -> int:
+    """Linear interpolation between the breakpoints, rounded up (500 above the table)."""
+    for i in range(1, len(breakpoints)):
+        if concentration <= breakpoints[i]:
+            lo, hi = breakpoints[i - 1], breakpoints[i]
+            return math.ceil(_IAQI[i - 1] + (_IAQI[i] - _IAQI[i - 1]) * (concentration - lo) / (hi - lo))
     return 500
 
 
+def aqi(pm25: float, pm10: float) -> int:
+    return max(iaqi(pm25, _PM25), iaqi(pm10, _PM10))
+
+
+def rush(hour: float) -> float:
+    """0..1: morning (08:00) and evening (18:00) peaks over a night-time floor."""
+    return 0.12 + 0.88 * max(math.exp(-((hour - 8) ** 2) / 2.0), math.exp(-((hour - 18) ** 2) / 3.0))
+
+
+def _local(entity_id: str) -> str:
+    return entity_id.rsplit(":", 1)[-1]
+
+
+def _first(attr: Any) -> dict[str, Any]:
+    return attr[0] if isinstance(attr, list) else attr
+
+
 class Simulator:
-    def __init__(self, broker: Any, terms: Any, entities: list[dict[str, Any]], *, seed: int = 2025,
-                 jump_after: int = 60) -> None:
-        self.broker = broker
-        self.parser_terms = terms
+    def __init__(self, entities: list[dict[str, Any]], *, seed: int = 2025, jump_after: int = 36,
+                 speed: float = 60.0, start: datetime | None = None) -> None:
         self.rng = random.Random(seed)
         self.tick = 0
         self.jump_after = jump_after
-        self.base = {e["id"]: e for e in entities}
-        self._task: asyncio.Task[None] | None = None
+        self.speed = speed
+        self.start = start
+        self.sensors = [e for e in entities if e["type"] in ("AirQualityObserved", "TrafficFlowObserved")
+                        or (e["type"] == "DeviceMeasurement" and "numValue" in e)]
 
-    def readings(self, now: datetime) -> list[dict[str, Any]]:
-        """The next tick's updates (concise NGSI-LD fragments with ids and types)."""
-        self.tick += 1
-        hour = now.hour + now.minute / 60 + 8  # Hangzhou is UTC+8
-        hour %= 24
-        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    def devices(self) -> list[dict[str, Any]]:
+        """FIWARE device provisioning bodies for the demo sensors."""
         out = []
-        for entity_id, e in self.base.items():
-            kind = e["type"]
-            if kind == "AirQualityObserved":
-                pm25 = max(3.0, e["pm25"][0]["value"] if isinstance(e["pm25"], list) else e["pm25"]["value"])
-                value = round(pm25 * (0.6 + 0.8 * _rush(hour)) * self.rng.uniform(0.9, 1.1), 1)
-                out.append({"id": entity_id, "type": kind,
-                            "pm25": {"type": "Property", "value": value, "unitCode": "GQ", "observedAt": stamp},
-                            "airQualityIndex": {"type": "Property", "value": aqi_from_pm25(value),
-                                                "observedAt": stamp}})
-            elif kind == "TrafficFlowObserved":
-                load = _rush(hour) * self.rng.uniform(0.85, 1.15)
-                out.append({"id": entity_id, "type": kind,
-                            "intensity": {"type": "Property", "value": round(1800 * load), "observedAt": stamp},
-                            "occupancy": {"type": "Property", "value": round(min(0.98, 0.95 * load), 3),
-                                          "observedAt": stamp},
-                            "averageVehicleSpeed": {"type": "Property", "value": round(60 * (1.05 - 0.8 * load), 1),
-                                                    "observedAt": stamp},
-                            "congested": {"type": "Property", "value": load > 0.8, "observedAt": stamp}})
-            elif kind == "OffStreetParking" and "totalSpotNumber" in e:
-                total = e["totalSpotNumber"]["value"]
-                occupied = min(total, round(total * (0.2 + 0.7 * _rush(hour)) * self.rng.uniform(0.9, 1.05)))
-                out.append({"id": entity_id, "type": kind,
-                            "availableSpotNumber": {"type": "Property", "value": total - occupied,
-                                                    "observedAt": stamp},
-                            "occupiedSpotNumber": {"type": "Property", "value": occupied, "observedAt": stamp}})
-            elif kind == "DeviceMeasurement" and e["controlledProperty"]["value"] == "displacement":
-                start = e["numValue"]["value"]
-                creep = 0.02 * self.tick
-                jump = 6.0 if entity_id.endswith("-2") and self.tick >= self.jump_after else 0.0
-                value = round(start + creep + jump + self.rng.gauss(0, 0.1), 2)
-                out.append({"id": entity_id, "type": kind,
-                            "numValue": {"type": "Property", "value": value, "observedAt": stamp}})
-            elif kind == "DeviceMeasurement" and e["controlledProperty"]["value"] == "strain":
-                value = round(e["numValue"]["value"] * (1 + 0.05 * math.sin(hour / 24 * 2 * math.pi))
-                              + self.rng.gauss(0, 1.0), 2)
-                out.append({"id": entity_id, "type": kind,
-                            "numValue": {"type": "Property", "value": value, "observedAt": stamp}})
+        for e in self.sensors:
+            if e["type"] == "AirQualityObserved":
+                attributes = [{"object_id": "p25", "name": "pm25", "type": "Number", "unitCode": "GQ"},
+                              {"object_id": "p10", "name": "pm10", "type": "Number", "unitCode": "GQ"},
+                              {"object_id": "aqi", "name": "airQualityIndex", "type": "Integer"}]
+            elif e["type"] == "TrafficFlowObserved":
+                attributes = [{"object_id": "i", "name": "intensity", "type": "Integer"},
+                              {"object_id": "o", "name": "occupancy", "type": "Number", "unitCode": "C62"},
+                              {"object_id": "s", "name": "averageVehicleSpeed", "type": "Number", "unitCode": "KMH"},
+                              {"object_id": "c", "name": "congested", "type": "Boolean"}]
+            else:
+                unit = _first(e["numValue"]).get("unitCode")
+                attributes = [{"object_id": "v", "name": "numValue", "type": "Number",
+                               **({"unitCode": unit} if unit else {})}]
+            out.append({"device_id": _local(e["id"]), "entity_name": e["id"], "entity_type": e["type"],
+                        "apikey": APIKEY, "attributes": attributes})
         return out
 
-    async def step(self, now: datetime | None = None) -> int:
-        parser = EntityParser(self.parser_terms)
-        docs = [parser.entity(r) for r in self.readings(now or datetime.now(UTC))]
-        result = await self.broker.batch("", "upsert", docs, option="update")
-        return len(result.success)
+    def hour(self, now: datetime) -> float:
+        """Simulated local hour in Hangzhou (UTC+8), running `speed` times faster than `now` since the start."""
+        start = self.start or now
+        self.start = start
+        simulated = start.timestamp() + (now - start).total_seconds() * self.speed
+        return (simulated / 3600 + 8) % 24
 
-    async def run(self, interval: float) -> None:
+    def readings(self, now: datetime) -> list[tuple[str, str]]:
+        """The next tick: (device id, UltraLight payload) for every sensor."""
+        self.tick += 1
+        hour = self.hour(now)
+        load = rush(hour)
+        thermal = math.sin((hour - 9) / 24 * 2 * math.pi)  # deck temperature peaks mid-afternoon
+        out = []
+        for e in self.sensors:
+            eid = e["id"]
+            if e["type"] == "AirQualityObserved":
+                base = max(5.0, float(_first(e["pm25"])["value"]))
+                night = 0.35 if hour < 5 or hour > 22 else 0.0  # inversion keeps particles near the ground
+                episode = 1.0
+                if eid == EPISODE_STATION and 20 <= self.tick <= 60:
+                    episode = 1.0 + 3.0 * math.sin(math.pi * (self.tick - 20) / 40)
+                pm25 = round(base * (0.55 + 1.1 * load + night) * episode * self.rng.uniform(0.92, 1.08), 1)
+                pm10 = round(pm25 * self.rng.uniform(1.6, 1.9), 1)
+                out.append((_local(eid), f"p25|{pm25}|p10|{pm10}|aqi|{aqi(pm25, pm10)}"))
+            elif e["type"] == "TrafficFlowObserved":
+                flow = min(1.0, load * self.rng.uniform(0.85, 1.12))
+                occupancy = round(min(0.97, 0.9 * flow), 3)
+                speed = round(max(5.0, 62 * (1.05 - 0.85 * flow)), 1)
+                out.append((_local(eid), f"i|{round(1900 * flow)}|o|{occupancy}|s|{speed}|c|{str(flow > 0.8).lower()}"))
+            else:
+                base = float(_first(e["numValue"])["value"])
+                kind = e.get("measurementType", {}).get("value")
+                if kind == "displacement":
+                    value = base + 0.02 * self.tick + 0.4 * thermal + self.rng.gauss(0, 0.08)
+                    if eid == JUMP_SPAN and self.tick >= self.jump_after:
+                        value += 10.0
+                elif kind == "strain":
+                    value = base * (1 + 0.04 * thermal) + self.rng.gauss(0, 0.8)
+                    if eid == JUMP_STRAIN and self.tick >= self.jump_after:
+                        value += 25.0
+                else:
+                    value = base + 0.005 * thermal + self.rng.gauss(0, 0.003)
+                out.append((_local(eid), f"v|{round(value, 3)}"))
+        return out
+
+
+class SimulatorRunner:
+    """Provisions the demo devices and sends a tick of readings every `interval` seconds until stopped."""
+
+    def __init__(self, api: Any, simulator: Simulator, interval: float, mqtt_url: str | None) -> None:
+        self.api = api
+        self.simulator = simulator
+        self.interval = interval
+        self.mqtt_url = mqtt_url
+        self._publisher: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0
+
+    async def provision(self) -> None:
+        from civicmesh.ingest import provisioning
+        from civicmesh.ngsild.model import now_iso
+
+        store, resolver = self.api.store, self.api.resolver
+        if not await store.groups(apikey=APIKEY):
+            group = provisioning.service_group({"apikey": APIKEY, "jsonldContext": DEMO_CONTEXT,
+                                                "description": "demo city sensors (simulated)"}, resolver)
+            await store.add_groups([group], "", "/", now_iso())
+        groups = await store.groups("", "/")
+        fresh = [provisioning.device(d, resolver, groups) for d in self.simulator.devices()
+                 if await store.device("", d["device_id"]) is None]
+        if fresh:
+            await store.add_devices(fresh, "", "/", now_iso())
+        self.api.agent.forget_routes()
+        log.info("demo simulator: %d devices provisioned (%d new)", len(self.simulator.devices()), len(fresh))
+
+    def _connect_publisher(self) -> None:
+        from urllib.parse import urlparse
+
+        import paho.mqtt.client as mqtt
+
+        parts = urlparse(self.mqtt_url)
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="")
+        client.connect_async(str(parts.hostname or "127.0.0.1"), parts.port or 1883, keepalive=30)
+        client.loop_start()
+        self._publisher = client
+
+    async def step(self, now: datetime | None = None) -> int:
+        readings = self.simulator.readings(now or datetime.now(UTC))
+        for device_id, payload in readings:
+            if self._publisher is not None and self._publisher.is_connected():
+                self._publisher.publish(f"/{APIKEY}/{device_id}/attrs", payload.encode(), qos=1)
+            else:
+                self.api.agent.submit(Measurement(APIKEY, device_id, payload.encode(), "ul", "http"))
+        self.sent += len(readings)
+        return len(readings)
+
+    async def _run(self) -> None:
+        await self.provision()
+        if self.mqtt_url:
+            self._connect_publisher()
         while True:
             try:
                 await self.step()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("simulator tick failed")
-            await asyncio.sleep(interval)
+                log.exception("demo simulator tick failed")
+            await asyncio.sleep(self.interval)
 
-    def start(self, interval: float) -> None:
-        self._task = asyncio.create_task(self.run(interval), name="demo-simulator")
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="demo-simulator")
 
     async def stop(self) -> None:
-        if self._task:
+        if self._task is not None:
             self._task.cancel()
             try:
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
+            self._task = None
+        if self._publisher is not None:
+            self._publisher.loop_stop()
+            self._publisher.disconnect()
+
+
+def mount_simulator(app: Any, platform: Any, api: Any) -> None:
+    """Run the simulator after the agent (and the demo city) have started; stop it first on shutdown."""
+    from civicmesh.demo import demo_entities
+
+    seed = int(getattr(platform.settings, "simulator_seed", 2025) or 2025)
+    runner = SimulatorRunner(api, Simulator(demo_entities(), seed=seed),
+                             float(getattr(platform.settings, "simulator_interval", 5.0)), platform.settings.mqtt_url)
+    platform.extras["simulator"] = runner
+    app.state.startup_hooks.append(runner.start)
+    app.state.shutdown_hooks.append(runner.stop)

@@ -1,0 +1,236 @@
+"""IoT ingestion end to end: MQTT publish -> IoT agent -> store -> queryable, on both engines.
+
+The server runs in its own process (`civicmesh serve --mqtt`), connected to a private Mosquitto on a free port
+whose queue limits are lifted (the system broker's defaults, 20 in flight / 1000 queued per client, would drop
+QoS 1 messages under a sustained flood, which is Mosquitto's policy rather than the agent's). One publisher
+process-thread sends UltraLight measurements (`t|..|h|..`, one observation = one entity update) at QoS 1 for
+BENCH_INGEST_SECONDS (default 30) to 1,000 provisioned devices, keeping at most 5,000 unstored in flight.
+A probe device is published to every 0.5 s and polled until its value is readable: publish-to-queryable latency.
+At the end the agent's stored counters must equal the count published. Baseline: raw insert of the same number
+of entity rows into the same engine, in the same run. BENCH_ENGINES (default "sqlite,postgres").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+DEVICES = 1000
+WINDOW = 5_000  # unstored observations allowed in flight: the queue a p95 latency waits behind
+TARGETS = {"sqlite": 20_000, "postgres": 10_000}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (httpx.HTTPError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+class Mosquitto:
+    def __init__(self, workdir: Path) -> None:
+        self.port = _free_port()
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
+                        "max_inflight_messages 0\nmax_queued_bytes 0\n")
+        self.proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        _wait(lambda: socket.create_connection(("127.0.0.1", self.port), timeout=1).close() is None, 10, "mosquitto")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class Server:
+    def __init__(self, database_url: str, mqtt_port: int) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "CIVICMESH_NO_AUTH": "true",
+               "CIVICMESH_MQTT_CLIENT_ID": f"bench-{uuid.uuid4().hex[:8]}"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "civicmesh.cli", "serve", "--port", str(self.port), "--database", database_url,
+             "--mqtt", f"mqtt://127.0.0.1:{mqtt_port}", "--log-level", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        _wait(lambda: httpx.get(f"{self.url}/iot/stats", timeout=2).json()["mqtt"]["connected"], 60, "the server")
+
+    def stats(self) -> dict[str, Any]:
+        return httpx.get(f"{self.url}/iot/stats", headers={"fiware-service": "bench"}, timeout=30).json()  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _provision(server: Server) -> None:
+    headers = {"fiware-service": "bench"}
+    r = httpx.post(f"{server.url}/iot/services", headers=headers, json={"services": [
+        {"apikey": "benchkey", "entity_type": "WeatherObserved",
+         "attributes": [{"object_id": "t", "name": "temperature", "type": "Number", "unitCode": "CEL"},
+                        {"object_id": "h", "name": "relativeHumidity", "type": "Number", "unitCode": "P1"}]}]})
+    r.raise_for_status()
+    ids = [f"w{i}" for i in range(DEVICES)] + ["probe"]
+    for start in range(0, len(ids), 500):
+        r = httpx.post(f"{server.url}/iot/devices", headers=headers, timeout=60,
+                       json={"devices": [{"device_id": d} for d in ids[start:start + 500]]})
+        r.raise_for_status()
+
+
+def _probe_loop(server: Server, client: Any, stop: threading.Event, latencies: list[float]) -> None:
+    with httpx.Client(base_url=server.url, headers={"NGSILD-Tenant": "bench"}, timeout=30) as http:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            value = 1000 + n
+            sent = time.perf_counter()
+            client.publish("/benchkey/probe/attrs", f"t|{value}".encode(), qos=1)
+            deadline = sent + 30
+            while time.perf_counter() < deadline:
+                r = http.get("/ngsi-ld/v1/entities/urn:ngsi-ld:WeatherObserved:probe",
+                             params={"options": "keyValues", "attrs": "temperature"})
+                if r.status_code == 200 and r.json().get("temperature") == value:
+                    latencies.append(time.perf_counter() - sent)
+                    break
+                time.sleep(0.005)
+            stop.wait(0.5)
+
+
+def _run_engine(engine: str, database_url: str, workdir: Path, seconds: float) -> list[dict[str, Any]]:
+    import paho.mqtt.client as mqtt
+
+    broker = Mosquitto(workdir)
+    server = Server(database_url, broker.port)
+    try:
+        _provision(server)
+        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        publisher.max_inflight_messages_set(1000)
+        publisher.max_queued_messages_set(0)
+        publisher.connect("127.0.0.1", broker.port)
+        publisher.loop_start()
+        prober = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        prober.connect("127.0.0.1", broker.port)
+        prober.loop_start()
+        base = server.stats()["agent"]["stored"]
+        latencies: list[float] = []
+        stop = threading.Event()
+        probe = threading.Thread(target=_probe_loop, args=(server, prober, stop, latencies), daemon=True)
+        published = 0
+        started = time.perf_counter()
+        probe.start()
+        stored = base
+        while time.perf_counter() - started < seconds:
+            if published - (stored - base) > WINDOW:
+                time.sleep(0.05)
+                stored = server.stats()["agent"]["stored"]
+                continue
+            for _ in range(1000):
+                device = published % DEVICES
+                publisher.publish(f"/benchkey/w{device}/attrs", f"t|{20 + published % 97 / 10}|h|{published % 100}"
+                                  .encode(), qos=1)
+                published += 1
+            if published % 10_000 == 0:
+                stored = server.stats()["agent"]["stored"]
+        stop.set()
+        probe.join(60)
+        probes = len(latencies)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            stats = server.stats()
+            if stats["agent"]["stored"] - base - probes >= published:
+                break
+            time.sleep(0.2)
+        elapsed = time.perf_counter() - started
+        stats = server.stats()
+        stored_rows = sum(v.get("stored", 0) for d, v in stats["devices"].items() if d != "probe")
+        publisher.loop_stop()
+        prober.loop_stop()
+        rate = published / elapsed
+        p95 = statistics.quantiles(latencies, n=20)[18] if len(latencies) >= 20 else max(latencies, default=0.0)
+    finally:
+        server.stop()
+        broker.stop()
+    raw = asyncio.run(_raw_rate(engine, workdir, published))
+    target = TARGETS[engine]
+    return [
+        {"scenario": f"MQTT publish->stored->queryable, {engine}, {seconds:.0f} s, {DEVICES} devices",
+         "value": rate, "unit": "observations/s", "baseline": f"raw insert {raw:,.0f} rows/s",
+         "target": f">= {target:,}/s", "met": rate >= target},
+        {"scenario": f"MQTT count in == count stored, {engine}", "value": float(stored_rows),
+         "unit": "stored", "baseline": f"published {published:,}", "target": "equal",
+         "met": stored_rows == published},
+        {"scenario": f"MQTT publish-to-queryable p95 under that load, {engine} ({len(latencies)} probes)",
+         "value": p95 * 1000, "unit": "ms", "baseline": f"median {statistics.median(latencies) * 1000:.0f} ms"
+         if latencies else "-", "target": "<= 1000 ms", "met": bool(latencies) and p95 <= 1.0},
+    ]
+
+
+async def _raw_rate(engine: str, workdir: Path, rows: int) -> float:
+    from civicmesh.store import open_store
+
+    url = _database(engine, workdir, "raw")
+    store = open_store(url)
+    await store.open()
+    try:
+        doc = orjson.dumps({"id": "x", "type": ["WeatherObserved"], "attrs": {
+            "temperature": [{"type": "Property", "value": 21.5, "unitCode": "CEL",
+                             "observedAt": "2025-06-16T10:00:00Z"}],
+            "relativeHumidity": [{"type": "Property", "value": 40, "unitCode": "P1"}]}})
+        batch = [(f"urn:ngsi-ld:WeatherObserved:raw{i}", doc) for i in range(rows)]
+        started = time.perf_counter()
+        for start in range(0, rows, 2000):
+            await store.raw_insert("bench", batch[start:start + 2000])
+        return rows / (time.perf_counter() - started)
+    finally:
+        await store.close()
+
+
+def _database(engine: str, workdir: Path, name: str) -> str:
+    if engine == "sqlite":
+        return f"sqlite:///{workdir / (name + '.db')}"
+    import psycopg
+
+    db = f"civicmesh_bench_{name}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect("postgresql://root@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    return f"postgresql://root@127.0.0.1:5432/{db}"
+
+
+def run() -> list[dict[str, Any]]:
+    seconds = float(os.environ.get("BENCH_INGEST_SECONDS", "30"))
+    rows: list[dict[str, Any]] = []
+    for engine in os.environ.get("BENCH_ENGINES", "sqlite,postgres").split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            rows += _run_engine(engine, _database(engine, Path(tmp), "ingest"), Path(tmp), seconds)
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run():
+        print(row)

@@ -1,0 +1,176 @@
+"""Persistence of the IoT agent: service groups, devices, per-device counters and the dead-letter list.
+
+Portable SQL over the main store's `run_statements` / `fetch_rows` (SQLite's single writer thread, or the
+PostgreSQL pool), so the agent never competes with the broker for SQLite's write lock. Tables are prefixed
+`ingest_` and versioned in `ingest_schema_version`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+SCHEMA_VERSION = 1
+# How many dead letters a tenant keeps; older ones are trimmed so a flood of garbage cannot fill the disk.
+DEAD_LETTER_CAP = 10_000
+
+
+def _ddl(engine: str) -> list[str]:
+    serial = "BIGSERIAL PRIMARY KEY" if engine == "postgres" else "INTEGER PRIMARY KEY"
+    return [
+        "CREATE TABLE IF NOT EXISTS ingest_schema_version (version INTEGER NOT NULL)",
+        # apikey is unique across tenants: it alone routes an MQTT topic to a tenant.
+        "CREATE TABLE IF NOT EXISTS ingest_groups (apikey TEXT NOT NULL, resource TEXT NOT NULL, "
+        "tenant TEXT NOT NULL, servicepath TEXT NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL, "
+        "PRIMARY KEY (apikey, resource))",
+        "CREATE INDEX IF NOT EXISTS ingest_groups_tenant ON ingest_groups (tenant, servicepath)",
+        "CREATE TABLE IF NOT EXISTS ingest_devices (tenant TEXT NOT NULL, device_id TEXT NOT NULL, "
+        "apikey TEXT NOT NULL, servicepath TEXT NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL, "
+        "PRIMARY KEY (tenant, device_id))",
+        "CREATE UNIQUE INDEX IF NOT EXISTS ingest_devices_key ON ingest_devices (apikey, device_id)",
+        f"CREATE TABLE IF NOT EXISTS ingest_deadletters (id {serial}, tenant TEXT NOT NULL, apikey TEXT, "
+        "device_id TEXT, transport TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL, payload TEXT, "
+        "received_at TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS ingest_deadletters_tenant ON ingest_deadletters (tenant, id)",
+        "CREATE TABLE IF NOT EXISTS ingest_counters (tenant TEXT NOT NULL, apikey TEXT NOT NULL, "
+        "device_id TEXT NOT NULL, outcome TEXT NOT NULL, n BIGINT NOT NULL, "
+        "PRIMARY KEY (tenant, apikey, device_id, outcome))",
+    ]
+
+
+class IngestStore:
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    async def migrate(self) -> None:
+        await self.store.run_statements([(sql, [()]) for sql in _ddl(self.store.engine)])
+        rows = await self.store.fetch_rows("SELECT version FROM ingest_schema_version")
+        if not rows:
+            await self.store.run_statements([("INSERT INTO ingest_schema_version (version) VALUES (?)",
+                                              [(SCHEMA_VERSION,)])])
+        elif rows[0][0] > SCHEMA_VERSION:
+            raise RuntimeError(f"ingest schema version {rows[0][0]} is newer than this code ({SCHEMA_VERSION})")
+
+    # -- service groups ----------------------------------------------------------------------------------
+    async def add_groups(self, groups: list[dict[str, Any]], tenant: str, servicepath: str, now: str) -> None:
+        """All or none: a conflicting apikey/resource aborts the whole request (the caller checked first)."""
+        await self.store.run_statements([(
+            "INSERT INTO ingest_groups (apikey, resource, tenant, servicepath, body, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(g["apikey"], g["resource"], tenant, servicepath, orjson.dumps(g).decode(), now) for g in groups])])
+
+    async def groups(self, tenant: str | None = None, servicepath: str | None = None,
+                     apikey: str | None = None, resource: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT tenant, servicepath, body FROM ingest_groups WHERE 1 = 1"
+        params: list[Any] = []
+        for column, value in (("tenant", tenant), ("servicepath", servicepath), ("apikey", apikey),
+                              ("resource", resource)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
+        rows = await self.store.fetch_rows(sql + " ORDER BY created_at, apikey", params)
+        return [{**orjson.loads(body), "service": t, "subservice": sp} for t, sp, body in rows]
+
+    async def replace_group(self, group: dict[str, Any]) -> None:
+        await self.store.run_statements([(
+            "UPDATE ingest_groups SET body = ? WHERE apikey = ? AND resource = ?",
+            [(orjson.dumps(group).decode(), group["apikey"], group["resource"])])])
+
+    async def delete_group(self, apikey: str, resource: str) -> int:
+        return await self.store.run_statements([(  # type: ignore[no-any-return]
+            "DELETE FROM ingest_groups WHERE apikey = ? AND resource = ?", [(apikey, resource)])])
+
+    # -- devices -----------------------------------------------------------------------------------------
+    async def add_devices(self, devices: list[dict[str, Any]], tenant: str, servicepath: str, now: str) -> None:
+        await self.store.run_statements([(
+            "INSERT INTO ingest_devices (tenant, device_id, apikey, servicepath, body, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(tenant, d["device_id"], d["apikey"], servicepath, orjson.dumps(d).decode(), now) for d in devices])])
+
+    async def device(self, tenant: str, device_id: str) -> dict[str, Any] | None:
+        rows = await self.store.fetch_rows(
+            "SELECT servicepath, body FROM ingest_devices WHERE tenant = ? AND device_id = ?", [tenant, device_id])
+        return {**orjson.loads(rows[0][1]), "service": tenant, "service_path": rows[0][0]} if rows else None
+
+    async def device_by_key(self, apikey: str, device_id: str) -> tuple[str, dict[str, Any]] | None:
+        rows = await self.store.fetch_rows(
+            "SELECT tenant, servicepath, body FROM ingest_devices WHERE apikey = ? AND device_id = ?",
+            [apikey, device_id])
+        if not rows:
+            return None
+        tenant, servicepath, body = rows[0]
+        return tenant, {**orjson.loads(body), "service": tenant, "service_path": servicepath}
+
+    async def devices(self, tenant: str, servicepath: str | None, limit: int, offset: int
+                      ) -> tuple[list[dict[str, Any]], int]:
+        where, params = "tenant = ?", [tenant]
+        if servicepath is not None:
+            where += " AND servicepath = ?"
+            params.append(servicepath)
+        total = (await self.store.fetch_rows(f"SELECT COUNT(*) FROM ingest_devices WHERE {where}", params))[0][0]
+        rows = await self.store.fetch_rows(
+            f"SELECT servicepath, body FROM ingest_devices WHERE {where} ORDER BY device_id LIMIT ? OFFSET ?",
+            [*params, limit, offset])
+        return [{**orjson.loads(b), "service": tenant, "service_path": sp} for sp, b in rows], int(total)
+
+    async def replace_device(self, tenant: str, device: dict[str, Any]) -> None:
+        await self.store.run_statements([(
+            "UPDATE ingest_devices SET body = ?, apikey = ? WHERE tenant = ? AND device_id = ?",
+            [(orjson.dumps(device).decode(), device["apikey"], tenant, device["device_id"])])])
+
+    async def delete_device(self, tenant: str, device_id: str) -> int:
+        return await self.store.run_statements([(  # type: ignore[no-any-return]
+            "DELETE FROM ingest_devices WHERE tenant = ? AND device_id = ?", [(tenant, device_id)])])
+
+    # -- outcomes ----------------------------------------------------------------------------------------
+    async def record(self, counts: dict[tuple[str, str, str, str], int],
+                     dead: list[tuple[str, str | None, str | None, str, str, str, str | None, str]]) -> None:
+        """Add to the per-device counters and append dead letters, in one transaction.
+
+        counts: (tenant, apikey, device_id, outcome) -> n;
+        dead: (tenant, apikey, device_id, transport, reason, detail, payload, received_at).
+        """
+        statements: list[tuple[str, list[tuple[Any, ...]]]] = []
+        if counts:
+            statements.append((
+                "INSERT INTO ingest_counters (tenant, apikey, device_id, outcome, n) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (tenant, apikey, device_id, outcome) DO UPDATE SET n = ingest_counters.n + excluded.n",
+                [(*key, n) for key, n in sorted(counts.items())]))
+        if dead:
+            statements.append((
+                "INSERT INTO ingest_deadletters (tenant, apikey, device_id, transport, reason, detail, payload, "
+                "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", dead))
+            statements.append((
+                "DELETE FROM ingest_deadletters WHERE tenant = ? AND id <= "
+                "(SELECT MAX(id) FROM ingest_deadletters WHERE tenant = ?) - ?",
+                [(t, t, DEAD_LETTER_CAP) for t in sorted({d[0] for d in dead})]))
+        if statements:
+            await self.store.run_statements(statements)
+
+    async def counters(self, tenant: str, device_id: str | None = None) -> dict[str, dict[str, int]]:
+        """device id -> outcome -> count."""
+        sql, params = "SELECT device_id, outcome, n FROM ingest_counters WHERE tenant = ?", [tenant]
+        if device_id is not None:
+            sql += " AND device_id = ?"
+            params.append(device_id)
+        out: dict[str, dict[str, int]] = {}
+        for dev, outcome, n in await self.store.fetch_rows(sql, params):
+            bucket = out.setdefault(dev, {})
+            bucket[outcome] = bucket.get(outcome, 0) + int(n)
+        return out
+
+    async def dead_letters(self, tenant: str, device_id: str | None, reason: str | None, limit: int,
+                           offset: int) -> list[dict[str, Any]]:
+        sql = ("SELECT id, apikey, device_id, transport, reason, detail, payload, received_at "
+               "FROM ingest_deadletters WHERE tenant = ?")
+        params: list[Any] = [tenant]
+        if device_id is not None:
+            sql += " AND device_id = ?"
+            params.append(device_id)
+        if reason is not None:
+            sql += " AND reason = ?"
+            params.append(reason)
+        rows = await self.store.fetch_rows(sql + " ORDER BY id DESC LIMIT ? OFFSET ?", [*params, limit, offset])
+        keys = ("id", "apikey", "device_id", "transport", "reason", "detail", "payload", "receivedAt")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
