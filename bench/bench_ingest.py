@@ -227,8 +227,20 @@ def run() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for engine in os.environ.get("BENCH_ENGINES", "sqlite,postgres").split(","):
         with tempfile.TemporaryDirectory() as tmp:
-            rows += _run_engine(engine, _database(engine, Path(tmp), "ingest"), Path(tmp), seconds)
+            url = _database(engine, Path(tmp), "ingest")
+            try:
+                rows += _run_engine(engine, url, Path(tmp), seconds)
+            finally:
+                if url.startswith("postgresql"):
+                    _drop(url)
     return rows
+
+
+def _drop(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect("postgresql://root@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
 if __name__ == "__main__":
