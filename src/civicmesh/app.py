@@ -25,6 +25,7 @@ log = logging.getLogger("civicmesh")
 
 # Each room module exposes `mount(app, platform)`; they are mounted in this order.
 ROOMS: list[str] = [
+    "civicmesh.exchange.api",  # first: its identity middleware and gate wrap every other room
     "civicmesh.ngsild",
     "civicmesh.ngsild.registrations",
     "civicmesh.ngsild.subscriptions",

@@ -98,11 +98,14 @@ async def _load(settings: Settings, entities: list[Any], tenant: str, context: s
 
 def _add_room_commands() -> None:
     from civicmesh.citizen.cli import citizen_app
+    from civicmesh.exchange.cli import exchange_app
     from civicmesh.feasibility.cli import feasibility_app
     from civicmesh.ledger.cli import ledger_app
 
     app.add_typer(ledger_app, name="ledger", help="The trusted ledger: keys, checkpoints, witnesses, export, verify.")
 
+    app.add_typer(exchange_app, name="exchange",
+                  help="The data exchange: organizations, API keys, catalog, agreements, the bootstrap admin key.")
     app.add_typer(feasibility_app, name="feasibility",
                   help="Economic feasibility: NPV/IRR, payback, sensitivity, Monte Carlo, input-output, report.")
     app.add_typer(citizen_app, name="citizen", help="The citizen desk: Open311, dispatch classifier, supervision.")

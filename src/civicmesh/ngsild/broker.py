@@ -68,6 +68,10 @@ class Broker:
         doc = await self.store.get(tenant, entity_id)
         if doc is None:
             raise Problem("ResourceNotFound", f"entity {entity_id} does not exist")
+        # EXCHANGE: the gate screens what is returned (owner, agreements, masked attributes); see exchange/enforce.py
+        screen = getattr(self.gate, "screen", None)
+        if screen is not None:
+            doc = (await screen(caller, tenant, "read", [doc], single=True))[0]
         return doc
 
     async def _modify(self, tenant: str, entity_id: str, caller: Caller, operation: str,
@@ -217,7 +221,15 @@ class Broker:
     async def query(self, tenant: str, query: EntityQuery, caller: Caller = ANONYMOUS) -> tuple[list[Doc], int | None]:
         await self.require_tenant(tenant)
         await self._allow(caller, tenant, "query")
-        return await self.store.query(tenant, query)  # type: ignore[no-any-return]
+        docs, count = await self.store.query(tenant, query)
+        # EXCHANGE: the gate screens what is returned (owner, agreements, masked attributes); see exchange/enforce.py
+        screen = getattr(self.gate, "screen", None)
+        if screen is not None:
+            shown = await screen(caller, tenant, "query", docs)
+            if count is not None:
+                count -= len(docs) - len(shown)
+            docs = shown
+        return docs, count
 
     async def prune(self, tenant: str, query: EntityQuery, names: set[str], *, keep: bool,
                     caller: Caller = ANONYMOUS) -> int:

@@ -1,0 +1,494 @@
+"""HTTP of the data exchange (/exchange/...) and the identity middleware in front of every room.
+
+`mount(app, platform)` authenticates every request (API keys, OIDC bearer tokens), sets
+`request.state.caller`, replaces the platform's allow-all gate by the exchange gate and serves /exchange.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from civicmesh.config import DEFAULT_DATA_DIR
+from civicmesh.errors import Problem
+from civicmesh.exchange import dcat, odrl
+from civicmesh.exchange.enforce import ExchangeGate, current_caller
+from civicmesh.exchange.gate import Caller
+from civicmesh.exchange.identity import ExchangeCaller, FailureLimiter, is_admin
+from civicmesh.exchange.service import AuthError, Exchange
+from civicmesh.store.exchange import open_exchange_store
+
+log = logging.getLogger("civicmesh.exchange")
+PURPOSE_HEADER = "civicmesh-purpose"
+NO_AUTH_CALLER = ExchangeCaller(subject="no-auth", organization="platform", roles=frozenset({"platform_admin"}),
+                                via="no-auth")
+ANONYMOUS_HTTP = ExchangeCaller(subject="anonymous", organization=None, roles=frozenset(), scopes=frozenset(),
+                                via="anonymous")
+_ADMIN_ONLY_NGSI = ("/ngsi-ld/v1/temporal", "/ngsi-ld/v1/subscriptions", "/ngsi-ld/v1/csourceRegistrations",
+                    "/ngsi-ld/v1/csourceSubscriptions", "/ngsi-ld/v1/types", "/ngsi-ld/v1/attributes")
+_CITIZEN_DEPT = re.compile(r"^/citizen/departments/([^/]+)/requests$")
+
+
+def bootstrap_file(database_url: str) -> Path:
+    """Where the first start leaves the bootstrap admin key: beside the SQLite file, else civicmesh-data/."""
+    parts = urlsplit(database_url)
+    if parts.scheme == "sqlite":
+        path = database_url[len("sqlite://"):]
+        path = path[1:] if path.startswith("/") else path
+        if path and path != ":memory:":
+            return Path(path).parent / "exchange-bootstrap-admin.key"
+    return DEFAULT_DATA_DIR / "exchange-bootstrap-admin.key"
+
+
+async def bootstrap_admin(exchange: Exchange, subject: str = "bootstrap-admin") -> dict[str, Any]:
+    """Make the platform organization (if missing) and a platform-admin key for it."""
+    if await exchange.org("platform") is None:
+        doc = {"id": "platform", "name": {"zh": "平台运营方", "en": "Platform operator"}, "kind": "platform",
+               "sector": "government", "tenants": ["*"], "citizen_department": None, "created_at": odrl_now()}
+        await exchange.store.add_org(doc)
+        exchange._orgs["platform"] = doc
+    return await exchange.issue_key("platform", subject, ["platform_admin"], ["*"], None)
+
+
+def odrl_now() -> str:
+    from civicmesh.exchange.identity import iso, utcnow
+
+    return iso(utcnow())
+
+
+def _problem(status: int, kind: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+    body = Problem(kind, detail, status=status).to_dict()
+    return Response(orjson.dumps(body), status_code=status, media_type="application/problem+json", headers=headers)
+
+
+class IdentityMiddleware:
+    """Authenticate, then let a request reach a room only if its surface admits the caller (default deny)."""
+
+    def __init__(self, app: ASGIApp, exchange: Exchange, platform: Any) -> None:
+        self.app = app
+        self.exchange = exchange
+        self.platform = platform
+        self.limiter = FailureLimiter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        settings = self.platform.settings
+        if settings.no_auth:
+            await self._pass(NO_AUTH_CALLER, scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > settings.max_body_bytes:
+            await _problem(413, "PayloadTooLarge", f"the body has {length} bytes; the limit is "
+                           f"{settings.max_body_bytes}")(scope, receive, send)
+            return
+        client = (scope.get("client") or ("unknown", 0))[0]
+        caller, failure = await self._authenticate(headers, client)
+        if failure is not None:
+            await failure(scope, receive, send)
+            return
+        path, method = scope["path"], scope["method"]
+        verdict = self._surface(caller, path, method)
+        if verdict == "anonymous-data":
+            caller = ANONYMOUS_HTTP
+        elif verdict == "anonymous":
+            await self.app(scope, receive, send)  # internal writes of these rooms are the platform's own
+            return
+        elif verdict is not None:
+            status = 401 if caller is None else 403
+            kind = "Unauthorized" if caller is None else "Forbidden"
+            extra = {"WWW-Authenticate": 'Bearer realm="civicmesh"'} if caller is None else None
+            await _problem(status, kind, verdict, extra)(scope, receive, send)
+            return
+        assert caller is not None
+        if path.startswith("/citizen/") and not is_admin(caller):
+            receive, refusal = await self._citizen_department(caller, path, method, receive)
+            if refusal:
+                await _problem(403, "Forbidden", refusal)(scope, receive, send)
+                return
+        await self._pass(caller, scope, receive, send)
+
+    async def _pass(self, caller: Caller, scope: Scope, receive: Receive, send: Send) -> None:
+        scope.setdefault("state", {})["caller"] = caller
+        token = current_caller.set(caller)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            current_caller.reset(token)
+
+    async def _authenticate(self, headers: dict[str, str], client: str) -> tuple[ExchangeCaller | None,
+                                                                                   Response | None]:
+        authorization = headers.get("authorization", "")
+        key = headers.get("x-api-key")
+        if not authorization and not key:
+            return None, None
+        wait = self.limiter.blocked(client)
+        if wait:
+            return None, _problem(429, "TooManyRequests", f"too many failed authentications from {client}; "
+                                  f"retry in {int(wait) + 1} s", {"Retry-After": str(int(wait) + 1)})
+        purpose = headers.get(PURPOSE_HEADER)
+        try:
+            if key:
+                return await self.exchange.authenticate_key(key.strip(), purpose), None
+            scheme, _, credential = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not credential.strip():
+                raise AuthError("the Authorization header must be 'Bearer <token or API key>'")
+            credential = credential.strip()
+            if credential.startswith("cmk_"):
+                return await self.exchange.authenticate_key(credential, purpose), None
+            return await self.exchange.authenticate_jwt(credential, purpose), None
+        except AuthError as exc:
+            self.limiter.fail(client)
+            return None, _problem(401, "Unauthorized", str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    @staticmethod
+    def _surface(caller: ExchangeCaller | None, path: str, method: str) -> str | None:
+        """None: go on with the caller; "anonymous" / "anonymous-data": go on without one; else why not."""
+        read = method in ("GET", "HEAD", "OPTIONS")
+        if path in ("/health", "/openapi.json", "/redoc") or path.startswith("/docs"):
+            return "anonymous" if caller is None else None
+        if path.startswith("/open311/") or path.startswith("/citizen/public/"):
+            return "anonymous" if caller is None else None
+        if read and (path.startswith("/ngsi-ld/v1/jsonldContexts") or path.startswith("/ledger/")
+                     or path.startswith("/exchange/catalog") or path.startswith("/exchange/dcat")):
+            return "anonymous" if caller is None else None
+        public_data = (read and path.startswith("/ngsi-ld/v1/entities")) or \
+            (method == "POST" and path == "/ngsi-ld/v1/entityOperations/query")
+        if caller is None:
+            if public_data:
+                return "anonymous-data"
+            return f"{method} {path} needs authentication: an API key (X-API-Key or Authorization: Bearer) " \
+                   "or an OIDC bearer token"
+        if is_admin(caller):
+            return None
+        if path.startswith(_ADMIN_ONLY_NGSI) or (path.startswith("/ngsi-ld/v1/jsonldContexts") and not read):
+            return f"{path} is not yet screened per organization, so only a platform admin may use it"
+        if path == "/metrics":
+            return "/metrics needs a platform admin"
+        for prefix, scope in (("/ledger/", "ledger"), ("/citizen/", "citizen"), ("/iot", "iot"),
+                              ("/alerts", "alerts"), ("/feasibility", "feasibility")):
+            if path.startswith(prefix) and not caller.may(scope):
+                return f"the credential of {caller.subject} lacks the scope {scope!r}"
+        if path.startswith("/ledger/") and not read and "ledger" not in caller.scopes:
+            return "writing to the ledger needs a credential granted the 'ledger' scope explicitly"
+        return None
+
+    async def _citizen_department(self, caller: ExchangeCaller, path: str, method: str,
+                                  receive: Receive) -> tuple[Receive, str | None]:
+        """A department acts only for itself: the path's or body's department must be its own."""
+        org = await self.exchange.org(caller.organization) or {}
+        own = org.get("citizen_department")
+        if org.get("kind") != "department" or not own:
+            return receive, f"the citizen desk is for city departments; {caller.organization} is not one " \
+                            "with a citizen_department"
+        match = _CITIZEN_DEPT.match(path)
+        if match and match.group(1) != own:
+            return receive, f"{caller.organization} may read only department {own!r}'s queue"
+        if method != "POST":
+            return receive, None
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.platform.settings.max_body_bytes:
+                return receive, "the body is larger than the configured limit"
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            named = orjson.loads(body).get("department") if body else None
+        except (orjson.JSONDecodeError, AttributeError):
+            named = None
+        if path.endswith("/visit") or path == "/citizen/supervision/run":
+            return _replay(body), "return visits and supervision are the hotline's, not a department's"
+        if named is not None and named != own:
+            return _replay(body), f"{caller.organization} may act only as department {own!r}, not {named!r}"
+        return _replay(body), None
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+# -- the /exchange routes ----------------------------------------------------------------------------------
+def _caller(request: Request) -> Caller:
+    caller = getattr(request.state, "caller", None)
+    if caller is None:
+        raise Problem("Unauthorized", "this needs an authenticated caller", status=401)
+    return caller  # type: ignore[no-any-return]
+
+
+def _admin(caller: Caller) -> None:
+    if not is_admin(caller):
+        raise Problem("Forbidden", "this needs a platform admin")
+
+
+async def _body(request: Request, limit: int) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > limit:
+        raise Problem("PayloadTooLarge", f"the body has {len(raw)} bytes; the limit is {limit}")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Problem("InvalidRequest", f"the body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise Problem("BadRequestData", "the body must be a JSON object")
+    return body
+
+
+def _public(product: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in product.items() if not k.startswith("_")}
+
+
+def router(exchange: Exchange, gate: ExchangeGate, platform: Any) -> APIRouter:
+    r = APIRouter(prefix="/exchange", tags=["data exchange"])
+    limit = platform.settings.max_body_bytes
+
+    @r.get("/whoami", summary="The authenticated caller")
+    async def whoami(request: Request) -> dict[str, Any]:
+        c = _caller(request)
+        return {"subject": c.subject, "organization": c.organization, "roles": sorted(c.roles),
+                "scopes": sorted(getattr(c, "scopes", [])), "via": getattr(c, "via", None)}
+
+    @r.post("/organizations", status_code=201, summary="Register an organization (platform admin)")
+    async def create_org(request: Request) -> dict[str, Any]:
+        _admin(_caller(request))
+        return await exchange.create_org(await _body(request, limit))
+
+    @r.get("/organizations", summary="Registered organizations")
+    async def orgs(request: Request) -> list[dict[str, Any]]:
+        _caller(request)
+        return await exchange.store.list_orgs()
+
+    @r.post("/organizations/{org}/keys", status_code=201, summary="Issue an API key (shown once)")
+    async def issue(org: str, request: Request) -> dict[str, Any]:
+        c = _caller(request)
+        body = await _body(request, limit)
+        roles, scopes = body.get("roles", ["analyst"]), body.get("scopes", ["entities:read"])
+        if not isinstance(roles, list) or not isinstance(scopes, list):
+            raise Problem("BadRequestData", "'roles' and 'scopes' must be lists")
+        if not is_admin(c) and not (c.organization == org and "org_admin" in c.roles
+                                    and "platform_admin" not in roles):
+            raise Problem("Forbidden", "keys are issued by a platform admin or by the organization's own org_admin")
+        subject = body.get("subject")
+        if not isinstance(subject, str) or not subject:
+            raise Problem("BadRequestData", "'subject' (who the key is for) must be a non-empty string")
+        return await exchange.issue_key(org, subject, roles, scopes, body.get("expires_at"))
+
+    @r.get("/organizations/{org}/keys", summary="API keys of an organization (never the secrets)")
+    async def keys(org: str, request: Request) -> list[dict[str, Any]]:
+        c = _caller(request)
+        if not is_admin(c) and c.organization != org:
+            raise Problem("Forbidden", "an organization sees only its own keys")
+        return await exchange.store.list_keys(org)
+
+    @r.post("/keys/{key_id}/revoke", summary="Revoke an API key at once")
+    async def revoke(key_id: str, request: Request) -> dict[str, Any]:
+        c = _caller(request)
+        row = await exchange.store.get_key(key_id)
+        if row is None or not is_admin(c) and not (row["organization"] == c.organization and "org_admin" in c.roles):
+            raise Problem("ResourceNotFound", f"API key {key_id} does not exist")
+        if not await exchange.store.revoke_key(key_id, odrl_now()):
+            raise Problem("Conflict", f"API key {key_id} is already revoked")
+        await exchange.emit([("exchange.key.revoked", key_id, {"organization": row["organization"],
+                                                               "by": c.subject})])
+        return {"id": key_id, "revoked": True}
+
+    @r.put("/oidc", summary="Trust one OIDC issuer: issuer, audience and its JWKS (platform admin)")
+    async def oidc(request: Request) -> dict[str, Any]:
+        _admin(_caller(request))
+        return await exchange.configure_oidc(await _body(request, limit))
+
+    @r.post("/ownership", summary="Assign existing entities to an organization (platform admin)")
+    async def ownership(request: Request) -> dict[str, Any]:
+        _admin(_caller(request))
+        body = await _body(request, limit)
+        org, ids, tenant = body.get("organization"), body.get("entities"), body.get("tenant", "")
+        if await exchange.org(org) is None or not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise Problem("BadRequestData", "'organization' must name a registered organization and 'entities' "
+                                            "be a list of entity ids")
+        for entity_id in ids:
+            await exchange.store.claim(tenant, entity_id, org, odrl_now())
+        return {"organization": org, "tenant": tenant, "entities": len(ids)}
+
+    @r.post("/policies/validate", summary="Check an ODRL policy; 400 lists every problem")
+    async def validate(request: Request) -> dict[str, Any]:
+        _caller(request)
+        try:
+            return odrl.validate(await _body(request, limit))
+        except odrl.PolicyError as exc:
+            raise Problem("BadRequestData", "the policy is not valid: " + "; ".join(exc.problems),
+                          extra={"problems": exc.problems}) from exc
+
+    @r.post("/products", status_code=201, summary="Offer a data product")
+    async def create_product(request: Request) -> dict[str, Any]:
+        return _public(await exchange.create_product(_caller(request), await _body(request, limit)))
+
+    @r.get("/catalog", summary="Search the catalog (q: words; sector; provider)")
+    async def catalog(q: str | None = None, sector: str | None = None,
+                      provider: str | None = None) -> list[dict[str, Any]]:
+        return [_public(p) for p in await exchange.search(q, sector, provider)]
+
+    @r.get("/catalog/{product_id}", summary="One data product")
+    async def product(product_id: str) -> dict[str, Any]:
+        return _public(await exchange.product(product_id))
+
+    @r.get("/dcat", summary="The catalog as DCAT-AP 3: format=jsonld (default) or turtle")
+    async def export(request: Request, format: str = "jsonld") -> Response:
+        products = await exchange.store.list_products()
+        orgs = {o["id"]: o for o in await exchange.store.list_orgs()}
+        base = str(request.base_url).rstrip("/")
+        doc = dcat.catalog_jsonld(products, orgs, base)
+        if format in ("turtle", "ttl"):
+            return Response(dcat.turtle(doc), media_type="text/turtle; charset=utf-8")
+        if format != "jsonld":
+            raise Problem("BadRequestData", "format must be jsonld or turtle")
+        return Response(orjson.dumps(doc), media_type="application/ld+json")
+
+    @r.post("/requests", status_code=201, summary="Request access to a product for a stated purpose")
+    async def request_access(request: Request) -> dict[str, Any]:
+        return await exchange.request_access(_caller(request), await _body(request, limit))
+
+    @r.get("/requests", summary="Access requests and agreements the caller's organization is party to")
+    async def requests(request: Request, state: str | None = None) -> list[dict[str, Any]]:
+        c = _caller(request)
+        return await exchange.store.list_negotiations(organization=None if is_admin(c) else c.organization,
+                                                      state=state)
+
+    @r.get("/requests/{nid}", summary="One access request or agreement with every transition and its reason")
+    async def negotiation(nid: str, request: Request) -> dict[str, Any]:
+        return await exchange.negotiation(nid, _caller(request))
+
+    @r.post("/requests/{nid}/{action}",
+            summary="approve | reject | counter | accept | decline | withdraw | revoke (with a reason)")
+    async def transition(nid: str, action: str, request: Request) -> dict[str, Any]:
+        body = await _body(request, limit) if await request.body() else {}
+        return await exchange.transition(_caller(request), nid, action, body)
+
+    @r.get("/explain", summary="Why an entity is (or would be) shown, masked or denied to an organization")
+    async def explain(request: Request, entity: str, tenant: str = "", action: str = "read",
+                      purpose: str | None = None, organization: str | None = None) -> dict[str, Any]:
+        c = _caller(request)
+        if action not in odrl.ACTIONS:
+            raise Problem("BadRequestData", f"action must be one of {sorted(odrl.ACTIONS)}")
+        if organization and organization != c.organization:
+            _admin(c)
+        org = organization or c.organization
+        doc = await platform.store.get(tenant, entity)
+        owners = await exchange.store.owners(tenant, [entity])
+        if doc is None or not is_admin(c) and org not in (owners.get(entity),) and not any(
+                a["provider"] == owners.get(entity) for a in await exchange.agreements_of(org or "")) \
+                and not any(p["provider"] == owners.get(entity) for p in await exchange.public_products()):
+            raise Problem("ResourceNotFound", f"entity {entity} does not exist or nothing relates {org} to it")
+        who = ExchangeCaller(subject=c.subject, organization=org, roles=frozenset(), purpose=purpose)
+        context = await gate._context(who)
+        verdict = await gate.decide(who, tenant, doc, owners.get(entity), context, action=action, dry_run=True)
+        shown = sorted(verdict.visible) if verdict.visible is not None else sorted(doc["attrs"])
+        return {"entity": entity, "organization": org, "action": action, "purpose": purpose,
+                "decision": verdict.status, "reason": verdict.reason, "agreement": verdict.agreement,
+                "product": verdict.product, "visible_attributes": shown if verdict.status != "denied" else [],
+                "masked_attributes": sorted(set(doc["attrs"]) - set(shown)) if verdict.status != "denied"
+                else sorted(doc["attrs"]), "obligations": verdict.duties, "rules": verdict.trace}
+
+    @r.get("/metering", summary="Access records (X-Road operational-monitoring shape)")
+    async def metering(request: Request, agreement: str | None = None, since: str | None = None,
+                       limit_rows: int = 1000) -> list[dict[str, Any]]:
+        c = _caller(request)
+        await exchange.flush()
+        return await exchange.store.metering(organization=None if is_admin(c) else c.organization,
+                                             agreement=agreement, since=since, limit=min(limit_rows, 10000))
+
+    @r.get("/metering/daily", summary="Metering per day and pair of organizations")
+    async def daily(request: Request) -> list[dict[str, Any]]:
+        c = _caller(request)
+        await exchange.flush()
+        return await exchange.store.metering_daily(None if is_admin(c) else c.organization)
+
+    @r.get("/kpis", summary="Synergy KPIs: sharing rate, response times, agreements, usage, balance")
+    async def kpis(request: Request) -> dict[str, Any]:
+        _caller(request)
+        return await exchange.kpis()
+
+    @r.get("/kpis.csv", summary="The synergy KPIs as CSV (metric,value)")
+    async def kpis_csv(request: Request) -> Response:
+        _caller(request)
+        data = await exchange.kpis()
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["metric", "value"])
+        for key, value in data.items():
+            if isinstance(value, dict):
+                for sub, v in value.items():
+                    writer.writerow([f"{key}.{sub}", v])
+            elif isinstance(value, list):
+                for i, item in enumerate(value):
+                    for sub, v in item.items():
+                        writer.writerow([f"{key}[{i}].{sub}", v if not isinstance(v, dict) else orjson.dumps(v)
+                                         .decode()])
+            else:
+                writer.writerow([key, value])
+        return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
+
+    return r
+
+
+def mount(app: FastAPI, platform: Any) -> None:
+    exchange = Exchange(platform, open_exchange_store(platform.settings.database_url))
+    gate = ExchangeGate(exchange, platform)
+    platform.gate = gate
+    broker = platform.extras.get("broker")
+    if broker is not None:  # mounted after the broker: point it at the real gate too
+        broker.gate = gate
+    platform.extras["exchange"] = exchange
+    app.add_middleware(IdentityMiddleware, exchange=exchange, platform=platform)
+    app.include_router(router(exchange, gate, platform))
+
+    async def start() -> None:
+        await exchange.start()
+        if platform.settings.no_auth:
+            log.warning("!!! AUTHENTICATION IS OFF (--no-auth / CIVICMESH_NO_AUTH=true): every request acts as a "
+                        "platform admin. Use this only for local experiments and conformance runs. !!!")
+        if not await exchange.store.has_platform_admin():
+            issued = await bootstrap_admin(exchange)
+            path = bootstrap_file(platform.settings.database_url)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(issued["key"] + "\n")
+            path.chmod(0o600)
+            log.warning("exchange: first start; the bootstrap platform-admin API key is in %s (read it, then "
+                        "delete the file; `civicmesh exchange bootstrap` issues another)", path.resolve())
+
+    async def stop() -> None:
+        await exchange.stop()
+
+    async def on_event(event: Any) -> None:
+        # Ownership ends with the entity, so a later create of the same id by someone else is a fresh claim.
+        if event.kind == "entity.deleted":
+            await exchange.store.release(event.tenant, event.subject)
+
+    if platform.relay is not None:
+        platform.relay.subscribe("exchange", on_event, durable=True)
+    app.state.startup_hooks.append(start)
+    app.state.shutdown_hooks.append(stop)

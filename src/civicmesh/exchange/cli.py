@@ -1,0 +1,43 @@
+"""`civicmesh exchange ...`: the bootstrap admin credential from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+
+from civicmesh.config import Settings
+
+exchange_app = typer.Typer(help="Data exchange: identities and credentials.", no_args_is_help=True)
+
+
+@exchange_app.callback()
+def _group() -> None:
+    """Keeps `exchange` a command group even while it has one command."""
+
+
+@exchange_app.command("bootstrap")
+def bootstrap(database_url: str = typer.Option(None, help="Database URL (default: CIVICMESH_DATABASE_URL)"),
+              subject: str = typer.Option("bootstrap-admin", help="Who the key is for")) -> None:
+    """Issue a platform-admin API key (shown once) for the platform organization."""
+    from civicmesh.exchange.api import bootstrap_admin
+    from civicmesh.exchange.service import Exchange
+    from civicmesh.store.exchange import open_exchange_store
+
+    settings = Settings.from_env(database_url=database_url)
+
+    async def run() -> str:
+        exchange = Exchange(None, open_exchange_store(settings.database_url))
+        await exchange.store.connect()
+        await exchange.store.migrate()
+        try:
+            exchange.emit = _no_events  # type: ignore[method-assign]
+            return str((await bootstrap_admin(exchange, subject))["key"])
+        finally:
+            await exchange.store.close()
+
+    typer.echo(asyncio.run(run()))
+
+
+async def _no_events(events: object) -> None:
+    """Offline, there is no outbox to write to; key issuance emits no events anyway."""

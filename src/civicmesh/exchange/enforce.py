@@ -1,0 +1,256 @@
+"""The real access gate: ownership, agreements and ODRL policies decided for every read and write.
+
+`check` is the seam the broker calls before an operation. Which entity a read returns is known only after the
+store answers, so `screen` (called by the broker on the retrieve/query return path) decides per entity: the
+owner sees everything; another organization sees only what an active agreement's policy permits, with the other
+attributes masked; anonymous callers see public open-data products. Every decision is metered.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from civicmesh.errors import Problem
+from civicmesh.exchange import odrl
+from civicmesh.exchange.gate import AccessRequest, Caller, Decision, Gate
+from civicmesh.exchange.identity import ExchangeCaller, is_admin, iso
+
+LOCATION = "https://uri.etsi.org/ngsi-ld/location"
+# The authenticated caller of the HTTP request being served. A room that calls the broker without a caller
+# (the IoT agent's HTTP endpoint, alert rules) acts for this caller; with no HTTP request at all (MQTT, the relay,
+# the simulator) the platform itself is acting.
+current_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("civicmesh_caller", default=None)
+SYSTEM = ExchangeCaller(subject="civicmesh", organization="platform", roles=frozenset({"platform_admin"}),
+                        via="internal")
+
+
+@dataclass
+class Verdict:
+    """The decision for one entity, with everything `explain` shows."""
+
+    status: str  # owner | granted | masked | denied
+    reason: str
+    visible: set[str] | None = None  # expanded attribute IRIs; None: all
+    provider: str | None = None
+    agreement: str | None = None
+    product: str | None = None
+    count_limit: int | None = None
+    duties: list[str] = field(default_factory=list)
+    trace: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ExchangeGate(Gate):
+    def __init__(self, exchange: Any, platform: Any) -> None:
+        self.exchange = exchange
+        self.store = exchange.store
+        self.platform = platform
+
+    def effective(self, caller: Caller) -> Caller:
+        if caller.organization is not None or caller.roles:
+            return caller
+        return current_caller.get() or SYSTEM
+
+    # -- before the operation ---------------------------------------------------------------------------
+    async def check(self, request: AccessRequest) -> Decision:
+        started = time.perf_counter()
+        caller = self.effective(request.caller)
+        decision = await self._check(caller, request)
+        if not decision.allowed:
+            self._meter(caller, request.tenant, request.operation, "denied", decision.reason, started,
+                        provider=None, entities=len(request.entity_ids))
+        return decision
+
+    async def _check(self, caller: Caller, request: AccessRequest) -> Decision:
+        if is_admin(caller):
+            return Decision(True, "platform admin")
+        op = request.operation
+        if caller.organization is None:
+            if op in ("read", "query"):
+                return Decision(True, "anonymous: public open data only")
+            return Decision(False, "authentication required: anonymous callers may only read public open data")
+        write = op in ("create", "update", "delete")
+        if isinstance(caller, ExchangeCaller) and not caller.may("entities:write" if write else "entities:read"):
+            return Decision(False, f"the credential of {caller.subject} lacks the scope "
+                                   f"{'entities:write' if write else 'entities:read'}")
+        if not write:
+            return Decision(True, "reads are screened per entity")
+        if not request.entity_ids:
+            return Decision(False, f"a {op} that is not addressed to named entities (purge, prune, temporal "
+                                   "writes, subscriptions) needs a platform admin")
+        org = await self.exchange.org(caller.organization)
+        owners = await self.store.owners(request.tenant, request.entity_ids)
+        for entity_id in request.entity_ids:
+            owner = owners.get(entity_id)
+            if owner == caller.organization:
+                continue
+            exists = await self.platform.store.get(request.tenant, entity_id) is not None \
+                if op == "create" or owner is None else True
+            if op == "create" and not exists:
+                if org is None or request.tenant not in org["tenants"] and "*" not in org["tenants"]:
+                    return Decision(False, f"organization {caller.organization} may not create entities in tenant "
+                                           f"{request.tenant or '(default)'}")
+                # Ownership is recorded when the gate lets a create through; a failed create leaves a stale
+                # claim that the next creator takes over, because the entity does not exist.
+                await self.store.claim(request.tenant, entity_id, caller.organization, iso(datetime.now(UTC)))
+                continue
+            if owner is None:
+                return Decision(False, f"entity {entity_id} has no recorded owner; only a platform admin may "
+                                       "change it (POST /exchange/ownership assigns one)")
+            return Decision(False, f"entity {entity_id} belongs to organization {owner}; {caller.organization} "
+                                   "may not change it (agreements grant reads, never writes)")
+        return Decision(True, "owner")
+
+    # -- after the store answered: per entity ------------------------------------------------------------
+    async def screen(self, caller: Caller, tenant: str, operation: str, docs: list[dict[str, Any]],
+                     *, single: bool = False) -> list[dict[str, Any]]:
+        started = time.perf_counter()
+        caller = self.effective(caller)
+        if is_admin(caller) or not docs:
+            return docs
+        owners = await self.store.owners(tenant, [d["id"] for d in docs])
+        context = await self._context(caller)
+        out: list[dict[str, Any]] = []
+        groups: dict[tuple[str | None, str | None, str | None, str], list[dict[str, Any]]] = {}
+        last: Verdict | None = None
+        counted: dict[str, str | None] = {}
+        for doc in docs:
+            verdict = await self.decide(caller, tenant, doc, owners.get(doc["id"]), context)
+            if verdict.count_limit is not None or verdict.agreement and verdict.status != "denied":
+                verdict = await self._count(verdict, counted)
+            last = verdict
+            if verdict.status == "denied":
+                continue
+            shown = doc if verdict.visible is None else {
+                **doc, "attrs": {k: v for k, v in doc["attrs"].items() if k in verdict.visible}}
+            out.append(shown)
+            groups.setdefault((verdict.provider, verdict.agreement, verdict.product, verdict.status), []).append(shown)
+        for (provider, agreement, product, status), shown_docs in groups.items():
+            self._meter(caller, tenant, operation, status, "", started, provider=provider, agreement=agreement,
+                        product=product, entities=len(shown_docs), size=len(orjson.dumps(shown_docs)))
+        if single and not out and last is not None:
+            self._meter(caller, tenant, operation, "denied", last.reason, started, provider=last.provider,
+                        agreement=last.agreement, product=last.product, entities=1)
+            raise Problem("Forbidden", f"{docs[0]['id']}: {last.reason}",
+                          extra={"explain": f"/exchange/explain?entity={docs[0]['id']}"})
+        return out
+
+    async def _count(self, verdict: Verdict, counted: dict[str, str | None]) -> Verdict:
+        """One use per request and agreement, checked atomically against the policy's count limit."""
+        assert verdict.agreement is not None
+        if verdict.agreement not in counted:
+            uses = await self.store.use(verdict.agreement, verdict.count_limit)
+            counted[verdict.agreement] = None if uses is not None else (
+                f"agreement {verdict.agreement}: count limit of {verdict.count_limit} uses reached")
+        reason = counted[verdict.agreement]
+        if reason:
+            return Verdict("denied", reason, provider=verdict.provider, agreement=verdict.agreement,
+                           product=verdict.product, trace=verdict.trace)
+        return verdict
+
+    async def _context(self, caller: Caller) -> dict[str, Any]:
+        org = await self.exchange.org(caller.organization)
+        agreements = await self.exchange.agreements_of(caller.organization) if caller.organization else []
+        return {"org": org or {}, "agreements": agreements, "public": await self.exchange.public_products(),
+                "purpose": getattr(caller, "purpose", None)}
+
+    async def decide(self, caller: Caller, tenant: str, doc: dict[str, Any], owner: str | None,
+                     context: dict[str, Any], *, action: str = "read", dry_run: bool = False) -> Verdict:
+        if owner is not None and owner == caller.organization:
+            return Verdict("owner", f"{caller.organization} owns this entity", provider=owner, trace=[
+                {"rule": "ownership", "outcome": "owner reads and writes its own entities"}])
+        if owner is None:
+            return Verdict("denied", "the entity has no recorded owner, so no agreement can cover it")
+        types = set(doc["type"])
+        location = _location(doc)
+        trace: list[dict[str, Any]] = []
+        best: Verdict | None = None
+        candidates = [(a, a["_product"]) for a in context["agreements"]] + \
+                     [(None, p) for p in context["public"]]
+        for agreement, product in candidates:
+            label = agreement["id"] if agreement else f"public product {product['id']}"
+            if product["provider"] != owner or product["tenant"] != tenant or not types & set(product["_types"]):
+                continue
+            if product.get("area") and (location is None or not _shape(product["area"]).covers(location)):
+                trace.append({"rule": label, "outcome": "entity outside the product's area"})
+                continue
+            terms = self._terms(product)
+            in_product = [a for a in doc["attrs"] if not product["_attributes"] or a in product["_attributes"]]
+            names = {terms.compact(a): a for a in in_product}
+            policy = agreement["policy"] if agreement else product["offer"]
+            purpose = context.get("purpose") or (agreement or {}).get("purpose")
+            ctx = odrl.Context(action=action, purpose=purpose, location=location,
+                               agreed_at=odrl.parse_time(agreement["agreed_at"]) if agreement else None,
+                               uses=int(agreement["uses"]) if agreement else 0,
+                               recipient=caller.organization, recipient_kind=context["org"].get("kind"),
+                               industry=context["org"].get("sector"))
+            outcome = odrl.evaluate(policy, ctx, set(names))
+            trace.append({"rule": label, "outcome": "allowed" if outcome.allowed else "denied",
+                          "by": outcome.rule, "explanation": outcome.explanation})
+            if not outcome.allowed:
+                if best is None:
+                    best = Verdict("denied", f"{label}: {outcome.rule}: " + "; ".join(outcome.explanation),
+                                   provider=owner, agreement=agreement["id"] if agreement else None,
+                                   product=product["id"])
+                continue
+            visible = {names[n] for n in (outcome.visible or set()) if n in names}
+            masked = len(visible) < len(doc["attrs"])
+            verdict = Verdict("masked" if masked else "granted", f"{label}: granted by {outcome.rule}",
+                              visible=visible, provider=owner, agreement=agreement["id"] if agreement else None,
+                              product=product["id"], count_limit=None if dry_run else outcome.count_limit,
+                              duties=outcome.duties)
+            if best is None or best.status == "denied" or len(visible) > len(best.visible or ()):
+                best = verdict
+        if best is None:
+            best = Verdict("denied", f"no active agreement of {caller.organization or 'an anonymous caller'} "
+                                     f"covers this {', '.join(sorted(doc['type']))} entity of {owner}",
+                           provider=owner)
+        best.trace = trace
+        return best
+
+    def _terms(self, product: dict[str, Any]) -> Any:
+        resolver = self.platform.extras["contexts"]
+        return resolver.term_map(product["@context"]) if product.get("@context") else resolver.core
+
+    def _meter(self, caller: Caller, tenant: str, operation: str, status: str, reason: str, started: float, *,
+               provider: str | None, agreement: str | None = None, product: str | None = None,
+               entities: int = 0, size: int = 0) -> None:
+        now = datetime.now(UTC)
+        self.exchange.meter({
+            "at": iso(now), "day": now.strftime("%Y-%m-%d"), "consumer": caller.organization or "anonymous",
+            "provider": provider, "product": product, "agreement": agreement, "operation": operation,
+            "tenant": tenant, "entities": entities, "bytes": size, "status": status, "reason": reason[:500],
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3)})
+
+
+_SHAPES: dict[str, Any] = {}
+
+
+def _shape(geojson: dict[str, Any]) -> Any:
+    key = orjson.dumps(geojson).decode()
+    if key not in _SHAPES:
+        from shapely.geometry import shape
+        from shapely.prepared import prep
+
+        _SHAPES[key] = prep(shape(geojson))
+    return _SHAPES[key]
+
+
+def _location(doc: dict[str, Any]) -> Any:
+    instances = doc["attrs"].get(LOCATION)
+    if not instances:
+        return None
+    value = instances[0].get("value")
+    if not isinstance(value, dict):
+        return None
+    from shapely.geometry import shape
+
+    try:
+        return shape(value)
+    except Exception:  # noqa: BLE001 - a stored location that shapely cannot read simply has no location
+        return None

@@ -1,0 +1,453 @@
+"""Persistence of the data exchange: one interface, two engines chosen by the database URL.
+
+`sqlite:///path.db` uses the standard library's sqlite3; `postgresql://...` uses psycopg 3 with a pool. Every
+table is prefixed `exchange_` and versioned in `exchange_schema_version`. SQL is written once with `?`
+placeholders; the PostgreSQL engine rewrites them to `%s` (no statement here contains a literal `?` or `%`).
+Documents that the exchange treats as a whole (organizations, products, negotiations) are stored as JSON next
+to the columns that queries filter on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+SCHEMA_VERSION = 1
+
+_DDL = [
+    "CREATE TABLE IF NOT EXISTS exchange_schema_version (version INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS exchange_settings (name TEXT PRIMARY KEY, doc TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS exchange_orgs (id TEXT PRIMARY KEY, doc TEXT NOT NULL, created_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS exchange_keys (id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL,"
+    " organization TEXT NOT NULL, subject TEXT NOT NULL, roles TEXT NOT NULL, scopes TEXT NOT NULL,"
+    " created_at TEXT NOT NULL, expires_at TEXT, revoked_at TEXT)",
+    "CREATE TABLE IF NOT EXISTS exchange_owners (tenant TEXT NOT NULL, entity_id TEXT NOT NULL,"
+    " organization TEXT NOT NULL, claimed_at TEXT NOT NULL, PRIMARY KEY (tenant, entity_id))",
+    "CREATE TABLE IF NOT EXISTS exchange_products (id TEXT PRIMARY KEY, provider TEXT NOT NULL,"
+    " public INTEGER NOT NULL, doc TEXT NOT NULL, created_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS exchange_negotiations (id TEXT PRIMARY KEY, product TEXT NOT NULL,"
+    " provider TEXT NOT NULL, consumer TEXT NOT NULL, state TEXT NOT NULL, doc TEXT NOT NULL,"
+    " created_at TEXT NOT NULL, updated_at TEXT NOT NULL, responded_at TEXT, agreed_at TEXT,"
+    " expires_at TEXT, uses INTEGER NOT NULL DEFAULT 0)",
+    "CREATE INDEX IF NOT EXISTS exchange_negotiations_consumer ON exchange_negotiations (consumer, state)",
+    "CREATE TABLE IF NOT EXISTS exchange_transitions (id {pk}, negotiation TEXT NOT NULL, at TEXT NOT NULL,"
+    " from_state TEXT, to_state TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS exchange_transitions_neg ON exchange_transitions (negotiation, id)",
+    "CREATE TABLE IF NOT EXISTS exchange_metering (id {pk}, at TEXT NOT NULL, day TEXT NOT NULL,"
+    " consumer TEXT NOT NULL, provider TEXT, product TEXT, agreement TEXT, operation TEXT NOT NULL,"
+    " tenant TEXT NOT NULL, entities INTEGER NOT NULL, bytes INTEGER NOT NULL, status TEXT NOT NULL,"
+    " reason TEXT NOT NULL, duration_ms {real} NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS exchange_metering_day ON exchange_metering (day, consumer, provider)",
+    "CREATE INDEX IF NOT EXISTS exchange_metering_agreement ON exchange_metering (agreement)",
+]
+_TABLES = ("exchange_metering", "exchange_transitions", "exchange_negotiations", "exchange_products",
+           "exchange_owners", "exchange_keys", "exchange_orgs", "exchange_settings", "exchange_schema_version")
+METERING_COLUMNS = ("at", "day", "consumer", "provider", "product", "agreement", "operation", "tenant",
+                    "entities", "bytes", "status", "reason", "duration_ms")
+
+
+class Tx(Protocol):
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
+
+
+def _doc(row: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(row["doc"])  # type: ignore[no-any-return]
+
+
+def _negotiation(row: dict[str, Any]) -> dict[str, Any]:
+    doc = _doc(row)
+    doc.update(state=row["state"], updated_at=row["updated_at"], uses=int(row["uses"]),
+               responded_at=row["responded_at"], agreed_at=row["agreed_at"], expires_at=row["expires_at"])
+    return doc
+
+
+class ExchangeStore:
+    """The exchange's store. Each method is one short transaction (the SQLite file is shared)."""
+
+    dialect = ""
+
+    def transaction(self) -> Any:
+        raise NotImplementedError
+
+    async def connect(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    def _ddl(self) -> list[str]:
+        raise NotImplementedError
+
+    async def migrate(self) -> None:
+        async with self.transaction() as tx:
+            for statement in self._ddl():
+                await tx.execute(statement)
+            rows = await tx.execute("SELECT version FROM exchange_schema_version")
+            if not rows:
+                await tx.execute("INSERT INTO exchange_schema_version (version) VALUES (?)", [SCHEMA_VERSION])
+            elif rows[0]["version"] > SCHEMA_VERSION:
+                raise RuntimeError(f"exchange schema version {rows[0]['version']} is newer than this code "
+                                   f"({SCHEMA_VERSION}); upgrade civicmesh")
+
+    async def drop_all(self) -> None:
+        async with self.transaction() as tx:
+            for table in _TABLES:
+                await tx.execute(f"DROP TABLE IF EXISTS {table}")
+
+    # --- settings (the OIDC issuer configuration) ---------------------------------------------------------
+    async def get_setting(self, name: str) -> dict[str, Any] | None:
+        async with self.transaction() as tx:
+            rows = await tx.execute("SELECT doc FROM exchange_settings WHERE name = ?", [name])
+        return _doc(rows[0]) if rows else None
+
+    async def put_setting(self, name: str, doc: dict[str, Any]) -> None:
+        async with self.transaction() as tx:
+            await tx.execute("DELETE FROM exchange_settings WHERE name = ?", [name])
+            await tx.execute("INSERT INTO exchange_settings (name, doc) VALUES (?, ?)", [name, json.dumps(doc)])
+
+    # --- organizations ------------------------------------------------------------------------------------
+    async def add_org(self, doc: dict[str, Any]) -> bool:
+        async with self.transaction() as tx:
+            if await tx.execute("SELECT 1 AS x FROM exchange_orgs WHERE id = ?", [doc["id"]]):
+                return False
+            await tx.execute("INSERT INTO exchange_orgs (id, doc, created_at) VALUES (?, ?, ?)",
+                             [doc["id"], json.dumps(doc, ensure_ascii=False), doc["created_at"]])
+        return True
+
+    async def put_org(self, doc: dict[str, Any]) -> None:
+        async with self.transaction() as tx:
+            await tx.execute("UPDATE exchange_orgs SET doc = ? WHERE id = ?",
+                             [json.dumps(doc, ensure_ascii=False), doc["id"]])
+
+    async def get_org(self, org_id: str) -> dict[str, Any] | None:
+        async with self.transaction() as tx:
+            rows = await tx.execute("SELECT doc FROM exchange_orgs WHERE id = ?", [org_id])
+        return _doc(rows[0]) if rows else None
+
+    async def list_orgs(self) -> list[dict[str, Any]]:
+        async with self.transaction() as tx:
+            rows = await tx.execute("SELECT doc FROM exchange_orgs ORDER BY id")
+        return [_doc(r) for r in rows]
+
+    # --- API keys -----------------------------------------------------------------------------------------
+    async def add_key(self, row: dict[str, Any]) -> None:
+        async with self.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO exchange_keys (id, secret_hash, organization, subject, roles, scopes, created_at,"
+                " expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                [row["id"], row["secret_hash"], row["organization"], row["subject"], json.dumps(row["roles"]),
+                 json.dumps(row["scopes"]), row["created_at"], row["expires_at"]])
+
+    async def get_key(self, key_id: str) -> dict[str, Any] | None:
+        async with self.transaction() as tx:
+            rows = await tx.execute("SELECT * FROM exchange_keys WHERE id = ?", [key_id])
+        if not rows:
+            return None
+        row = dict(rows[0])
+        row["roles"], row["scopes"] = json.loads(row["roles"]), json.loads(row["scopes"])
+        return row
+
+    async def list_keys(self, organization: str | None) -> list[dict[str, Any]]:
+        where, params = ("WHERE organization = ?", [organization]) if organization else ("", [])
+        async with self.transaction() as tx:
+            rows = await tx.execute("SELECT id, organization, subject, roles, scopes, created_at, expires_at,"
+                                    f" revoked_at FROM exchange_keys {where} ORDER BY created_at", params)
+        out = []
+        for r in rows:
+            row = dict(r)
+            row["roles"], row["scopes"] = json.loads(row["roles"]), json.loads(row["scopes"])
+            out.append(row)
+        return out
+
+    async def revoke_key(self, key_id: str, at: str) -> bool:
+        async with self.transaction() as tx:
+            rows = await tx.execute("UPDATE exchange_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
+                                    " RETURNING id", [at, key_id])
+        return bool(rows)
+
+    async def has_platform_admin(self) -> bool:
+        async with self.transaction() as tx:
+            rows = await tx.execute("SELECT roles FROM exchange_keys WHERE revoked_at IS NULL")
+        return any("platform_admin" in json.loads(r["roles"]) for r in rows)
+
+    # --- ownership ----------------------------------------------------------------------------------------
+    async def owners(self, tenant: str, ids: Sequence[str]) -> dict[str, str]:
+        if not ids:
+            return {}
+        found: dict[str, str] = {}
+        # Chunked so a 1000-entity page stays under SQLite's parameter limit.
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            async with self.transaction() as tx:
+                rows = await tx.execute(f"SELECT entity_id, organization FROM exchange_owners WHERE tenant = ?"
+                                        f" AND entity_id IN ({marks})", [tenant, *chunk])
+            found.update({r["entity_id"]: r["organization"] for r in rows})
+        return found
+
+    async def claim(self, tenant: str, entity_id: str, organization: str, at: str) -> None:
+        async with self.transaction() as tx:
+            await tx.execute("DELETE FROM exchange_owners WHERE tenant = ? AND entity_id = ?", [tenant, entity_id])
+            await tx.execute("INSERT INTO exchange_owners (tenant, entity_id, organization, claimed_at)"
+                             " VALUES (?, ?, ?, ?)", [tenant, entity_id, organization, at])
+
+    async def release(self, tenant: str, entity_id: str) -> None:
+        async with self.transaction() as tx:
+            await tx.execute("DELETE FROM exchange_owners WHERE tenant = ? AND entity_id = ?", [tenant, entity_id])
+
+    # --- products -----------------------------------------------------------------------------------------
+    async def add_product(self, doc: dict[str, Any]) -> None:
+        async with self.transaction() as tx:
+            await tx.execute("INSERT INTO exchange_products (id, provider, public, doc, created_at)"
+                             " VALUES (?, ?, ?, ?, ?)",
+                             [doc["id"], doc["provider"], int(bool(doc.get("public"))),
+                              json.dumps(doc, ensure_ascii=False), doc["created_at"]])
+
+    async def get_product(self, product_id: str) -> dict[str, Any] | None:
+        async with self.transaction() as tx:
+            rows = await tx.execute("SELECT doc FROM exchange_products WHERE id = ?", [product_id])
+        return _doc(rows[0]) if rows else None
+
+    async def list_products(self, *, public_only: bool = False) -> list[dict[str, Any]]:
+        where = " WHERE public = 1" if public_only else ""
+        async with self.transaction() as tx:
+            rows = await tx.execute(f"SELECT doc FROM exchange_products{where} ORDER BY created_at, id")
+        return [_doc(r) for r in rows]
+
+    # --- negotiations (access request -> agreement) ---------------------------------------------------------
+    async def add_negotiation(self, doc: dict[str, Any], transition: dict[str, Any]) -> None:
+        async with self.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO exchange_negotiations (id, product, provider, consumer, state, doc, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [doc["id"], doc["product"], doc["provider"], doc["consumer"], doc["state"],
+                 json.dumps(doc, ensure_ascii=False), doc["created_at"], doc["created_at"]])
+            await self._transition(tx, transition)
+
+    async def move(self, negotiation_id: str, expect: Sequence[str], state: str, transition: dict[str, Any],
+                   *, doc: dict[str, Any] | None = None, responded: bool = False,
+                   agreed_at: str | None = None, expires_at: str | None = None) -> dict[str, Any] | None:
+        """Move to `state` only if still in one of `expect` (so two approvers cannot both act). None: it was not."""
+        sets = ["state = ?", "updated_at = ?"]
+        params: list[Any] = [state, transition["at"]]
+        if doc is not None:
+            sets.append("doc = ?")
+            params.append(json.dumps(doc, ensure_ascii=False))
+        if responded:
+            sets.append("responded_at = COALESCE(responded_at, ?)")
+            params.append(transition["at"])
+        if agreed_at is not None:
+            sets += ["agreed_at = ?", "expires_at = ?"]
+            params += [agreed_at, expires_at]
+        marks = ", ".join("?" for _ in expect)
+        async with self.transaction() as tx:
+            rows = await tx.execute(f"UPDATE exchange_negotiations SET {', '.join(sets)} WHERE id = ? AND state IN"
+                                    f" ({marks}) RETURNING *", [*params, negotiation_id, *expect])
+            if not rows:
+                return None
+            await self._transition(tx, transition)
+        return _negotiation(rows[0])
+
+    @staticmethod
+    async def _transition(tx: Tx, t: dict[str, Any]) -> None:
+        await tx.execute("INSERT INTO exchange_transitions (negotiation, at, from_state, to_state, actor, reason)"
+                         " VALUES (?, ?, ?, ?, ?, ?)",
+                         [t["negotiation"], t["at"], t["from"], t["to"], t["actor"], t["reason"]])
+
+    async def get_negotiation(self, negotiation_id: str) -> dict[str, Any] | None:
+        async with self.transaction() as tx:
+            rows = await tx.execute("SELECT * FROM exchange_negotiations WHERE id = ?", [negotiation_id])
+        return _negotiation(rows[0]) if rows else None
+
+    async def list_negotiations(self, *, organization: str | None = None, state: str | None = None,
+                                consumer: str | None = None) -> list[dict[str, Any]]:
+        clauses, params = [], []
+        if organization:
+            clauses.append("(consumer = ? OR provider = ?)")
+            params += [organization, organization]
+        if consumer:
+            clauses.append("consumer = ?")
+            params.append(consumer)
+        if state:
+            clauses.append("state = ?")
+            params.append(state)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        async with self.transaction() as tx:
+            rows = await tx.execute(f"SELECT * FROM exchange_negotiations{where} ORDER BY created_at, id", params)
+        return [_negotiation(r) for r in rows]
+
+    async def transitions(self, negotiation_id: str) -> list[dict[str, Any]]:
+        async with self.transaction() as tx:
+            return await tx.execute("SELECT at, from_state, to_state, actor, reason FROM exchange_transitions"
+                                    " WHERE negotiation = ? ORDER BY id", [negotiation_id])
+
+    async def use(self, agreement_id: str, limit: int | None) -> int | None:
+        """Count one use; with a limit, only while under it. The new count, or None when the limit is reached."""
+        guard, params = ("", [agreement_id]) if limit is None else (" AND uses < ?", [agreement_id, limit])
+        async with self.transaction() as tx:
+            rows = await tx.execute("UPDATE exchange_negotiations SET uses = uses + 1 WHERE id = ?"
+                                    f"{guard} RETURNING uses", params)
+        return int(rows[0]["uses"]) if rows else None
+
+    # --- metering -----------------------------------------------------------------------------------------
+    async def add_metering(self, records: Sequence[dict[str, Any]]) -> None:
+        if not records:
+            return
+        marks = ", ".join("?" for _ in METERING_COLUMNS)
+        async with self.transaction() as tx:
+            for record in records:
+                await tx.execute(f"INSERT INTO exchange_metering ({', '.join(METERING_COLUMNS)}) VALUES ({marks})",
+                                 [record[c] for c in METERING_COLUMNS])
+
+    async def metering(self, *, organization: str | None = None, agreement: str | None = None,
+                       since: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        clauses, params = [], []
+        if organization:
+            clauses.append("(consumer = ? OR provider = ?)")
+            params += [organization, organization]
+        if agreement:
+            clauses.append("agreement = ?")
+            params.append(agreement)
+        if since:
+            clauses.append("at >= ?")
+            params.append(since)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        async with self.transaction() as tx:
+            return await tx.execute(f"SELECT * FROM exchange_metering{where} ORDER BY id DESC LIMIT ?",
+                                    [*params, int(limit)])
+
+    async def metering_daily(self, organization: str | None = None) -> list[dict[str, Any]]:
+        where, params = (" WHERE (consumer = ? OR provider = ?)", [organization, organization]) \
+            if organization else ("", [])
+        async with self.transaction() as tx:
+            return await tx.execute(
+                "SELECT day, consumer, provider, COUNT(*) AS requests, SUM(entities) AS entities,"
+                " SUM(bytes) AS bytes, SUM(CASE WHEN status = 'denied' THEN 1 ELSE 0 END) AS denied"
+                f" FROM exchange_metering{where} GROUP BY day, consumer, provider ORDER BY day, consumer, provider",
+                params)
+
+    async def metering_totals(self) -> list[dict[str, Any]]:
+        """Per (consumer, provider, product, status): how many requests (for KPIs)."""
+        async with self.transaction() as tx:
+            return await tx.execute(
+                "SELECT consumer, provider, product, status, COUNT(*) AS requests, SUM(entities) AS entities"
+                " FROM exchange_metering GROUP BY consumer, provider, product, status")
+
+
+class _SqliteTx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._conn.execute(sql, list(params)).fetchall()]
+
+
+class SqliteExchangeStore(ExchangeStore):
+    """SQLite engine: short local calls on the event loop under one asyncio lock."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def connect(self) -> None:
+        if self.path not in ("", ":memory:"):
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path or ":memory:", isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        self._conn = conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _ddl(self) -> list[str]:
+        return [s.format(pk="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL") for s in _DDL]
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_SqliteTx]:
+        if self._conn is None:
+            raise RuntimeError("exchange store is not connected")
+        async with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteTx(self._conn)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+
+class _PgTx:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        cursor = await self._conn.execute(sql.replace("?", "%s"), list(params))
+        if cursor.description is None:
+            return []
+        return list(await cursor.fetchall())
+
+
+class PostgresExchangeStore(ExchangeStore):
+    dialect = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._pool: Any = None
+
+    async def connect(self) -> None:
+        from psycopg.rows import dict_row
+        from psycopg_pool import AsyncConnectionPool
+
+        self._pool = AsyncConnectionPool(self.url, min_size=1, max_size=8, open=False,
+                                         kwargs={"row_factory": dict_row, "autocommit": True})
+        await self._pool.open(wait=True, timeout=10)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    def _ddl(self) -> list[str]:
+        return [s.format(pk="BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY", real="DOUBLE PRECISION")
+                for s in _DDL]
+
+    async def migrate(self) -> None:
+        # Two workers starting together must not race on CREATE TABLE.
+        async with self._pool.connection() as conn:
+            await conn.execute("SELECT pg_advisory_lock(hashtext('exchange_schema'))")
+            try:
+                await super().migrate()
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(hashtext('exchange_schema'))")
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_PgTx]:
+        if self._pool is None:
+            raise RuntimeError("exchange store is not connected")
+        async with self._pool.connection() as conn, conn.transaction():
+            yield _PgTx(conn)
+
+
+def open_exchange_store(database_url: str) -> ExchangeStore:
+    """sqlite:///relative.db, sqlite:////abs.db, sqlite:// (memory) or postgresql://"""
+    scheme = urlsplit(database_url).scheme
+    if scheme == "sqlite":
+        path = database_url[len("sqlite://"):]
+        path = path[1:] if path.startswith("/") else path
+        return SqliteExchangeStore(path or ":memory:")
+    if scheme in ("postgresql", "postgres"):
+        return PostgresExchangeStore(database_url)
+    raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:/// or postgresql://")
