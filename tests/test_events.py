@@ -107,3 +107,54 @@ def test_relay_with_no_subscribers_follows_the_outbox(tmp_path: Path, n: int) ->
         await store.close()
 
     asyncio.run(run())
+
+
+async def _one_relay_per_database(url: str) -> None:
+    parse = EntityParser(ContextResolver().core).entity
+    stores = [open_store(url), open_store(url)]
+    for store in stores:
+        await store.open()
+    seen: dict[int, list[int]] = {0: [], 1: []}
+    relays = []
+    for i, store in enumerate(stores):
+        relay = OutboxRelay(store, idle_poll=0.05)
+        relay._standby_poll = 0.1
+        store.add_listener(relay.notify)
+
+        async def record(event: ChangeEvent, i: int = i) -> None:
+            seen[i].append(event.seq)
+
+        relay.subscribe("history", record, durable=True)
+        await relay.start()
+        relays.append(relay)
+    await asyncio.sleep(0.3)
+    assert [r.owner for r in relays] == [True, False]
+    await Broker(stores[1], Gate()).create("", parse(entity(1)))  # written by the standby worker
+    await relays[0].wait_until(await stores[0].last_outbox_seq())
+    assert len(seen[0]) == 1 and seen[1] == []
+    await relays[0].stop()
+    await stores[0].close()  # the owner goes away: the standby takes over where it stopped
+    await Broker(stores[1], Gate()).create("", parse(entity(2)))
+    await asyncio.wait_for(_until(lambda: relays[1].owner), 5)
+    await relays[1].wait_until(await stores[1].last_outbox_seq())
+    assert len(seen[1]) == 1 and len(seen[0]) == 1
+    await relays[1].stop()
+    await stores[1].close()
+
+
+async def _until(condition) -> None:
+    while not condition():
+        await asyncio.sleep(0.05)
+
+
+def test_only_one_worker_relays_a_database(database_url: str, tmp_path: Path) -> None:
+    if database_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path / 'workers.db'}"
+    else:
+        from tests.conftest import drop_postgres, fresh_postgres_url
+        url = fresh_postgres_url("civicmesh_workers")
+    try:
+        asyncio.run(_one_relay_per_database(url))
+    finally:
+        if url.startswith("postgresql"):
+            drop_postgres(url)

@@ -69,6 +69,8 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._delivered = asyncio.Condition()
         self.position = 0
+        self.owner = False
+        self._standby_poll = 2.0
 
     def subscribe(self, name: str, handler: Handler, *, durable: bool = False) -> None:
         """Register before `start()`. A durable subscriber resumes where it stopped; others start at the tip."""
@@ -81,12 +83,30 @@ class OutboxRelay:
         self._wake.set()
 
     async def start(self) -> None:
+        """Relay from here if this process owns the database's relay; otherwise stand by and take over when the
+        owner goes away, so several workers on one database never run a durable subscriber twice."""
+        acquire = getattr(self._store, "acquire_relay_lock", None)
+        if acquire is None or await acquire():
+            await self._take_over()
+            self._task = asyncio.create_task(self._run(), name="outbox-relay")
+        else:
+            self._task = asyncio.create_task(self._stand_by(acquire), name="outbox-relay-standby")
+
+    async def _stand_by(self, acquire: Callable[[], Awaitable[bool]]) -> None:
+        while not await acquire():
+            await asyncio.sleep(self._standby_poll)
+        await self._take_over()
+        await self._run()
+
+    async def _take_over(self) -> None:
         tip = await self._store.last_outbox_seq()
         for sub in self._subscribers:
             saved = await self._store.get_cursor(sub.name) if sub.durable else None
             sub.position = saved if saved is not None else tip
-        self.position = min([s.position for s in self._subscribers], default=tip)
-        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+        async with self._delivered:
+            self.position = min([s.position for s in self._subscribers], default=tip)
+            self.owner = True
+            self._delivered.notify_all()
 
     async def stop(self) -> None:
         if self._task:

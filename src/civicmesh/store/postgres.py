@@ -79,6 +79,7 @@ MIGRATIONS: list[list[str]] = [
 
 # Outbox rows are numbered and committed under this lock, so the relay never sees seq N+1 before N.
 _OUTBOX_LOCK = 7_311_001
+_RELAY_LOCK = 7_311_002  # held by the one process that relays the outbox
 
 # `&&` lets the GiST index find candidates; ST_MakeValid keeps GEOS from failing on self-intersecting areas.
 _GEO_SQL = {
@@ -143,6 +144,7 @@ class PostgresStore:
         self._created_since_analyze = 0
         self._analyzed_size = 0
         self._analyze_task: asyncio.Task[None] | None = None
+        self._relay_conn: psycopg.AsyncConnection | None = None
         self._compiler = QueryCompiler(PostgresDialect(), self._akeys_get, self._tkeys_get)
 
     def add_listener(self, callback: Callable[[], None]) -> None:
@@ -175,6 +177,9 @@ class PostgresStore:
                 await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
 
     async def close(self) -> None:
+        if self._relay_conn is not None:
+            await self._relay_conn.close()
+            self._relay_conn = None
         if self._analyze_task is not None:
             await self._analyze_task
         await self._pool.close()
@@ -425,6 +430,20 @@ class PostgresStore:
             cur = await conn.execute("DELETE FROM documents WHERE tenant = %s AND kind = %s AND id = %s",
                                      (tenant, kind, doc_id))
             return cur.rowcount == 1
+
+    # -- relay ownership -----------------------------------------------------------------------------------
+    async def acquire_relay_lock(self) -> bool:
+        """One process per database relays the outbox: a session advisory lock on a connection of its own,
+        released when that connection ends (close, crash, network loss)."""
+        if self._relay_conn is not None:
+            return True
+        conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (_RELAY_LOCK,))).fetchone()
+        if row and row[0]:
+            self._relay_conn = conn
+            return True
+        await conn.close()
+        return False
 
     # -- plain statements for the store's own modules (store/history.py) ---------------------------------
     async def run_statements(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> int:

@@ -225,6 +225,11 @@ class SqliteStore:
                 raise
 
     async def close(self) -> None:
+        lock = getattr(self, "_relay_lock", None)
+        if lock is not None:
+            lock.close()  # releases the flock
+            self._relay_lock = None
+
         def shut() -> None:
             if self._writer is not None:
                 self._writer.close()
@@ -491,6 +496,25 @@ class SqliteStore:
             return self._writer.execute("DELETE FROM documents WHERE tenant = ? AND kind = ? AND id = ?",
                                         (tenant, kind, doc_id)).rowcount == 1
         return await self._in_writer(run)
+
+    # -- relay ownership -----------------------------------------------------------------------------------
+    async def acquire_relay_lock(self) -> bool:
+        """One process per database file relays the outbox: an exclusive lock on a file beside the database,
+        held until this process closes the store (or dies)."""
+        if self.path == ":memory:":
+            return True
+        if getattr(self, "_relay_lock", None) is not None:
+            return True
+        import fcntl
+
+        handle = open(f"{self.path}.relay-lock", "a+")  # noqa: SIM115 - held open for the process's lifetime
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._relay_lock = handle
+        return True
 
     # -- plain statements for the store's own modules (store/history.py) ---------------------------------
     async def run_statements(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> int:
