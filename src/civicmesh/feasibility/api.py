@@ -1,7 +1,11 @@
-"""POST /feasibility/evaluate: a project (YAML or JSON body) in, the figures (JSON) or the report (HTML) out."""
+"""POST /feasibility/evaluate: a project (YAML or JSON body) in, the figures (JSON) or the report (HTML) out.
+
+Over HTTP a project may not name files (they would resolve on the server); an input–output table is given inline.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -10,40 +14,51 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from civicmesh.errors import Problem
-from civicmesh.feasibility.project import ProjectError, load_project
+from civicmesh.feasibility.evaluate import as_json, run
+from civicmesh.feasibility.model import ProjectError, load_project
 from civicmesh.feasibility.report import render_html
-from civicmesh.feasibility.run import as_json, run
 
+MAX_BODY = 1_000_000
 MAX_DRAWS = 200_000
+
+
+def _draws(raw: str) -> int:
+    try:
+        draws = int(raw)
+    except ValueError:
+        raise Problem("BadRequestData", f"draws must be a whole number, not {raw!r}") from None
+    if not 100 <= draws <= MAX_DRAWS:
+        raise Problem("BadRequestData", f"draws must be between 100 and {MAX_DRAWS:,}, not {draws:,}")
+    return draws
 
 
 def mount(app: FastAPI, platform: Any) -> None:
     router = APIRouter(prefix="/feasibility", tags=["feasibility"])
 
-    @router.post("/evaluate")
+    @router.post("/evaluate", summary="Evaluate a project file (YAML or JSON body)",
+                 responses={200: {"content": {"application/json": {}, "text/html": {}}}})
     async def evaluate(request: Request) -> Response:
         body = await request.body()
-        if len(body) > 1_000_000:
-            raise Problem("PayloadTooLarge", f"a project file of {len(body)} bytes is over the 1 MB limit")
+        if len(body) > MAX_BODY:
+            raise Problem("PayloadTooLarge", f"a project file of {len(body):,} bytes is over the "
+                          f"{MAX_BODY:,}-byte limit")
+        if not body.strip():
+            raise Problem("BadRequestData", "the body is empty; send the project file as YAML or JSON")
         params = request.query_params
-        fmt = params.get("format", "json")
-        lang = params.get("lang", "en")
-        if fmt not in ("json", "html") or lang not in ("en", "zh"):
-            raise Problem("BadRequestData", "format must be json or html and lang must be en or zh")
+        fmt, lang = params.get("format", "json"), params.get("lang", "en")
+        if fmt not in ("json", "html"):
+            raise Problem("BadRequestData", f"format must be json or html, not {fmt!r}")
+        if lang not in ("en", "zh"):
+            raise Problem("BadRequestData", f"lang must be en or zh, not {lang!r}")
+        draws = _draws(params.get("draws", "10000"))
         try:
-            draws = int(params.get("draws", "10000"))
-        except ValueError:
-            raise Problem("BadRequestData", "draws must be a whole number") from None
-        if not 100 <= draws <= MAX_DRAWS:
-            raise Problem("BadRequestData", f"draws must be between 100 and {MAX_DRAWS:,}")
-        try:
-            project = load_project("request body", text=body.decode("utf-8"))
-            # Relative input-output tables would resolve against the server's working directory: refuse them.
-            if project.io:
-                raise ProjectError("input_output", "input-output tables are read from files; use the CLI for them")
-            result = run(project, draws=draws)
+            text = body.decode("utf-8")
         except UnicodeDecodeError:
             raise Problem("BadRequestData", "the project file is not UTF-8 text") from None
+        try:
+            project = load_project("request body", text=text, base_dir=None)
+            # The evaluation is CPU-bound (Monte Carlo): keep the event loop free for other requests.
+            result = await asyncio.to_thread(run, project, draws=draws)
         except ProjectError as exc:
             raise Problem("BadRequestData", str(exc), extra={"field": exc.where, "line": exc.line}) from exc
         if fmt == "html":

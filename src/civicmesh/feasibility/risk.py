@@ -1,4 +1,9 @@
-"""Monte Carlo over the drivers: distributions, a Gaussian copula for correlation, and the risk register."""
+"""Risk: the register (probability × impact, by category) and Monte Carlo over the drivers.
+
+Distributions are on driver multipliers (1.0 = the base case). Correlation goes through a Gaussian copula:
+correlated standard normals are turned into uniforms and then into each marginal by its inverse CDF, so every
+marginal keeps its own shape. Each risk in the register becomes a Bernoulli event that moves its driver.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,13 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from civicmesh.feasibility import finance
-from civicmesh.feasibility.model import Streams, flows
-from civicmesh.feasibility.project import Project, ProjectError, Uncertain
+from civicmesh.feasibility import metrics
+from civicmesh.feasibility.cashflow import Streams, economic_flows, financial_flows
+from civicmesh.feasibility.model import Project, ProjectError, Uncertain
+
+# Risk levels (一般/较大/严重/重大) by expected loss of economic NPV as a share of the PV of the investment.
+# The cut-offs are this evaluator's convention, stated in the report, not a figure from the guide.
+LEVELS = [(0.01, "low", "一般"), (0.03, "medium", "较大"), (0.10, "high", "严重"), (float("inf"), "critical", "重大")]
 
 
 def inverse_cdf(spec: Uncertain, u: np.ndarray) -> np.ndarray:
@@ -18,8 +27,7 @@ def inverse_cdf(spec: Uncertain, u: np.ndarray) -> np.ndarray:
     if spec.dist == "uniform":
         return p["low"] + (p["high"] - p["low"]) * u
     if spec.dist == "triangular":
-        width = p["high"] - p["low"]
-        return stats.triang.ppf(u, (p["mode"] - p["low"]) / width, loc=p["low"], scale=width)
+        return _triangular_ppf(u, p["low"], p["mode"], p["high"])
     if spec.dist == "pert":
         width = p["high"] - p["low"]
         a = 1 + 4 * (p["mode"] - p["low"]) / width
@@ -27,73 +35,84 @@ def inverse_cdf(spec: Uncertain, u: np.ndarray) -> np.ndarray:
         return p["low"] + width * stats.beta.ppf(u, a, b)
     if spec.dist == "normal":
         return stats.norm.ppf(u, p["mean"], p["sd"])
-    sigma2 = np.log(1 + (p["sd"] / p["mean"]) ** 2)  # lognormal given the variable's own mean and sd
-    return stats.lognorm.ppf(u, np.sqrt(sigma2), scale=p["mean"] * np.exp(-sigma2 / 2))
+    # Lognormal given the multiplier's own mean and sd (not those of its logarithm).
+    sigma2 = np.log1p((p["sd"] / p["mean"]) ** 2)
+    return p["mean"] * np.exp(-sigma2 / 2 + np.sqrt(sigma2) * stats.norm.ppf(u))
 
 
-def _targets(p: Project, driver: str) -> list[str]:
-    if driver == "benefits":
-        return [f"benefit:{b.name}" for b in p.benefits]
-    if driver in ("capex", "opex") or driver.startswith("benefit:"):
-        return [driver]
-    return [f"benefit:{driver}"]
+def _triangular_ppf(u: np.ndarray, low: float, mode: float, high: float) -> np.ndarray:
+    width = high - low
+    split = (mode - low) / width
+    left = low + np.sqrt(u * width * (mode - low))
+    right = high - np.sqrt((1 - u) * width * (high - mode))
+    return np.where(u < split, left, right)
 
 
-def draw_multipliers(p: Project, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    specs = p.uncertainty
-    index = {s.driver: i for i, s in enumerate(specs)}
-    corr = np.eye(len(specs))
+def _copula(p: Project) -> np.ndarray:
+    index = {spec.driver: i for i, spec in enumerate(p.uncertainty)}
+    corr = np.eye(len(index))
     for a, b, rho in p.correlations:
-        if a not in index or b not in index:
-            raise ProjectError("uncertainty.correlation", f"{a!r} and {b!r} must both have a distribution")
         corr[index[a], index[b]] = corr[index[b], index[a]] = rho
     try:
-        chol = np.linalg.cholesky(corr)
+        return np.linalg.cholesky(corr)
     except np.linalg.LinAlgError as exc:
-        raise ProjectError("uncertainty.correlation", "the correlations are not a valid (positive definite) "
+        raise ProjectError("uncertainty.correlation", "the coefficients do not form a valid (positive definite) "
                            "correlation matrix") from exc
-    z = rng.standard_normal((n, len(specs))) @ chol.T
-    u = np.clip(stats.norm.cdf(z), 1e-12, 1 - 1e-12)
+
+
+def draw_multipliers(p: Project, n: int, rng: np.random.Generator,
+                     chol: np.ndarray | None = None) -> dict[str, np.ndarray]:
     m: dict[str, np.ndarray] = {d: np.ones(n) for d in p.drivers}
-    for i, spec in enumerate(specs):
-        values = inverse_cdf(spec, u[:, i])
-        for target in _targets(p, spec.driver):
-            m[target] = m[target] * values
+    if p.uncertainty:
+        chol = _copula(p) if chol is None else chol
+        z = rng.standard_normal((n, len(p.uncertainty))) @ chol.T
+        u = np.clip(stats.norm.cdf(z), 1e-12, 1 - 1e-12)
+        for i, spec in enumerate(p.uncertainty):
+            values = np.maximum(inverse_cdf(spec, u[:, i]), 0.0)  # a normal tail must not make costs negative
+            for target in p.targets(spec.driver):
+                m[target] = m[target] * values
     for risk in p.risks:
         occurs = rng.random(n) < risk.probability
-        for target in _targets(p, risk.driver):
+        for target in p.targets(risk.driver):
             m[target] = m[target] * np.where(occurs, 1 + risk.change, 1.0)
     return m
 
 
-def payback_years(values: np.ndarray) -> np.ndarray:
-    """Interpolated payback per row; NaN where the row never pays back."""
-    cumulative = np.cumsum(values, axis=1)
-    turned = (cumulative >= 0) & np.concatenate([np.ones((len(values), 1), bool), cumulative[:, :-1] < 0], axis=1)
-    any_turn = turned.any(axis=1)
-    t = np.argmax(turned, axis=1)
-    previous = cumulative[np.arange(len(values)), np.maximum(t - 1, 0)]
-    current = values[np.arange(len(values)), t]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        years = np.where(t == 0, 0.0, t - 1 + (-previous) / current)
-    return np.where(any_turn, years, np.nan)
+def register(p: Project, s: Streams) -> list[dict[str, Any]]:
+    """Each risk's effect on economic NPV if it happens, its expected loss and its level, largest first."""
+    base = metrics.npv(p.social_rate, economic_flows(s))
+    pv_investment = float(s.capex_economic @ metrics.discount_factors(p.social_rate, len(s.capex)))
+    rows = []
+    for risk in p.risks:
+        hit = metrics.npv(p.social_rate, economic_flows(s, dict.fromkeys(p.targets(risk.driver), 1 + risk.change)))
+        impact = hit - base
+        expected = risk.probability * impact
+        share = abs(min(expected, 0.0)) / pv_investment if pv_investment else 0.0
+        level = next((en, zh) for limit, en, zh in LEVELS if share < limit)
+        rows.append({"name": risk.name, "category": risk.category, "probability": risk.probability,
+                     "driver": risk.driver, "change": risk.change, "npv_impact": impact,
+                     "expected_npv_impact": expected, "score": share, "level": level[0], "level_zh": level[1]})
+    return sorted(rows, key=lambda r: r["expected_npv_impact"])
 
 
 def monte_carlo(p: Project, s: Streams, draws: int = 10_000, seed: int = 2026, chunk: int = 25_000,
                 progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Economic and financial NPV and financial payback over `draws` joint draws, in vectorized chunks."""
+    if draws < 1:
+        raise ValueError("Monte Carlo needs at least one draw")
     rng = np.random.default_rng(seed)
-    d_soc = finance.discount_factors(p.social_rate, p.horizon + 1)
-    d_fin = finance.discount_factors(p.financial_rate, p.horizon + 1)
+    chol = _copula(p) if p.uncertainty else None
+    d_soc = metrics.discount_factors(p.social_rate, p.horizon + 1)
+    d_fin = metrics.discount_factors(p.financial_rate, p.horizon + 1)
     eco_npv, fin_npv, paybacks = [], [], []
     done = 0
     while done < draws:
         n = min(chunk, draws - done)
-        m = draw_multipliers(p, n, rng)
-        eco = flows(p, s, m, economic=True)  # type: ignore[arg-type]
-        fin = flows(p, s, m, economic=False)  # type: ignore[arg-type]
-        eco_npv.append(eco @ d_soc)
+        m = draw_multipliers(p, n, rng, chol)
+        fin = financial_flows(p, s, m)
+        eco_npv.append(economic_flows(s, m) @ d_soc)
         fin_npv.append(fin @ d_fin)
-        paybacks.append(payback_years(fin))
+        paybacks.append(metrics.payback_years(fin))
         done += n
         if progress:
             progress(n)
@@ -102,14 +121,15 @@ def monte_carlo(p: Project, s: Streams, draws: int = 10_000, seed: int = 2026, c
     counts, edges = np.histogram(e, bins=40)
     return {
         "draws": draws, "seed": seed,
-        "economic_npv": _percentiles(e), "financial_npv": _percentiles(f),
+        "economic_npv": summary(e), "financial_npv": summary(f),
         "p_economic_npv_negative": float((e < 0).mean()), "p_financial_npv_negative": float((f < 0).mean()),
-        "payback": _percentiles(paid) if len(paid) else None,
+        "payback": summary(paid) if len(paid) else None,
         "share_never_paying_back": float(np.isnan(pb).mean()),
         "histogram": {"counts": counts.tolist(), "edges": edges.tolist()},
     }
 
 
-def _percentiles(values: np.ndarray) -> dict[str, float]:
+def summary(values: np.ndarray) -> dict[str, float]:
     p10, p50, p90 = np.percentile(values, [10, 50, 90])
-    return {"mean": float(values.mean()), "p10": float(p10), "p50": float(p50), "p90": float(p90)}
+    return {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "p10": float(p10), "p50": float(p50), "p90": float(p90)}
