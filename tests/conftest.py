@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -14,8 +15,12 @@ import httpx
 import pytest
 import uvicorn
 
-from civicmesh.app import create_app
-from civicmesh.config import Settings
+# Nothing a test starts may write into the checkout's ./civicmesh-data (where `make run` keeps the real data);
+# set before civicmesh is imported, since the default data directory is read at import.
+os.environ.setdefault("CIVICMESH_DATA_DIR", tempfile.mkdtemp(prefix="civicmesh-test-data-"))
+
+from civicmesh.app import create_app  # noqa: E402
+from civicmesh.config import Settings  # noqa: E402
 
 # Room tests exercise behaviour with authentication off; tests/exchange/ turns it on and checks every room's
 # endpoints behind it.

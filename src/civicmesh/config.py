@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-DEFAULT_DATA_DIR = Path("civicmesh-data")
+# Where data lives unless a database URL says otherwise; CIVICMESH_DATA_DIR moves it (the test suite does).
+DEFAULT_DATA_DIR = Path(os.environ.get("CIVICMESH_DATA_DIR", "civicmesh-data"))
 
 
 def _default_database_url() -> str:

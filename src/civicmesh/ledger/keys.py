@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from civicmesh.config import DEFAULT_DATA_DIR
 from civicmesh.ledger.note import ALG_COSIGNATURE_V1, ALG_ED25519, NoteError, SignerKey, VerifierKey
 
 DEFAULT_ORIGIN = "civicmesh.local/ledger"
-DEFAULT_KEY_DIR = Path("civicmesh-data") / "ledger-keys"
+DEFAULT_KEY_DIR = DEFAULT_DATA_DIR / "ledger-keys"
 
 
 def origin_from_env() -> str:
