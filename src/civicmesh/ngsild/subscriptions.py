@@ -29,7 +29,7 @@ from civicmesh.ngsild.context import CORE_CONTEXT_URL, ContextResolver, TermMap
 from civicmesh.ngsild.http import CONTEXT_REL, JSONLD, body_call, json_response, page_links, read_call
 from civicmesh.ngsild.model import ATTRIBUTE_TYPES, NULL_URI, check_name, is_datetime, is_uri, now_iso
 from civicmesh.ngsild.render import CONCISE, NORMALIZED, SIMPLIFIED, View, render_entity
-from civicmesh.ngsild.routes import PREFIX, _allow_params, _flag, _int, caller_of
+from civicmesh.ngsild.routes import PREFIX, _allow_params, _check_regex, _flag, _int, caller_of
 
 log = logging.getLogger("civicmesh.subscriptions")
 
@@ -71,7 +71,9 @@ def parse_subscription(body: dict[str, Any], terms: TermMap, *, partial: bool = 
                 if "id" in selector and not is_uri(selector["id"]):
                     raise Problem("BadRequestData", f"entities id {selector['id']!r} is not a URI")
                 if "idPattern" in selector:
-                    _regex(selector["idPattern"], "idPattern")
+                    if not isinstance(selector["idPattern"], str):
+                        raise Problem("BadRequestData", "idPattern must be a string")
+                    _check_regex(selector["idPattern"], "idPattern")
         elif key in ("watchedAttributes",):
             if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
                 raise Problem("BadRequestData", "watchedAttributes must be a non-empty list of attribute names")
@@ -108,13 +110,6 @@ def parse_subscription(body: dict[str, Any], terms: TermMap, *, partial: bool = 
     if "throttling" in sub and "timeInterval" in sub:
         raise Problem("BadRequestData", "throttling and timeInterval exclude each other")
     return sub
-
-
-def _regex(pattern: Any, what: str) -> None:
-    try:
-        re.compile(pattern)
-    except (re.error, TypeError) as exc:
-        raise Problem("BadRequestData", f"{what} {pattern!r} is not a valid regular expression") from exc
 
 
 def _check_notification(value: Any) -> None:

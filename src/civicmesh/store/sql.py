@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from civicmesh.errors import Problem
@@ -22,14 +21,8 @@ class Dialect(Protocol):
     def geo_condition(self, query: Any, akey: int, params: list[Any]) -> str: ...
 
 
-@dataclass
-class Compiled:
-    where: list[str] = field(default_factory=list)
-    params: list[Any] = field(default_factory=list)
-
 
 FALSE = "1=0"
-TRUE = "1=1"
 
 
 class QueryCompiler:
