@@ -5,14 +5,14 @@ Routes (HTTP), the IoT agent and other rooms call this; it never speaks HTTP its
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from civicmesh.errors import Problem
 from civicmesh.exchange.gate import ANONYMOUS, AccessRequest, Caller, Gate
 from civicmesh.ngsild import operations as ops
-from civicmesh.ngsild.model import now_iso
+from civicmesh.ngsild.model import clone, now_iso
 from civicmesh.store.base import Change, EntityQuery
 
 Doc = dict[str, Any]
@@ -85,7 +85,7 @@ class Broker:
             before = current[entity_id]
             if before is None:
                 raise Problem("ResourceNotFound", f"entity {entity_id} does not exist")
-            after, touched, result = change(copy.deepcopy(before))
+            after, touched, result = change(clone(before))
             outcome.append(result)
             if after is not None and touched == [] and after == before:
                 return []
@@ -221,15 +221,47 @@ class Broker:
     async def query(self, tenant: str, query: EntityQuery, caller: Caller = ANONYMOUS) -> tuple[list[Doc], int | None]:
         await self.require_tenant(tenant)
         await self._allow(caller, tenant, "query")
-        docs, count = await self.store.query(tenant, query)
-        # EXCHANGE: the gate screens what is returned (owner, agreements, masked attributes); see exchange/enforce.py
         screen = getattr(self.gate, "screen", None)
-        if screen is not None:
-            shown = await screen(caller, tenant, "query", docs)
-            if count is not None:
-                count -= len(docs) - len(shown)
-            docs = shown
-        return docs, count
+        if screen is None or self.gate.sees_everything(caller):
+            return await self.store.query(tenant, query)  # type: ignore[no-any-return]
+        # EXCHANGE: a caller that is screened pages and counts over what it may see, not over what is stored.
+        docs, count = await self._screened_page(tenant, query, caller)
+        return await screen(caller, tenant, "query", docs), count
+
+    async def _screened_page(self, tenant: str, query: EntityQuery, caller: Caller) -> tuple[list[Doc], int | None]:
+        page: list[Doc] = []
+        seen, skip, at = 0, query.offset, 0
+        chunk = max(100, query.offset + query.limit)
+        while True:
+            batch, _ = await self.store.query(tenant, dataclasses.replace(query, offset=at, limit=chunk, count=False))
+            at += len(batch)
+            for doc, ok in zip(batch, await self.gate.admits(caller, tenant, batch), strict=True):
+                if not ok:
+                    continue
+                seen += 1
+                if skip:
+                    skip -= 1
+                elif len(page) < query.limit:
+                    page.append(doc)
+            if len(batch) < chunk or (len(page) >= query.limit and not query.count):
+                return page, seen if query.count else None
+
+    async def readable(self, tenant: str, ids: list[str], caller: Caller, operation: str) -> dict[str, set[str] | None]:
+        """For reads of something other than the current state (history, notifications): which of these entities
+        the caller may read, mapped to the attributes it may see (None: all). The gate decides on each entity's
+        current state, exactly as for a query; the history of an entity that no longer exists (its ownership ended
+        with it) is for those who see everything."""
+        screen = getattr(self.gate, "screen", None)
+        if screen is None or not ids:
+            return dict.fromkeys(ids)
+        docs, _ = await self.store.query(tenant, EntityQuery(ids=list(ids), limit=len(ids)))
+        full = {d["id"]: set(d["attrs"]) for d in docs}
+        shown = await screen(caller, tenant, operation, docs)
+        out: dict[str, set[str] | None] = {
+            d["id"]: None if set(d["attrs"]) == full[d["id"]] else set(d["attrs"]) for d in shown}
+        if self.gate.sees_everything(caller):
+            out.update((i, None) for i in ids if i not in full)
+        return out
 
     async def prune(self, tenant: str, query: EntityQuery, names: set[str], *, keep: bool,
                     caller: Caller = ANONYMOUS) -> int:
@@ -245,7 +277,7 @@ class Broker:
                 before = current.get(entity_id)
                 if before is None:
                     continue
-                after = copy.deepcopy(before)
+                after = clone(before)
                 doomed = [a for a in after["attrs"] if (a not in names) == keep]
                 for attr in doomed:
                     del after["attrs"][attr]
@@ -298,7 +330,7 @@ def _batch_apply(mode: str, option: str | None, before: Doc | None, doc: Doc, no
         if before is None:
             return doc, list(doc["attrs"])
         if option == "update":
-            after = copy.deepcopy(before)
+            after = clone(before)
             for t in doc["type"]:
                 if t not in after["type"]:
                     after["type"].append(t)
@@ -307,7 +339,7 @@ def _batch_apply(mode: str, option: str | None, before: Doc | None, doc: Doc, no
         return ops.replace_entity(before, doc), sorted(set(before["attrs"]) | set(doc["attrs"]))
     if before is None:
         raise Problem("ResourceNotFound", f"entity {entity_id} does not exist")
-    after = copy.deepcopy(before)
+    after = clone(before)
     if mode == "update":
         ops.add_types(after, doc["type"])
         updated, skipped = ops.append(after, doc["attrs"], no_overwrite=option == "noOverwrite", now=now)

@@ -16,6 +16,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from civicmesh.errors import Problem
 from civicmesh.ngsild.context import TermMap
 
@@ -48,6 +50,11 @@ _DATETIME = re.compile(
 
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def clone(doc: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of a stored entity (JSON values only): an orjson round trip, ~5x cheaper than copy.deepcopy."""
+    return orjson.loads(orjson.dumps(doc))  # type: ignore[no-any-return]
 
 
 _KNOWN_URIS: set[str] = set()
