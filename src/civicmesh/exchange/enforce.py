@@ -56,6 +56,9 @@ class ExchangeGate(Gate):
             return caller
         return current_caller.get() or SYSTEM
 
+    def sees_everything(self, caller: Caller) -> bool:
+        return is_admin(self.effective(caller))
+
     # -- before the operation ---------------------------------------------------------------------------
     async def check(self, request: AccessRequest) -> Decision:
         started = time.perf_counter()
@@ -139,6 +142,17 @@ class ExchangeGate(Gate):
             raise Problem("Forbidden", f"{docs[0]['id']}: {last.reason}",
                           extra={"explain": f"/exchange/explain?entity={docs[0]['id']}"})
         return out
+
+    async def admits(self, caller: Caller, tenant: str, docs: list[dict[str, Any]]) -> list[bool]:
+        """Which of these entities `screen` would show, without metering or counting a use: how a query pages
+        and counts what the caller can see. (A count limit reached during the request is not foreseen.)"""
+        caller = self.effective(caller)
+        if is_admin(caller) or not docs:
+            return [True] * len(docs)
+        owners = await self.store.owners(tenant, [d["id"] for d in docs])
+        context = await self._context(caller)
+        return [(await self.decide(caller, tenant, doc, owners.get(doc["id"]), context, dry_run=True)).status
+                != "denied" for doc in docs]
 
     async def _count(self, verdict: Verdict, counted: dict[str, str | None]) -> Verdict:
         """One use per request and agreement, checked atomically against the policy's count limit."""

@@ -1,0 +1,63 @@
+"""Reads by another organization are paged and counted over what its agreements let it see, live on both engines."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from tests.exchange.conftest import client
+from tests.exchange.test_story_live import AREA, LD, flow, setup_orgs
+
+
+def grant(a: Any, b: Any, tenant: str, policy: dict[str, Any] | None = None) -> str:
+    """A offers its traffic flows inside AREA (speed and location); B asks; A approves. The agreement id."""
+    r = a.post("/exchange/products", json={
+        "title": {"zh": "路况", "en": "Traffic"}, "description": {"zh": "车速", "en": "Speeds"},
+        "sector": "transport", "updateFrequency": "continuous",
+        "licence": "https://creativecommons.org/licenses/by/4.0/", "tenant": tenant, "entityTypes": ["TrafficFlowObserved"],
+        "attributes": ["speed", "location"], "area": AREA, "offer": {"permission": [{"action": "read"}]}})
+    assert r.status_code == 201, r.text
+    r = b.post("/exchange/requests", json={"product": r.json()["id"], "purpose": "city-planning"})
+    assert r.status_code == 201, r.text
+    r = a.post(f"/exchange/requests/{r.json()['id']}/approve",
+               json={"policy": policy or {"permission": [{"action": "read"}]}, "reason": "ok"})
+    assert r.status_code == 200, r.text
+    return str(r.json()["id"])
+
+
+def test_pages_and_counts_cover_only_what_the_consumer_sees(secure: Any) -> None:
+    live, admin = secure
+    s = setup_orgs(live, admin)
+    tenant = {"NGSILD-Tenant": s["tenant"]}
+    tag = uuid.uuid4().hex[:6]
+    inside: list[str] = []
+    with client(live, s["key_a"]) as a, client(live, s["key_b"]) as b:
+        # 30 flows of A, one in three inside the offered area: the visible ones are spread over the stored order.
+        for n in range(30):
+            eid = f"urn:ngsi-ld:TrafficFlowObserved:{tag}-{n:02d}"
+            lon = 120.1 if n % 3 == 0 else 121.5
+            r = a.post("/ngsi-ld/v1/entities", json=flow(eid, lon, 30.1), headers={**LD, **tenant})
+            assert r.status_code == 201, r.text
+            if n % 3 == 0:
+                inside.append(eid)
+        grant(a, b, s["tenant"])
+
+        pages, counts = [], set()
+        for offset in (0, 4, 8, 12):
+            r = b.get("/ngsi-ld/v1/entities", headers=tenant, params={
+                "type": "TrafficFlowObserved", "limit": 4, "offset": offset, "count": "true"})
+            assert r.status_code == 200, r.text
+            pages.append([e["id"] for e in r.json()])
+            counts.add(r.headers["NGSILD-Results-Count"])
+            assert all(set(e) - {"id", "type", "@context"} <= {"speed", "location"} for e in r.json())
+        assert [len(p) for p in pages] == [4, 4, 2, 0]
+        assert sorted(sum(pages, [])) == sorted(inside)
+        assert counts == {"10"}
+
+        # count only (limit=0) counts the visible entities too; the owner still counts all of its own.
+        r = b.get("/ngsi-ld/v1/entities", headers=tenant,
+                  params={"type": "TrafficFlowObserved", "limit": 0, "count": "true"})
+        assert r.status_code == 200 and r.json() == [] and r.headers["NGSILD-Results-Count"] == "10"
+        r = a.get("/ngsi-ld/v1/entities", headers=tenant,
+                  params={"type": "TrafficFlowObserved", "limit": 0, "count": "true"})
+        assert r.headers["NGSILD-Results-Count"] == "30"
