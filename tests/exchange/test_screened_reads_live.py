@@ -14,7 +14,8 @@ def grant(a: Any, b: Any, tenant: str, policy: dict[str, Any] | None = None) -> 
     r = a.post("/exchange/products", json={
         "title": {"zh": "路况", "en": "Traffic"}, "description": {"zh": "车速", "en": "Speeds"},
         "sector": "transport", "updateFrequency": "continuous",
-        "licence": "https://creativecommons.org/licenses/by/4.0/", "tenant": tenant, "entityTypes": ["TrafficFlowObserved"],
+        "licence": "https://creativecommons.org/licenses/by/4.0/", "tenant": tenant,
+        "entityTypes": ["TrafficFlowObserved"],
         "attributes": ["speed", "location"], "area": AREA, "offer": {"permission": [{"action": "read"}]}})
     assert r.status_code == 201, r.text
     r = b.post("/exchange/requests", json={"product": r.json()["id"], "purpose": "city-planning"})

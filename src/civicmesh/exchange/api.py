@@ -311,10 +311,10 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Any) -> APIRouter:
         row = await exchange.store.get_key(key_id)
         if row is None or not is_admin(c) and not (row["organization"] == c.organization and "org_admin" in c.roles):
             raise Problem("ResourceNotFound", f"API key {key_id} does not exist")
-        if not await exchange.store.revoke_key(key_id, odrl_now()):
+        events = [("exchange.key.revoked", key_id, {"organization": row["organization"], "by": c.subject})]
+        if not await exchange.store.revoke_key(key_id, odrl_now(), exchange.atomic(events)):
             raise Problem("Conflict", f"API key {key_id} is already revoked")
-        await exchange.emit([("exchange.key.revoked", key_id, {"organization": row["organization"],
-                                                               "by": c.subject})])
+        await exchange.after(events)
         return {"id": key_id, "revoked": True}
 
     @r.put("/oidc", summary="Trust one OIDC issuer: issuer, audience and its JWKS (platform admin)")

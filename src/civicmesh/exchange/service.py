@@ -29,7 +29,7 @@ from civicmesh.exchange.identity import (
     split_key,
     utcnow,
 )
-from civicmesh.store.exchange import ExchangeStore
+from civicmesh.store.exchange import Events, ExchangeStore
 
 log = logging.getLogger("civicmesh.exchange")
 
@@ -107,10 +107,22 @@ class Exchange:
             except Exception:  # noqa: BLE001 - a failing flush is retried next round, never kills the loop
                 log.exception("exchange: metering flush failed; will retry")
 
-    async def emit(self, events: list[tuple[str, str, dict[str, Any]]]) -> None:
+    async def emit(self, events: Events) -> None:
         """Outbox rows in one transaction of the main store, so the ledger (exchange.*) records them."""
         if events:
-            await self.platform.store.write("", [], lambda current: [], extra_events=events)
+            await self.platform.store.write("", [], lambda current: [], extra_events=list(events))
+
+    def atomic(self, events: Events) -> Events:
+        """The events a store write should commit together with its change (see `after`)."""
+        return events if self.store.shares_outbox else []
+
+    async def after(self, events: Events) -> None:
+        """After a store write given `atomic(events)`: wake the relay, or emit the events where the store could not
+        write them itself (an in-memory SQLite database is private to its connection)."""
+        if not self.store.shares_outbox:
+            await self.emit(events)
+        elif events and self.platform.relay is not None:
+            self.platform.relay.notify()
 
     # -- organizations and keys --------------------------------------------------------------------------
     async def create_org(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -128,10 +140,11 @@ class Exchange:
                "sector": _text(body, "sector", limit=100), "tenants": tenants,
                "citizen_department": _text(body, "citizen_department", required=False, limit=100),
                "created_at": iso(utcnow())}
-        if not await self.store.add_org(doc):
+        events: Events = [("exchange.organization.created", org_id, {"organization": doc})]
+        if not await self.store.add_org(doc, self.atomic(events)):
             raise Problem("AlreadyExists", f"organization {org_id} already exists")
         self._orgs[org_id] = doc
-        await self.emit([("exchange.organization.created", org_id, {"organization": doc})])
+        await self.after(events)
         return doc
 
     async def org(self, org_id: str | None) -> dict[str, Any] | None:
@@ -269,10 +282,11 @@ class Exchange:
             odrl.duration_seconds(doc["requestTimeout"])
         except ValueError as exc:
             raise Problem("BadRequestData", f"'requestTimeout': {exc}") from exc
-        await self.store.add_product(doc)
+        events: Events = [("exchange.product.published", product_id,
+                            {"provider": provider, "title": title, "public": doc["public"]})]
+        await self.store.add_product(doc, self.atomic(events))
         self._public = None
-        await self.emit([("exchange.product.published", product_id,
-                          {"provider": provider, "title": title, "public": doc["public"]})])
+        await self.after(events)
         return doc
 
     async def product(self, product_id: str) -> dict[str, Any]:
@@ -316,9 +330,11 @@ class Exchange:
                "message": _text(body, "message", required=False), "requested_by": caller.subject,
                "state": "REQUESTED", "created_at": iso(now), "policy": None,
                "respond_by": iso(now + timedelta(seconds=odrl.duration_seconds(product["requestTimeout"])))}
+        events: Events = [("exchange.negotiation.requested", doc["id"], self._event(doc, caller, "requested"))]
         await self.store.add_negotiation(doc, self._transition(doc["id"], None, "REQUESTED", caller,
-                                                               f"requested for purpose {purpose!r}"))
-        await self.emit([("exchange.negotiation.requested", doc["id"], self._event(doc, caller, "requested"))])
+                                                               f"requested for purpose {purpose!r}"),
+                                         self.atomic(events))
+        await self.after(events)
         return await self.negotiation(doc["id"])
 
     @staticmethod
@@ -395,14 +411,15 @@ class Exchange:
         updated["state"] = new_state
         text = reason or {"approve": "approved with the offered policy", "accept": "counter-offer accepted",
                           "withdraw": "withdrawn by the consumer"}.get(action, action)
+        events: Events = [(f"exchange.negotiation.{new_state.lower()}", nid, self._event(updated, caller, text))]
         moved = await self.store.move(nid, expect, new_state,
                                       self._transition(nid, doc["state"], new_state, caller, text),
                                       doc=updated, responded=action in ("approve", "reject", "counter"),
-                                      agreed_at=agreed_at, expires_at=expires_at)
+                                      agreed_at=agreed_at, expires_at=expires_at, events=self.atomic(events))
         if moved is None:
             raise Problem("Conflict", f"{nid} changed while this {action} was being applied; read it again")
         self._agreements.clear()
-        await self.emit([(f"exchange.negotiation.{new_state.lower()}", nid, self._event(updated, caller, text))])
+        await self.after(events)
         return await self.negotiation(nid)
 
     async def sweep(self) -> int:
@@ -418,13 +435,14 @@ class Exchange:
                           else f"no answer by {due} (state {state} timed out)")
                 system = Caller("exchange-timer", "platform", frozenset())
                 doc = {k: v for k, v in doc.items() if k != "transitions"}
+                events: Events = [("exchange.negotiation.expired", doc["id"],
+                                   self._event(dict(doc, state="EXPIRED"), system, reason))]
                 done = await self.store.move(doc["id"], (state,), "EXPIRED",
                                              self._transition(doc["id"], state, "EXPIRED", system, reason),
-                                             doc=dict(doc, state="EXPIRED"))
+                                             doc=dict(doc, state="EXPIRED"), events=self.atomic(events))
                 if done:
                     moved += 1
-                    await self.emit([("exchange.negotiation.expired", doc["id"],
-                                      self._event(dict(doc, state="EXPIRED"), system, reason))])
+                    await self.after(events)
         if moved:
             self._agreements.clear()
         return moved
@@ -452,10 +470,11 @@ class Exchange:
         records, self._metering = self._metering, []
         if not records:
             return
-        await self.store.add_metering(records)
         # Cross-organization accesses and every denial go to the ledger; an owner reading its own data does not.
-        await self.emit([("exchange.access", r.get("agreement") or r["consumer"], r) for r in records
-                         if r["status"] == "denied" or r.get("provider") not in (None, r["consumer"])])
+        events: Events = [("exchange.access", r.get("agreement") or r["consumer"], r) for r in records
+                          if r["status"] == "denied" or r.get("provider") not in (None, r["consumer"])]
+        await self.store.add_metering(records, self.atomic(events))
+        await self.after(events)
 
     async def kpis(self) -> dict[str, Any]:
         await self.flush()

@@ -20,6 +20,8 @@ from civicmesh.ngsild.model import ATTRIBUTE_TYPES, CORE_MEMBERS
 
 SCHEMA_VERSION = 1
 DEFAULT_TENANT = ""
+# PostgreSQL advisory lock taken by every transaction that writes outbox rows, so rows commit in sequence order.
+OUTBOX_LOCK = 7_311_001
 
 
 @dataclass

@@ -14,11 +14,17 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import orjson
+
+from civicmesh.store.base import DEFAULT_TENANT, OUTBOX_LOCK
+
 SCHEMA_VERSION = 1
+Events = Sequence[tuple[str, str, dict[str, Any]]]  # change events: (kind, subject, data)
 
 _DDL = [
     "CREATE TABLE IF NOT EXISTS exchange_schema_version (version INTEGER NOT NULL)",
@@ -101,6 +107,21 @@ class ExchangeStore:
                 await tx.execute(f"DROP TABLE IF EXISTS {table}")
 
     # --- settings (the OIDC issuer configuration) ---------------------------------------------------------
+    # Change events (kind, subject, data) go into the main store's outbox in the same transaction as the change
+    # they describe, so the ledger can never miss a transition that happened nor record one that did not.
+    shares_outbox = True
+    _outbox_lock = ""
+
+    async def _events(self, tx: Tx, events: Events) -> None:
+        if not events:
+            return
+        if self._outbox_lock:
+            await tx.execute(self._outbox_lock)
+        at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        for kind, subject, data in events:
+            await tx.execute("INSERT INTO outbox (tenant, kind, subject, at, data) VALUES (?, ?, ?, ?, ?)",
+                             [DEFAULT_TENANT, kind, subject, at, orjson.dumps(data)])
+
     async def get_setting(self, name: str) -> dict[str, Any] | None:
         async with self.transaction() as tx:
             rows = await tx.execute("SELECT doc FROM exchange_settings WHERE name = ?", [name])
@@ -112,12 +133,13 @@ class ExchangeStore:
             await tx.execute("INSERT INTO exchange_settings (name, doc) VALUES (?, ?)", [name, json.dumps(doc)])
 
     # --- organizations ------------------------------------------------------------------------------------
-    async def add_org(self, doc: dict[str, Any]) -> bool:
+    async def add_org(self, doc: dict[str, Any], events: Events = ()) -> bool:
         async with self.transaction() as tx:
             if await tx.execute("SELECT 1 AS x FROM exchange_orgs WHERE id = ?", [doc["id"]]):
                 return False
             await tx.execute("INSERT INTO exchange_orgs (id, doc, created_at) VALUES (?, ?, ?)",
                              [doc["id"], json.dumps(doc, ensure_ascii=False), doc["created_at"]])
+            await self._events(tx, events)
         return True
 
     async def put_org(self, doc: dict[str, Any]) -> None:
@@ -165,10 +187,13 @@ class ExchangeStore:
             out.append(row)
         return out
 
-    async def revoke_key(self, key_id: str, at: str) -> bool:
+    async def revoke_key(self, key_id: str, at: str,
+                         events: Events = ()) -> bool:
         async with self.transaction() as tx:
             rows = await tx.execute("UPDATE exchange_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
                                     " RETURNING id", [at, key_id])
+            if rows:
+                await self._events(tx, events)
         return bool(rows)
 
     async def has_platform_admin(self) -> bool:
@@ -202,12 +227,13 @@ class ExchangeStore:
             await tx.execute("DELETE FROM exchange_owners WHERE tenant = ? AND entity_id = ?", [tenant, entity_id])
 
     # --- products -----------------------------------------------------------------------------------------
-    async def add_product(self, doc: dict[str, Any]) -> None:
+    async def add_product(self, doc: dict[str, Any], events: Events = ()) -> None:
         async with self.transaction() as tx:
             await tx.execute("INSERT INTO exchange_products (id, provider, public, doc, created_at)"
                              " VALUES (?, ?, ?, ?, ?)",
                              [doc["id"], doc["provider"], int(bool(doc.get("public"))),
                               json.dumps(doc, ensure_ascii=False), doc["created_at"]])
+            await self._events(tx, events)
 
     async def get_product(self, product_id: str) -> dict[str, Any] | None:
         async with self.transaction() as tx:
@@ -221,7 +247,8 @@ class ExchangeStore:
         return [_doc(r) for r in rows]
 
     # --- negotiations (access request -> agreement) ---------------------------------------------------------
-    async def add_negotiation(self, doc: dict[str, Any], transition: dict[str, Any]) -> None:
+    async def add_negotiation(self, doc: dict[str, Any], transition: dict[str, Any],
+                              events: Events = ()) -> None:
         async with self.transaction() as tx:
             await tx.execute(
                 "INSERT INTO exchange_negotiations (id, product, provider, consumer, state, doc, created_at,"
@@ -229,10 +256,12 @@ class ExchangeStore:
                 [doc["id"], doc["product"], doc["provider"], doc["consumer"], doc["state"],
                  json.dumps(doc, ensure_ascii=False), doc["created_at"], doc["created_at"]])
             await self._transition(tx, transition)
+            await self._events(tx, events)
 
     async def move(self, negotiation_id: str, expect: Sequence[str], state: str, transition: dict[str, Any],
                    *, doc: dict[str, Any] | None = None, responded: bool = False,
-                   agreed_at: str | None = None, expires_at: str | None = None) -> dict[str, Any] | None:
+                   agreed_at: str | None = None, expires_at: str | None = None,
+                   events: Events = ()) -> dict[str, Any] | None:
         """Move to `state` only if still in one of `expect` (so two approvers cannot both act). None: it was not."""
         sets = ["state = ?", "updated_at = ?"]
         params: list[Any] = [state, transition["at"]]
@@ -252,6 +281,7 @@ class ExchangeStore:
             if not rows:
                 return None
             await self._transition(tx, transition)
+            await self._events(tx, events)
         return _negotiation(rows[0])
 
     @staticmethod
@@ -296,7 +326,8 @@ class ExchangeStore:
         return int(rows[0]["uses"]) if rows else None
 
     # --- metering -----------------------------------------------------------------------------------------
-    async def add_metering(self, records: Sequence[dict[str, Any]]) -> None:
+    async def add_metering(self, records: Sequence[dict[str, Any]],
+                           events: Events = ()) -> None:
         if not records:
             return
         marks = ", ".join("?" for _ in METERING_COLUMNS)
@@ -304,6 +335,7 @@ class ExchangeStore:
             for record in records:
                 await tx.execute(f"INSERT INTO exchange_metering ({', '.join(METERING_COLUMNS)}) VALUES ({marks})",
                                  [record[c] for c in METERING_COLUMNS])
+            await self._events(tx, events)
 
     async def metering(self, *, organization: str | None = None, agreement: str | None = None,
                        since: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
@@ -355,6 +387,7 @@ class SqliteExchangeStore(ExchangeStore):
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.shares_outbox = path not in ("", ":memory:")  # an in-memory database is private to its connection
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -402,6 +435,7 @@ class _PgTx:
 
 class PostgresExchangeStore(ExchangeStore):
     dialect = "postgresql"
+    _outbox_lock = f"SELECT pg_advisory_xact_lock({OUTBOX_LOCK})"  # outbox rows commit in sequence order
 
     def __init__(self, url: str) -> None:
         self.url = url

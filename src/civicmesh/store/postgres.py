@@ -18,6 +18,7 @@ from civicmesh.events import ChangeEvent
 from civicmesh.ngsild.model import now_iso
 from civicmesh.store.base import (
     DEFAULT_TENANT,
+    OUTBOX_LOCK,
     Change,
     EntityQuery,
     WritePlan,
@@ -78,7 +79,6 @@ MIGRATIONS: list[list[str]] = [
 ]
 
 # Outbox rows are numbered and committed under this lock, so the relay never sees seq N+1 before N.
-_OUTBOX_LOCK = 7_311_001
 _RELAY_LOCK = 7_311_002  # held by the one process that relays the outbox
 
 # `&&` lets the GiST index find candidates; ST_MakeValid keeps GEOS from failing on self-intersecting areas.
@@ -333,7 +333,7 @@ class PostgresStore:
                 await conn.execute("INSERT INTO tenants (name, created_at) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                                    (tenant, at))
             if outbox:
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_OUTBOX_LOCK,))
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (OUTBOX_LOCK,))
                 await cur.executemany("INSERT INTO outbox (tenant, kind, subject, at, data) "
                                       "VALUES (%s, %s, %s, %s, %s)", outbox)
         return changes
