@@ -9,6 +9,7 @@ attributes masked; anonymous callers see public open-data products. Every decisi
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -111,19 +112,21 @@ class ExchangeGate(Gate):
 
     # -- after the store answered: per entity ------------------------------------------------------------
     async def screen(self, caller: Caller, tenant: str, operation: str, docs: list[dict[str, Any]],
-                     *, single: bool = False) -> list[dict[str, Any]]:
+                     *, single: bool = False, decided: list[Verdict] | None = None) -> list[dict[str, Any]]:
+        """Meter, count and mask what the caller gets; `decided`: the verdicts `admits` gave for these docs."""
         started = time.perf_counter()
         caller = self.effective(caller)
         if is_admin(caller) or not docs:
             return docs
-        owners = await self.store.owners(tenant, [d["id"] for d in docs])
-        context = await self._context(caller)
+        if decided is None:
+            owners = await self.store.owners(tenant, [d["id"] for d in docs])
+            context = await self._context(caller)
+            decided = [await self.decide(caller, tenant, doc, owners.get(doc["id"]), context) for doc in docs]
         out: list[dict[str, Any]] = []
         groups: dict[tuple[str | None, str | None, str | None, str], list[dict[str, Any]]] = {}
         last: Verdict | None = None
         counted: dict[str, str | None] = {}
-        for doc in docs:
-            verdict = await self.decide(caller, tenant, doc, owners.get(doc["id"]), context)
+        for doc, verdict in zip(docs, decided, strict=True):
             if verdict.count_limit is not None or verdict.agreement and verdict.status != "denied":
                 verdict = await self._count(verdict, counted)
             last = verdict
@@ -143,16 +146,20 @@ class ExchangeGate(Gate):
                           extra={"explain": f"/exchange/explain?entity={docs[0]['id']}"})
         return out
 
-    async def admits(self, caller: Caller, tenant: str, docs: list[dict[str, Any]]) -> list[bool]:
-        """Which of these entities `screen` would show, without metering or counting a use: how a query pages
-        and counts what the caller can see. (A count limit reached during the request is not foreseen.)"""
+    async def admits(self, caller: Caller, tenant: str, docs: list[dict[str, Any]]) -> list[Verdict | None]:
+        """Which of these entities `screen` would show (None: denied), without metering or counting a use: how a
+        query pages and counts what the caller can see. (A count limit reached during the request is not
+        foreseen.)"""
         caller = self.effective(caller)
-        if is_admin(caller) or not docs:
-            return [True] * len(docs)
-        owners = await self.store.owners(tenant, [d["id"] for d in docs])
+        owners = await self.store.owners(tenant, [d["id"] for d in docs]) if docs else {}
         context = await self._context(caller)
-        return [(await self.decide(caller, tenant, doc, owners.get(doc["id"]), context, dry_run=True)).status
-                != "denied" for doc in docs]
+        context["memo"] = {"polygons": self._polygons(context)}
+        inside = _inside_all(context["memo"]["polygons"], [_location(d) for d in docs])
+        out: list[Verdict | None] = []
+        for doc, where in zip(docs, inside, strict=True):
+            verdict = await self.decide(caller, tenant, doc, owners.get(doc["id"]), context, inside=where)
+            out.append(None if verdict.status == "denied" else verdict)
+        return out
 
     async def _count(self, verdict: Verdict, counted: dict[str, str | None]) -> Verdict:
         """One use per request and agreement, checked atomically against the policy's count limit."""
@@ -174,35 +181,81 @@ class ExchangeGate(Gate):
                 "purpose": getattr(caller, "purpose", None)}
 
     async def decide(self, caller: Caller, tenant: str, doc: dict[str, Any], owner: str | None,
-                     context: dict[str, Any], *, action: str = "read", dry_run: bool = False) -> Verdict:
+                     context: dict[str, Any], *, action: str = "read", dry_run: bool = False,
+                     inside: tuple[bool, ...] | None = None) -> Verdict:
+        """`inside`: which of `_polygons(context)` hold the entity's location, when the caller already knows."""
         if owner is not None and owner == caller.organization:
             return Verdict("owner", f"{caller.organization} owns this entity", provider=owner, trace=[
                 {"rule": "ownership", "outcome": "owner reads and writes its own entities"}])
         if owner is None:
             return Verdict("denied", "the entity has no recorded owner, so no agreement can cover it")
-        types = set(doc["type"])
+        # Within one request (one `context`), a verdict depends only on the entity's owner, types and attribute
+        # names and on which of the candidates' polygons hold its location: entities alike share one decision.
         location = _location(doc)
+        memo = context.setdefault("memo", {})
+        polygons = memo.get("polygons")
+        if polygons is None:
+            polygons = memo["polygons"] = self._polygons(context)
+        if inside is None and location is not None:
+            inside = tuple(odrl.covers(g, parse, location) for g, parse in polygons)
+        key = (owner, tenant, action, dry_run, tuple(doc["type"]), tuple(doc["attrs"]),
+               None if location is None else inside)
+        verdict = memo.get(key)
+        if verdict is None:
+            verdict = memo[key] = await self._decide(caller, tenant, doc, owner, context, location, action=action,
+                                                     dry_run=dry_run)
+        return verdict  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _polygons(context: dict[str, Any]) -> list[tuple[Any, Any]]:
+        """Every polygon a candidate agreement or public product tests a location against, with its parser."""
+        from shapely.geometry import shape
+
+        from civicmesh.ngsild.geoquery import parse_geojson_geometry
+
+        out: list[tuple[Any, Any]] = []
+        for agreement, product in _candidates(context):
+            if product.get("area"):
+                out.append((product["area"], lambda g=product["area"]: shape(g)))
+            policy = agreement["policy"] if agreement else product["offer"]
+            out += [(c["rightOperand"], lambda g=c["rightOperand"]: parse_geojson_geometry(g, where="spatial"))
+                    for c in odrl.spatial_constraints(policy)]
+        return out
+
+    async def _decide(self, caller: Caller, tenant: str, doc: dict[str, Any], owner: str, context: dict[str, Any],
+                      location: Any, *, action: str, dry_run: bool) -> Verdict:
+        types = set(doc["type"])
         trace: list[dict[str, Any]] = []
         best: Verdict | None = None
-        candidates = [(a, a["_product"]) for a in context["agreements"]] + \
-                     [(None, p) for p in context["public"]]
-        for agreement, product in candidates:
+        for agreement, product in _candidates(context):
             label = agreement["id"] if agreement else f"public product {product['id']}"
             if product["provider"] != owner or product["tenant"] != tenant or not types & set(product["_types"]):
                 continue
-            if product.get("area") and (location is None or not _shape(product["area"]).covers(location)):
+            if product.get("area") and (location is None or not _covers(product["area"], location)):
                 trace.append({"rule": label, "outcome": "entity outside the product's area"})
                 continue
-            terms = self._terms(product)
-            in_product = [a for a in doc["attrs"] if not product["_attributes"] or a in product["_attributes"]]
-            names = {terms.compact(a): a for a in in_product}
+            # What does not depend on the entity is worked out once per request and product (context["memo"]).
+            memo = context["memo"]
+            compact = memo.get(("names", product["id"]))
+            if compact is None:
+                compact = memo[("names", product["id"])] = {"terms": self._terms(product)}
+            names = {}
+            for a in doc["attrs"]:
+                if not product["_attributes"] or a in product["_attributes"]:
+                    short = compact.get(a)
+                    if short is None:
+                        short = compact[a] = compact["terms"].compact(a)
+                    names[short] = a
             policy = agreement["policy"] if agreement else product["offer"]
-            purpose = context.get("purpose") or (agreement or {}).get("purpose")
-            ctx = odrl.Context(action=action, purpose=purpose, location=location,
-                               agreed_at=odrl.parse_time(agreement["agreed_at"]) if agreement else None,
-                               uses=int(agreement["uses"]) if agreement else 0,
-                               recipient=caller.organization, recipient_kind=context["org"].get("kind"),
-                               industry=context["org"].get("sector"))
+            base = memo.get(("ctx", label, action))
+            if base is None:
+                purpose = context.get("purpose") or (agreement or {}).get("purpose")
+                base = memo[("ctx", label, action)] = odrl.Context(
+                    action=action, purpose=purpose,
+                    agreed_at=odrl.parse_time(agreement["agreed_at"]) if agreement else None,
+                    uses=int(agreement["uses"]) if agreement else 0, recipient=caller.organization,
+                    recipient_kind=context["org"].get("kind"), industry=context["org"].get("sector"), memo={})
+            ctx = dataclasses.replace(base, location=location)
             outcome = odrl.evaluate(policy, ctx, set(names))
             trace.append({"rule": label, "outcome": "allowed" if outcome.allowed else "denied",
                           "by": outcome.rule, "explanation": outcome.explanation})
@@ -242,17 +295,34 @@ class ExchangeGate(Gate):
             "duration_ms": round((time.perf_counter() - started) * 1000, 3)})
 
 
-_SHAPES: dict[str, Any] = {}
+def _inside_all(polygons: list[tuple[Any, Any]], locations: list[Any]) -> list[tuple[bool, ...] | None]:
+    """For a page of entities: which polygons hold each location, points tested in one vectorized call each."""
+    import shapely
+
+    flags: list[list[bool]] = [[] for _ in locations]
+    points = [i for i, loc in enumerate(locations) if isinstance(loc, tuple)]
+    xs = [locations[i][0] for i in points]
+    ys = [locations[i][1] for i in points]
+    for geojson, parse in polygons:
+        geometry = odrl.polygon(geojson, parse)
+        if points:
+            for i, hit in zip(points, shapely.intersects_xy(geometry, xs, ys), strict=True):
+                flags[i].append(bool(hit))
+        for i, loc in enumerate(locations):
+            if loc is not None and not isinstance(loc, tuple):
+                flags[i].append(bool(geometry.covers(loc)))
+    return [None if loc is None else tuple(f) for loc, f in zip(locations, flags, strict=True)]
 
 
-def _shape(geojson: dict[str, Any]) -> Any:
-    key = orjson.dumps(geojson).decode()
-    if key not in _SHAPES:
-        from shapely.geometry import shape
-        from shapely.prepared import prep
+def _candidates(context: dict[str, Any]) -> list[tuple[dict[str, Any] | None, dict[str, Any]]]:
+    """(agreement, product) pairs that may grant a read: the caller's agreements, then public products."""
+    return [(a, a["_product"]) for a in context["agreements"]] + [(None, p) for p in context["public"]]
 
-        _SHAPES[key] = prep(shape(geojson))
-    return _SHAPES[key]
+
+def _covers(area: dict[str, Any], location: Any) -> bool:
+    from shapely.geometry import shape
+
+    return odrl.covers(area, lambda: shape(area), location)
 
 
 def _location(doc: dict[str, Any]) -> Any:
@@ -265,6 +335,9 @@ def _location(doc: dict[str, Any]) -> Any:
     from shapely.geometry import shape
 
     try:
+        if value.get("type") == "Point":  # the common case: coordinates, no shapely object
+            x, y = value["coordinates"][:2]
+            return (float(x), float(y))
         return shape(value)
     except Exception:  # noqa: BLE001 - a stored location that shapely cannot read simply has no location
         return None

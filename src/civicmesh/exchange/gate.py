@@ -52,6 +52,7 @@ class Gate:
         """Whether every entity and attribute is visible to this caller (no screening needed)."""
         return True
 
-    async def admits(self, caller: Caller, tenant: str, docs: list[dict[str, Any]]) -> list[bool]:
-        """Which of these entities the caller may read at all, with no side effects (no metering)."""
+    async def admits(self, caller: Caller, tenant: str, docs: list[dict[str, Any]]) -> list[Any]:
+        """Per entity, with no side effects (no metering): None where the caller may not read it, else the gate's
+        decision, which a screening gate takes back so that it decides each entity once per request."""
         return [True] * len(docs)

@@ -8,11 +8,13 @@ attributes the grant shows, on a prohibition it masks them. `count` is checked a
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import shapely
 from shapely.geometry.base import BaseGeometry
 
 ODRL = "http://www.w3.org/ns/odrl/2/"
@@ -80,6 +82,11 @@ def duration_seconds(text: str) -> float:
 def parse_time(text: Any) -> datetime:
     if not isinstance(text, str):
         raise ValueError(f"{text!r} is not an ISO 8601 date or date-time")
+    return _parse_time(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_time(text: str) -> datetime:  # policies compare against the same few instants for every entity
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
@@ -219,10 +226,13 @@ class Context:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     agreed_at: datetime | None = None
     uses: int = 0  # uses counted before this one
-    location: BaseGeometry | None = None
+    location: BaseGeometry | tuple[float, float] | None = None  # a point as (x, y): no shapely object needed
     recipient: str | None = None
     recipient_kind: str | None = None
     industry: str | None = None
+    # Results of the constraints that do not depend on the entity (all but spatial), by constraint identity:
+    # share one dict across the entities of one request and each such constraint is checked once.
+    memo: dict[Any, Any] | None = None
 
 
 @dataclass
@@ -272,7 +282,28 @@ def _order(operator: str, left: float, right: float) -> bool:
             "lt": left < right, "lteq": left <= right}[operator]
 
 
-_SHAPES: dict[str, Any] = {}
+_SHAPES: dict[int, tuple[Any, Any]] = {}
+
+
+def polygon(geojson: Any, parse: Any) -> Any:
+    """A policy's or product's polygon, parsed (`parse()`) and prepared once, keyed by the GeoJSON object's
+    identity (kept alive with it): policies repeat for every entity, so the hot path never serializes them."""
+    hit = _SHAPES.get(id(geojson))
+    if hit is None or hit[0] is not geojson:
+        if len(_SHAPES) > 10_000:
+            _SHAPES.clear()
+        geometry = parse()
+        shapely.prepare(geometry)
+        hit = _SHAPES[id(geojson)] = (geojson, geometry)
+    return hit[1]
+
+
+def covers(geojson: Any, parse: Any, location: BaseGeometry | tuple[float, float]) -> bool:
+    """Whether the polygon covers an entity's location; a point location is tested by its coordinates."""
+    geometry = polygon(geojson, parse)
+    if isinstance(location, tuple):  # for a point, "covers" is "intersects"
+        return bool(shapely.intersects_xy(geometry, location[0], location[1]))
+    return bool(geometry.covers(location))
 
 
 def check(c: dict[str, Any], ctx: Context) -> tuple[bool, str]:
@@ -285,6 +316,15 @@ def check(c: dict[str, Any], ctx: Context) -> tuple[bool, str]:
                 passed >= 1 if op == "or" else passed == 1)
             inner = "; ".join(("✓ " if r else "✗ ") + text for r, text in results)
             return ok, f"{op}({inner})"
+    if c["leftOperand"] != "spatial" and ctx.memo is not None:
+        hit = ctx.memo.get(id(c))
+        if hit is None:
+            hit = ctx.memo[id(c)] = _leaf(c, ctx)
+        return hit
+    return _leaf(c, ctx)
+
+
+def _leaf(c: dict[str, Any], ctx: Context) -> tuple[bool, str]:
     left, operator, right = c["leftOperand"], c["operator"], c["rightOperand"]
     if left == "purpose":
         ok = _set_op(operator, ctx.purpose, right, _purpose_chain(ctx.purpose) if ctx.purpose else [])
@@ -313,12 +353,7 @@ def check(c: dict[str, Any], ctx: Context) -> tuple[bool, str]:
 
         if ctx.location is None:
             return False, "spatial: the entity has no location"
-        key = repr(right)
-        if key not in _SHAPES:  # policies repeat per entity; parse each polygon once
-            from shapely.prepared import prep
-
-            _SHAPES[key] = prep(parse_geojson_geometry(right, where="spatial"))
-        inside = bool(_SHAPES[key].covers(ctx.location))
+        inside = covers(right, lambda: parse_geojson_geometry(right, where="spatial"), ctx.location)
         ok = inside if operator == "isPartOf" else not inside
         return ok, f"entity location {'inside' if inside else 'outside'} the {operator} polygon"
     return True, f"{left} shapes the grant"  # attribute: handled by the caller
@@ -346,7 +381,38 @@ def evaluate(policy: dict[str, Any], ctx: Context, attributes: set[str]) -> Outc
 
     Prohibitions are looked at first: one that applies to the whole entity overrides every permission, and the
     answer names it even when no permission would have granted the access either.
+
+    With a `ctx.memo` shared by the entities of one request, the outcome depends only on the attribute names
+    and on where the entity lies relative to the policy's spatial constraints, so it is worked out once per
+    such combination.
     """
+    if ctx.memo is None:
+        return _evaluate(policy, ctx, attributes)
+    leaves = ctx.memo.get(("spatial", id(policy)))
+    if leaves is None:
+        leaves = ctx.memo[("spatial", id(policy))] = spatial_constraints(policy)
+    key = (id(policy), ctx.action, frozenset(attributes), tuple(check(c, ctx)[0] for c in leaves))
+    outcome = ctx.memo.get(key)
+    if outcome is None:
+        outcome = ctx.memo[key] = _evaluate(policy, ctx, attributes)
+    return outcome  # type: ignore[no-any-return]
+
+
+def spatial_constraints(node: Any, out: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every spatial constraint of a policy, at any depth: the only ones whose outcome depends on the entity."""
+    out = [] if out is None else out
+    if isinstance(node, dict):
+        if node.get("leftOperand") == "spatial":
+            out.append(node)
+        for value in node.values():
+            spatial_constraints(value, out)
+    elif isinstance(node, list):
+        for item in node:
+            spatial_constraints(item, out)
+    return out
+
+
+def _evaluate(policy: dict[str, Any], ctx: Context, attributes: set[str]) -> Outcome:
     explanation: list[str] = []
     masked: set[str] = set()
     for i, rule in enumerate(policy.get("prohibition", [])):

@@ -225,26 +225,29 @@ class Broker:
         if screen is None or self.gate.sees_everything(caller):
             return await self.store.query(tenant, query)  # type: ignore[no-any-return]
         # EXCHANGE: a caller that is screened pages and counts over what it may see, not over what is stored.
-        docs, count = await self._screened_page(tenant, query, caller)
-        return await screen(caller, tenant, "query", docs), count
+        docs, decided, count = await self._screened_page(tenant, query, caller)
+        return await screen(caller, tenant, "query", docs, decided=decided), count
 
-    async def _screened_page(self, tenant: str, query: EntityQuery, caller: Caller) -> tuple[list[Doc], int | None]:
+    async def _screened_page(self, tenant: str, query: EntityQuery,
+                             caller: Caller) -> tuple[list[Doc], list[Any], int | None]:
         page: list[Doc] = []
+        decided: list[Any] = []
         seen, skip, at = 0, query.offset, 0
         chunk = max(100, query.offset + query.limit)
         while True:
             batch, _ = await self.store.query(tenant, dataclasses.replace(query, offset=at, limit=chunk, count=False))
             at += len(batch)
-            for doc, ok in zip(batch, await self.gate.admits(caller, tenant, batch), strict=True):
-                if not ok:
+            for doc, verdict in zip(batch, await self.gate.admits(caller, tenant, batch), strict=True):
+                if verdict is None:
                     continue
                 seen += 1
                 if skip:
                     skip -= 1
                 elif len(page) < query.limit:
                     page.append(doc)
+                    decided.append(verdict)
             if len(batch) < chunk or (len(page) >= query.limit and not query.count):
-                return page, seen if query.count else None
+                return page, decided, seen if query.count else None
 
     async def readable(self, tenant: str, ids: list[str], caller: Caller, operation: str) -> dict[str, set[str] | None]:
         """For reads of something other than the current state (history, notifications): which of these entities
