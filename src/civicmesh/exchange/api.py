@@ -327,7 +327,8 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Any) -> APIRouter:
         _admin(_caller(request))
         body = await _body(request, limit)
         org, ids, tenant = body.get("organization"), body.get("entities"), body.get("tenant", "")
-        if await exchange.org(org) is None or not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        if not isinstance(org, str) or await exchange.org(org) is None or not isinstance(ids, list) \
+                or not all(isinstance(i, str) for i in ids):
             raise Problem("BadRequestData", "'organization' must name a registered organization and 'entities' "
                                             "be a list of entity ids")
         for entity_id in ids:

@@ -265,6 +265,7 @@ class Exchange:
         if problems:
             raise Problem("BadRequestData", "the product is not valid: " + "; ".join(problems),
                           extra={"problems": problems})
+        assert isinstance(types, list) and isinstance(attrs, list)  # the checks above raised otherwise
         context = body.get("@context")
         terms = self.platform.extras["contexts"].term_map(context) if context else \
             self.platform.extras["contexts"].core

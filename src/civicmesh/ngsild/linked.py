@@ -74,7 +74,8 @@ def relationship_objects(inst: dict[str, Any]) -> list[str]:
         obj = inst.get("object")
         return [o for o in (obj if isinstance(obj, list) else [obj]) if isinstance(o, str)]
     if inst.get("type") == "ListRelationship":
-        return [o if isinstance(o, str) else (o or {}).get("object") for o in inst.get("objectList") or []]
+        objects = [o if isinstance(o, str) else (o or {}).get("object") for o in inst.get("objectList") or []]
+        return [o for o in objects if isinstance(o, str)]
     return []
 
 

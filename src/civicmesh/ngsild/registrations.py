@@ -7,6 +7,7 @@ is not built).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -188,11 +189,11 @@ def mount(app: FastAPI, platform: Any) -> None:
             raise Problem("ResourceNotFound", f"registration {reg_id} does not exist")
         return reg  # type: ignore[no-any-return]
 
-    for path, methods, endpoint in [("/csourceRegistrations", ["POST"], create),
-                                    ("/csourceRegistrations", ["GET"], query),
-                                    ("/csourceRegistrations/{reg_id}", ["GET"], retrieve),
-                                    ("/csourceRegistrations/{reg_id}", ["PATCH"], update),
-                                    ("/csourceRegistrations/{reg_id}", ["DELETE"], delete)]:
+    routes: list[tuple[str, list[str], Callable[..., Any]]] = [
+        ("/csourceRegistrations", ["POST"], create), ("/csourceRegistrations", ["GET"], query),
+        ("/csourceRegistrations/{reg_id}", ["GET"], retrieve), ("/csourceRegistrations/{reg_id}", ["PATCH"], update),
+        ("/csourceRegistrations/{reg_id}", ["DELETE"], delete)]
+    for path, methods, endpoint in routes:
         router.add_api_route(path, endpoint, methods=methods)
         router.add_api_route(path + "/", endpoint, methods=methods, include_in_schema=False)
     app.include_router(router)

@@ -29,7 +29,11 @@ class View:
 def render_entity(doc: dict[str, Any], view: View) -> dict[str, Any]:
     terms = view.terms
     out: dict[str, Any] = {}
-    keep_member = (lambda m: m in view.pick_members) if view.pick_members is not None else (lambda m: True)
+    members = view.pick_members
+
+    def keep_member(member: str) -> bool:
+        return members is None or member in members
+
     if keep_member("id") and "id" not in view.omit:
         out["id"] = doc["id"]
     if keep_member("type") and "type" not in view.omit and doc.get("type"):

@@ -290,7 +290,10 @@ class PostgresStore:
                     (len(new_ids),))).fetchall()
                 for entity_id, (eid,) in zip(new_ids, seq_rows, strict=True):
                     eids[entity_id] = eid
-            inserts, updates, type_rows, attr_rows, geo_rows = [], [], [], [], []
+            inserts: list[tuple[Any, ...]] = []
+            updates: list[tuple[Any, ...]] = []
+            type_rows: list[tuple[int, int]] = []
+            geo_rows: list[tuple[Any, ...]] = []
             all_index: list[tuple[int, tuple[Any, ...]]] = []
             all_types: set[str] = set()
             for entity_id, doc in final.items():

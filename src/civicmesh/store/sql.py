@@ -76,11 +76,11 @@ class QueryCompiler:
             return self.dialect.type_filter(len(keys))
         alternatives = []
         for conjunct in dnf:
-            keys = [self.tkey(t) for t in conjunct]
-            if any(k is None for k in keys):
+            found = [self.tkey(t) for t in conjunct]
+            if any(k is None for k in found):
                 continue
             parts = []
-            for k in keys:
+            for k in found:
                 parts.append("e.eid IN (SELECT eid FROM entity_types WHERE tkey = ?)")
                 params.append(k)
             alternatives.append("(" + " AND ".join(parts) + ")")

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import orjson
 
@@ -155,6 +155,7 @@ class SqliteStore:
         self._tkeys: dict[str, int] = {}
         self._geo_queries: dict[str, Any] = {}
         self._listeners: list[Callable[[], None]] = []
+        self._relay_lock: IO[str] | None = None  # the open lock file while this process relays the outbox
         self._pending: list[Any] = []
         self._pending_lock = threading.Lock()
         self._flush_scheduled = False
@@ -225,7 +226,7 @@ class SqliteStore:
                 raise
 
     async def close(self) -> None:
-        lock = getattr(self, "_relay_lock", None)
+        lock = self._relay_lock
         if lock is not None:
             lock.close()  # releases the flock
             self._relay_lock = None
@@ -322,10 +323,10 @@ class SqliteStore:
             for *_, done in batch:
                 loop.call_soon_threadsafe(_settle, done, None, exc)
             return
-        for done, changes, exc, fresh_a, fresh_t in outcomes:
+        for done, applied, error, fresh_a, fresh_t in outcomes:
             self._akeys.update(fresh_a)
             self._tkeys.update(fresh_t)
-            loop.call_soon_threadsafe(_settle, done, changes, exc)
+            loop.call_soon_threadsafe(_settle, done, applied, error)
 
     def _apply(self, conn: sqlite3.Connection, tenant: str, ids: Sequence[str], plan: WritePlan,
                extra_events: Sequence[tuple[str, str, dict[str, Any]]], fresh_a: dict[Any, int],
@@ -360,7 +361,12 @@ class SqliteStore:
         # BEGIN IMMEDIATE holds the write lock, so numbering new rows from max() is safe across processes.
         next_eid = conn.execute("SELECT coalesce(max(eid), 0) FROM entities").fetchone()[0] + 1
         next_gid = conn.execute("SELECT coalesce(max(gid), 0) FROM geo").fetchone()[0] + 1
-        inserts, updates, types, attrs, geo, boxes = [], [], [], [], [], []
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        types: list[tuple[int, int]] = []
+        attrs: list[tuple[Any, ...]] = []
+        geo: list[tuple[Any, ...]] = []
+        boxes: list[tuple[Any, ...]] = []
         for entity_id, doc in final.items():
             blob = orjson.dumps(doc)
             scopes = "|" + "|".join(doc["scope"]) if doc.get("scope") else None
