@@ -84,14 +84,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def start_relay() -> None:
         await relay.start()
 
-    async def close_store_and_relay() -> None:
+    async def stop_relay() -> None:
         await relay.stop()
+
+    async def close_store() -> None:
         await store.close()
 
     # Rooms append their own hooks while mounting: they run after the store opens and before the relay starts,
-    # so every durable subscriber is registered when the relay replays the outbox.
+    # so every durable subscriber is registered when the relay replays the outbox. Shutdown runs in reverse: the
+    # relay stops first, so no event reaches a room that has already closed, and the store closes last.
     app.state.startup_hooks = [open_store_and_relay]
-    app.state.shutdown_hooks = [close_store_and_relay]
+    app.state.shutdown_hooks = [close_store]
 
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> Response:
@@ -124,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         importlib.import_module(name).mount(app, platform)
     metrics.install(app, platform)
     app.state.startup_hooks.append(start_relay)
+    app.state.shutdown_hooks.append(stop_relay)
     return app
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
 from tests.exchange.conftest import client
 from tests.exchange.test_story_live import AREA, LD, flow, setup_orgs
+from tests.helpers import problem
 
 
 def grant(a: Any, b: Any, tenant: str, policy: dict[str, Any] | None = None) -> str:
@@ -62,3 +64,49 @@ def test_pages_and_counts_cover_only_what_the_consumer_sees(secure: Any) -> None
         r = a.get("/ngsi-ld/v1/entities", headers=tenant,
                   params={"type": "TrafficFlowObserved", "limit": 0, "count": "true"})
         assert r.headers["NGSILD-Results-Count"] == "30"
+
+
+def test_history_is_screened_like_the_entity(secure: Any) -> None:
+    live, admin = secure
+    s = setup_orgs(live, admin)
+    tenant = {"NGSILD-Tenant": s["tenant"]}
+    tag = uuid.uuid4().hex[:6]
+    inside, outside = f"urn:ngsi-ld:TrafficFlowObserved:{tag}-in", f"urn:ngsi-ld:TrafficFlowObserved:{tag}-out"
+    with client(live, s["key_a"]) as a, client(live, s["key_b"]) as b:
+        for eid, lon in ((inside, 120.1), (outside, 121.5)):
+            r = a.post("/ngsi-ld/v1/entities", json=flow(eid, lon, 30.1), headers={**LD, **tenant})
+            assert r.status_code == 201, r.text
+            for speed in (50, 60):
+                r = a.patch(f"/ngsi-ld/v1/entities/{eid}/attrs", headers=tenant, json={
+                    "speed": {"type": "Property", "value": speed}, "occupancy": {"type": "Property", "value": 0.5}})
+                assert r.status_code == 204, r.text
+        # The owner sees every attribute's history (once the change events have been recorded).
+        deadline = time.monotonic() + 10
+        while True:
+            mine = a.get(f"/ngsi-ld/v1/temporal/entities/{inside}", headers=tenant)
+            if mine.status_code == 200 and len(mine.json().get("speed", [])) == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert {"speed", "occupancy", "operatorNote", "location"} <= set(mine.json())
+
+        # Without an agreement B reads no history at all.
+        problem(b.get(f"/ngsi-ld/v1/temporal/entities/{inside}", headers=tenant), 403, "Forbidden")
+        r = b.get("/ngsi-ld/v1/temporal/entities", headers=tenant, params={"type": "TrafficFlowObserved"})
+        assert r.status_code == 200 and r.json() == []
+
+        grant(a, b, s["tenant"])
+        r = b.get(f"/ngsi-ld/v1/temporal/entities/{inside}", headers=tenant)
+        assert r.status_code == 200, r.text
+        assert set(r.json()) - {"id", "type", "@context"} == {"speed", "location"}
+        assert [i["value"] for i in r.json()["speed"]] == [42, 50, 60]
+        problem(b.get(f"/ngsi-ld/v1/temporal/entities/{outside}", headers=tenant), 403, "Forbidden")
+        r = b.get("/ngsi-ld/v1/temporal/entities", headers=tenant,
+                  params={"type": "TrafficFlowObserved", "attrs": "speed,occupancy"})
+        assert [(e["id"], sorted(set(e) - {"id", "type", "@context"})) for e in r.json()] == [(inside, ["speed"])]
+        r = b.post("/ngsi-ld/v1/temporal/entityOperations/query", headers={**LD, **tenant}, json={
+            "type": "Query", "entities": [{"type": "TrafficFlowObserved"}],
+            "@context": "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"})
+        assert [e["id"] for e in r.json()] == [inside]
+        # Agreements grant reads of history, never writes to it.
+        problem(b.post("/ngsi-ld/v1/temporal/entities", headers={**LD, **tenant}, json={
+            **flow(inside, 120.1, 30.1)}), 403, "Forbidden")

@@ -24,9 +24,14 @@ def test_anonymous_surfaces(secure: Any) -> None:
         assert c.get("/ledger/checkpoint").status_code in (200, 404)
         # Anonymous reads see public open data only; writes and everything else need a credential.
         assert c.get("/ngsi-ld/v1/entities", params={"type": "TrafficFlowObserved"}).status_code == 200
+        # ... and their history: screened the same way, so nothing here without a public product.
+        r = c.get("/ngsi-ld/v1/temporal/entities", params={"type": "TrafficFlowObserved"})
+        assert r.status_code == 200 and r.json() == []
         problem(c.post("/ngsi-ld/v1/entities", json=flow("urn:ngsi-ld:X:1", 1, 1), headers=LD), 401, "Unauthorized")
+        problem(c.post("/ngsi-ld/v1/temporal/entities", json=flow("urn:ngsi-ld:X:1", 1, 1), headers=LD),
+                401, "Unauthorized")
         for path in ("/exchange/kpis", "/citizen/triage", "/metrics", "/ngsi-ld/v1/subscriptions",
-                     "/ngsi-ld/v1/temporal/entities?type=X", "/alerts/rules", "/exchange/metering"):
+                     "/alerts/rules", "/exchange/metering"):
             problem(c.get(path), 401, "Unauthorized")
         problem(c.post("/ledger/entries", json={"kind": "x"}), 401, "Unauthorized")
         problem(c.post("/feasibility/evaluate", json={}), 401, "Unauthorized")

@@ -34,7 +34,7 @@ NO_AUTH_CALLER = ExchangeCaller(subject="no-auth", organization="platform", role
                                 via="no-auth")
 ANONYMOUS_HTTP = ExchangeCaller(subject="anonymous", organization=None, roles=frozenset(), scopes=frozenset(),
                                 via="anonymous")
-_ADMIN_ONLY_NGSI = ("/ngsi-ld/v1/temporal", "/ngsi-ld/v1/subscriptions", "/ngsi-ld/v1/csourceRegistrations",
+_ADMIN_ONLY_NGSI = ("/ngsi-ld/v1/subscriptions", "/ngsi-ld/v1/csourceRegistrations",
                     "/ngsi-ld/v1/csourceSubscriptions", "/ngsi-ld/v1/types", "/ngsi-ld/v1/attributes")
 _CITIZEN_DEPT = re.compile(r"^/citizen/departments/([^/]+)/requests$")
 
@@ -164,8 +164,10 @@ class IdentityMiddleware:
         if read and (path.startswith("/ngsi-ld/v1/jsonldContexts") or path.startswith("/ledger/")
                      or path.startswith("/exchange/catalog") or path.startswith("/exchange/dcat")):
             return "anonymous" if caller is None else None
-        public_data = (read and path.startswith("/ngsi-ld/v1/entities")) or \
-            (method == "POST" and path == "/ngsi-ld/v1/entityOperations/query")
+        # Reads of city data, current and past: screened per entity by the gate (public open data for anonymous).
+        public_data = (read and path.startswith(("/ngsi-ld/v1/entities", "/ngsi-ld/v1/temporal/entities"))) or \
+            (method == "POST" and path in ("/ngsi-ld/v1/entityOperations/query",
+                                           "/ngsi-ld/v1/temporal/entityOperations/query"))
         if caller is None:
             if public_data:
                 return "anonymous-data"

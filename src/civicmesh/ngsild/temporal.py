@@ -166,11 +166,16 @@ class Temporal:
         return form, "sysAttrs" in options, methods
 
     async def _render(self, tenant: str, entity_id: str, types: str, terms: TermMap, p: Any,
-                      budget: int | None) -> tuple[dict[str, Any], tuple[str, str, str] | None, int]:
+                      budget: int | None, visible: set[str] | None = None,
+                      ) -> tuple[dict[str, Any], tuple[str, str, str] | None, int]:
+        """`visible`: the attributes the gate lets the caller see (None: all)."""
         timeproperty, timerel, start, end, last_n = self._window(p)
         form, sys_attrs, methods = self._form(p)
         attrs = [terms.expand(a) for a in _names(p.get("attrs")) or []] or None
-        rows = await self.history.rows(tenant, entity_id, attrs, timeproperty, timerel, start, end, last_n)
+        if visible is not None:
+            attrs = [a for a in attrs if a in visible] if attrs else sorted(visible)
+        rows = await self.history.rows(tenant, entity_id, attrs, timeproperty, timerel, start, end,
+                                       last_n) if attrs is None or attrs else []
         truncated = None
         limit = budget if budget is not None else self.page_size
         if form != "aggregated" and len(rows) > limit:
@@ -210,12 +215,18 @@ class Temporal:
         _allow_params(request, _READ_PARAMS)
         call = read_call(request, self.resolver, allow_geojson=False)
         check_entity_id(entity_id)
-        await self.broker.authorize(caller_of(request), call.tenant, "read")
+        caller = caller_of(request)
+        await self.broker.authorize(caller, call.tenant, "read")
         found = await self.history.entities(call.tenant, [entity_id])
+        # EXCHANGE: history is screened like the entity itself (owner, agreements, masked attributes).
+        readable = await self.broker.readable(call.tenant, [entity_id], caller, "temporal")
+        if entity_id not in readable and (found or await self.broker.store.get(call.tenant, entity_id)):
+            raise Problem("Forbidden", f"{entity_id}: no agreement lets this caller read its history",
+                          extra={"explain": f"/exchange/explain?entity={entity_id}"})
         if not found:
             raise Problem("ResourceNotFound", f"entity {entity_id} has no history")
         body, truncated, _ = await self._render(call.tenant, entity_id, found[0][1], call.terms,
-                                                request.query_params, None)
+                                                request.query_params, None, readable[entity_id])
         if truncated:
             return json_response(call, body, status=206,
                                  headers={"Content-Range": f"date-time {truncated[0]}-{truncated[1]}/{truncated[2]}"})
@@ -272,12 +283,16 @@ class Temporal:
                 require_selector=False)
             current = {d["id"] for d in (await self.broker.query(call.tenant, query, caller))[0]}
             candidates = [c for c in candidates if c[0] in current]
+        # EXCHANGE: only the entities the caller may read, and of them only the attributes it may see.
+        readable = await self.broker.readable(call.tenant, [c[0] for c in candidates], caller, "temporal")
+        candidates = [c for c in candidates if c[0] in readable]
         limit, offset = _int(p.get("limit"), "limit", 20), _int(p.get("offset"), "offset", 0)
         page = candidates[offset:offset + limit]
         results, truncated_any = [], None
         budget = self.page_size
         for entity_id, types, _created, _deleted in page:
-            body, truncated, used = await self._render(call.tenant, entity_id, types, call.terms, p, max(budget, 1))
+            body, truncated, used = await self._render(call.tenant, entity_id, types, call.terms, p, max(budget, 1),
+                                                       readable[entity_id])
             budget -= used
             truncated_any = truncated_any or truncated
             if (p.get("attrs") or p.get("timerel")) and len(body) <= 2:
