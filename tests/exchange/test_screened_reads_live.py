@@ -84,7 +84,8 @@ def test_history_is_screened_like_the_entity(secure: Any) -> None:
         deadline = time.monotonic() + 10
         while True:
             mine = a.get(f"/ngsi-ld/v1/temporal/entities/{inside}", headers=tenant)
-            if mine.status_code == 200 and len(mine.json().get("speed", [])) == 3 or time.monotonic() > deadline:
+            speeds = mine.json().get("speed") if mine.status_code == 200 else None
+            if isinstance(speeds, list) and len(speeds) == 3 or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         assert {"speed", "occupancy", "operatorNote", "location"} <= set(mine.json())
@@ -98,7 +99,7 @@ def test_history_is_screened_like_the_entity(secure: Any) -> None:
         r = b.get(f"/ngsi-ld/v1/temporal/entities/{inside}", headers=tenant)
         assert r.status_code == 200, r.text
         assert set(r.json()) - {"id", "type", "@context"} == {"speed", "location"}
-        assert [i["value"] for i in r.json()["speed"]] == [42, 50, 60]
+        assert [i["value"] for i in r.json()["speed"]] == [42, 50, 60], (r.json(), mine.json())
         problem(b.get(f"/ngsi-ld/v1/temporal/entities/{outside}", headers=tenant), 403, "Forbidden")
         r = b.get("/ngsi-ld/v1/temporal/entities", headers=tenant,
                   params={"type": "TrafficFlowObserved", "attrs": "speed,occupancy"})
@@ -110,3 +111,54 @@ def test_history_is_screened_like_the_entity(secure: Any) -> None:
         # Agreements grant reads of history, never writes to it.
         problem(b.post("/ngsi-ld/v1/temporal/entities", headers={**LD, **tenant}, json={
             **flow(inside, 120.1, 30.1)}), 403, "Forbidden")
+
+
+def test_notifications_are_screened_for_the_subscriber(secure: Any) -> None:
+    from tests.ngsild.test_subscriptions_live import Receiver
+
+    live, admin = secure
+    s = setup_orgs(live, admin)
+    tenant = {"NGSILD-Tenant": s["tenant"]}
+    tag = uuid.uuid4().hex[:6]
+    inside, outside = f"urn:ngsi-ld:TrafficFlowObserved:{tag}-in", f"urn:ngsi-ld:TrafficFlowObserved:{tag}-out"
+    receiver = Receiver().start()
+    try:
+        with client(live, s["key_a"]) as a, client(live, s["key_b"]) as b:
+            for eid, lon in ((inside, 120.1), (outside, 121.5)):
+                r = a.post("/ngsi-ld/v1/entities", json=flow(eid, lon, 30.1), headers={**LD, **tenant})
+                assert r.status_code == 201, r.text
+            grant(a, b, s["tenant"])
+            sub = {"type": "Subscription", "entities": [{"type": "TrafficFlowObserved"}],
+                   "notification": {"endpoint": {"uri": receiver.url, "accept": "application/json"},
+                                    "format": "keyValues"},
+                   "@context": "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"}
+            r = b.post("/ngsi-ld/v1/subscriptions", json=sub, headers={**LD, **tenant})
+            assert r.status_code == 201, r.text
+            sub_id = r.headers["Location"].rsplit("/", 1)[1]
+            # A probing subscription on a masked attribute never fires: matching sees only what B may see.
+            probe = {**sub, "q": 'operatorNote=="internal"'}
+            assert b.post("/ngsi-ld/v1/subscriptions", json=probe, headers={**LD, **tenant}).status_code == 201
+            # B's subscriptions are B's: A neither lists nor reads them.
+            assert [x["id"] for x in b.get("/ngsi-ld/v1/subscriptions", headers=tenant).json()].count(sub_id) == 1
+            assert a.get("/ngsi-ld/v1/subscriptions", headers=tenant).json() == []
+            problem(a.get(f"/ngsi-ld/v1/subscriptions/{sub_id}", headers=tenant), 404, "ResourceNotFound")
+            problem(a.delete(f"/ngsi-ld/v1/subscriptions/{sub_id}", headers=tenant), 404, "ResourceNotFound")
+
+            for eid in (outside, inside):
+                r = a.patch(f"/ngsi-ld/v1/entities/{eid}/attrs", headers=tenant, json={
+                    "speed": {"type": "Property", "value": 77}, "operatorNote": {"type": "Property", "value": "x"}})
+                assert r.status_code == 204, r.text
+            # Only the note changes: nothing B may see changed, so B hears nothing.
+            r = a.patch(f"/ngsi-ld/v1/entities/{inside}/attrs", headers=tenant,
+                        json={"operatorNote": {"type": "Property", "value": "y"}})
+            assert r.status_code == 204
+            got = receiver.wait(1)
+            time.sleep(1.5)  # anything else that was due has arrived by now
+        bodies = [b for _, b in receiver.received]
+        assert len(bodies) == 1, [(x["subscriptionId"][-6:], x["data"]) for x in bodies]
+        assert bodies[0]["subscriptionId"] == sub_id
+        [entity] = got[0]["data"]
+        assert entity["id"] == inside and entity["speed"] == 77
+        assert set(entity) - {"id", "type", "@context"} == {"speed", "location"}
+    finally:
+        receiver.stop()

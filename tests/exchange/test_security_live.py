@@ -111,11 +111,13 @@ def test_cross_organization_and_tenant_attacks(secure: Any) -> None:
         r = b.post("/ngsi-ld/v1/entityOperations/query", json={"type": "Query", "entities": [
             {"type": "TrafficFlowObserved"}]}, headers=tenant)
         assert r.status_code == 200 and r.json() == []
-        # Surfaces that are not screened per organization are refused outright.
-        problem(b.post("/ngsi-ld/v1/subscriptions", json={
-            "type": "Subscription", "entities": [{"type": "TrafficFlowObserved"}],
-            "notification": {"endpoint": {"uri": "http://127.0.0.1:9/"}}}, headers=tenant), 403, "Forbidden")
+        # History is screened like the entity: no agreement, no history.
         problem(b.get(f"/ngsi-ld/v1/temporal/entities/{eid}", headers=tenant), 403, "Forbidden")
+        # Surfaces that are not screened per organization are refused outright.
+        problem(b.post("/ngsi-ld/v1/csourceRegistrations", json={
+            "type": "ContextSourceRegistration", "information": [{"entities": [{"type": "TrafficFlowObserved"}]}],
+            "endpoint": "http://127.0.0.1:9/"}, headers=tenant), 403, "Forbidden")
+        problem(b.get("/ngsi-ld/v1/types", headers=tenant), 403, "Forbidden")
         problem(b.post("/ledger/entries", json={"kind": "forged"}), 403, "Forbidden")
         problem(b.get("/metrics"), 403, "Forbidden")
         # The citizen desk: only a department, only for itself.

@@ -34,8 +34,8 @@ NO_AUTH_CALLER = ExchangeCaller(subject="no-auth", organization="platform", role
                                 via="no-auth")
 ANONYMOUS_HTTP = ExchangeCaller(subject="anonymous", organization=None, roles=frozenset(), scopes=frozenset(),
                                 via="anonymous")
-_ADMIN_ONLY_NGSI = ("/ngsi-ld/v1/subscriptions", "/ngsi-ld/v1/csourceRegistrations",
-                    "/ngsi-ld/v1/csourceSubscriptions", "/ngsi-ld/v1/types", "/ngsi-ld/v1/attributes")
+_ADMIN_ONLY_NGSI = ("/ngsi-ld/v1/csourceRegistrations", "/ngsi-ld/v1/csourceSubscriptions", "/ngsi-ld/v1/types",
+                    "/ngsi-ld/v1/attributes")
 _CITIZEN_DEPT = re.compile(r"^/citizen/departments/([^/]+)/requests$")
 
 

@@ -476,7 +476,7 @@ class NgsiLd:
             limit=p.get("limit"), offset=p.get("offset"), count=p.get("count"), require_selector=True)
         shown = self._presentation(request, call)
         if attrs:
-            pick: Projection = {a: None for a in attrs} | {"id": None, "type": None, "scope": None}
+            pick: Projection = {a: None for a in [*attrs, "id", "type", "scope"]}
             shown.pick = pick
         if body.get("lang"):
             shown.view = dataclasses.replace(shown.view, lang=body["lang"])

@@ -9,10 +9,12 @@ the receiver accepted it, so neither a broker restart nor a receiver outage lose
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -24,6 +26,7 @@ from starlette.responses import Response
 
 from civicmesh.errors import Problem
 from civicmesh.events import ENTITY_CREATED, ENTITY_DELETED, ChangeEvent
+from civicmesh.exchange.gate import Caller
 from civicmesh.ngsild import geoquery, qlang
 from civicmesh.ngsild.context import CORE_CONTEXT_URL, ContextResolver, TermMap
 from civicmesh.ngsild.http import CONTEXT_REL, JSONLD, body_call, json_response, page_links, read_call
@@ -187,12 +190,64 @@ class Subscriptions:
             raise Problem("ResourceNotFound", f"subscription {sub_id} does not exist")
         return sub  # type: ignore[no-any-return]
 
+    # -- who may see which subscription (EXCHANGE) ------------------------------------------------------------
+    # A subscription is a standing query: any organization may subscribe, and each notification is screened by
+    # the gate for the organization that subscribed, exactly like its queries. A caller that sees everything (a
+    # platform admin, or any caller with authentication off) subscribes unscreened and sees every subscription.
+    async def _authorize(self, request: Request, tenant: str) -> Caller:
+        caller = caller_of(request)
+        await self.broker.authorize(caller, tenant, "query")
+        return caller
+
+    def _mine(self, caller: Caller, sub: dict[str, Any]) -> bool:
+        if self.broker.gate.sees_everything(caller):
+            return True
+        owner = (sub.get("_owner") or {}).get("organization")
+        return owner is not None and owner == caller.organization
+
+    async def _get_mine(self, caller: Caller, tenant: str, sub_id: str) -> dict[str, Any]:
+        sub = await self._get(tenant, sub_id)
+        if not self._mine(caller, sub):  # another organization's subscription is none of this caller's business
+            raise Problem("ResourceNotFound", f"subscription {sub_id} does not exist")
+        return sub
+
+    async def _screened(self, sub: dict[str, Any], event: ChangeEvent) -> ChangeEvent | None:
+        """The event as the subscriber may see it: None when the gate hides the entity from it or when every
+        attribute the change touched is masked."""
+        owner = sub.get("_owner")
+        screen = getattr(self.broker.gate, "screen", None)
+        if not owner or screen is None:
+            return event
+        caller = Caller(owner["subject"], owner["organization"], frozenset(owner.get("roles") or ()))
+        before, after = event.data.get("before"), event.data.get("after")
+        doc = after or before
+        if doc is None:
+            return None
+        shown = await screen(caller, event.tenant, "notify", [doc])
+        if not shown:
+            return None
+        visible = set(shown[0]["attrs"])
+        if visible == set(doc["attrs"]):
+            return event
+        touched = [a for a in event.data.get("attributes") or [] if a in visible]
+        if not touched and event.kind not in (ENTITY_CREATED, ENTITY_DELETED):
+            return None
+
+        def mask(d: dict[str, Any] | None) -> dict[str, Any] | None:
+            return None if d is None else {**d, "attrs": {k: v for k, v in d["attrs"].items() if k in visible}}
+
+        return dataclasses.replace(event, data={**event.data, "before": mask(before), "after": mask(after),
+                                                "attributes": touched})
+
     # -- HTTP -----------------------------------------------------------------------------------------------
     async def create(self, request: Request) -> Response:
         _allow_params(request, set())
         call, body = await body_call(request, self.resolver, self.max_body)
-        await self.broker.authorize(caller_of(request), call.tenant, "create")
+        caller = await self._authorize(request, call.tenant)
         sub = parse_subscription(body, call.terms, resolver=self.resolver)
+        if not self.broker.gate.sees_everything(caller):
+            sub["_owner"] = {"organization": caller.organization, "subject": caller.subject,
+                             "roles": sorted(caller.roles)}
         sub["@context"] = call.context
         sub["createdAt"] = sub["modifiedAt"] = now_iso()
         if not await self._save(call.tenant, sub, create=True):
@@ -200,17 +255,18 @@ class Subscriptions:
         return Response(status_code=201, headers={"Location": f"{PREFIX}/subscriptions/{sub['id']}"})
 
     def _show(self, sub: dict[str, Any], sys_attrs: bool) -> dict[str, Any]:
-        out = {k: v for k, v in sub.items() if k != "@context" and (sys_attrs or k not in ("createdAt", "modifiedAt"))}
+        out = {k: v for k, v in sub.items() if k != "@context" and not k.startswith("_")
+               and (sys_attrs or k not in ("createdAt", "modifiedAt"))}
         out["status"] = status_of(sub)
         return out
 
     async def list(self, request: Request) -> Response:
         _allow_params(request, {"limit", "offset", "count", "options", "local"})
         call = read_call(request, self.resolver, allow_geojson=False)
-        await self.broker.authorize(caller_of(request), call.tenant, "query")
+        caller = await self._authorize(request, call.tenant)
         p = request.query_params
         limit, offset = _int(p.get("limit"), "limit", 20), _int(p.get("offset"), "offset", 0)
-        subs = await self.store.list_documents(call.tenant, KIND)
+        subs = [s for s in await self.store.list_documents(call.tenant, KIND) if self._mine(caller, s)]
         headers = {"NGSILD-Results-Count": str(len(subs))} if _flag(p.get("count"), "count") else {}
         sys_attrs = "sysAttrs" in (p.get("options") or "")
         response = json_response(call, [self._show(s, sys_attrs) for s in subs[offset:offset + limit]],
@@ -223,15 +279,15 @@ class Subscriptions:
     async def retrieve(self, request: Request, sub_id: str) -> Response:
         _allow_params(request, {"options"})
         call = read_call(request, self.resolver, allow_geojson=False)
-        await self.broker.authorize(caller_of(request), call.tenant, "read")
-        sub = await self._get(call.tenant, sub_id)
+        caller = await self._authorize(request, call.tenant)
+        sub = await self._get_mine(caller, call.tenant, sub_id)
         return json_response(call, self._show(sub, "sysAttrs" in (request.query_params.get("options") or "")))
 
     async def update(self, request: Request, sub_id: str) -> Response:
         _allow_params(request, set())
         call, body = await body_call(request, self.resolver, self.max_body, merge_patch=True)
-        await self.broker.authorize(caller_of(request), call.tenant, "update")
-        sub = await self._get(call.tenant, sub_id)
+        caller = await self._authorize(request, call.tenant)
+        sub = await self._get_mine(caller, call.tenant, sub_id)
         if "id" in body and body["id"] != sub_id:
             raise Problem("BadRequestData", "the id of a subscription cannot change")
         changes = parse_subscription(body, call.terms, partial=True, resolver=self.resolver)
@@ -248,8 +304,8 @@ class Subscriptions:
     async def delete(self, request: Request, sub_id: str) -> Response:
         _allow_params(request, set())
         call = read_call(request, self.resolver, allow_geojson=False)
-        await self.broker.authorize(caller_of(request), call.tenant, "delete")
-        await self._get(call.tenant, sub_id)
+        caller = await self._authorize(request, call.tenant)
+        await self._get_mine(caller, call.tenant, sub_id)
         self._cache.pop(call.tenant, None)
         await self.store.delete_document(call.tenant, KIND, sub_id)
         return Response(status_code=204)
@@ -266,14 +322,17 @@ class Subscriptions:
             if status_of(sub) != "active" or "timeInterval" in sub:
                 continue
             terms = self.resolver.term_map(sub.get("jsonldContext") or sub.get("@context"))
-            if not self._matches(sub, event, terms):
+            # Matched on what the subscriber may see, so q and geoQ cannot probe masked attributes.
+            seen = await self._screened(sub, event) if sub.get("_owner") and self._matches(sub, event, terms) \
+                else event
+            if seen is None or not self._matches(sub, seen, terms):
                 continue
             if sub.get("throttling"):
                 last = self._throttle.get((event.tenant, sub["id"]), 0.0)
                 if time.time() - last < float(sub["throttling"]):
                     continue
                 self._throttle[(event.tenant, sub["id"])] = time.time()
-            payload = self._notification(sub, event, terms)
+            payload = self._notification(sub, seen, terms)
             rows.append((event.tenant, sub["id"], f"{sub['id']}|{event.seq}", orjson.dumps(payload), time.time()))
         if rows:
             await self.store.enqueue_notifications(rows)
@@ -284,6 +343,8 @@ class Subscriptions:
         doc = after or before
         if doc is None:
             return False
+        if sub.get("createdAt") and event.at < sub["createdAt"]:
+            return False  # a change from before the subscription existed, relayed late: not this one's business
         trigger = _trigger(event, before, after, sub)
         if trigger not in set(sub.get("notificationTrigger") or DEFAULT_TRIGGERS) and not (
                 trigger == "entityUpdated" and {"attributeCreated", "attributeUpdated"}
@@ -316,6 +377,7 @@ class Subscriptions:
         view = View(terms, FORMATS.get(spec.get("format", "normalized"), NORMALIZED), bool(spec.get("sysAttrs")),
                     attrs=attrs, lang=sub.get("lang"))
         if after is None:
+            assert before is not None  # _matches refuses an event with neither
             # A deleted entity is announced with its attributes set to the NGSI-LD Null.
             nulled = {a: [_nulled(i) for i in instances] for a, instances in before["attrs"].items()}
             entity = render_entity({**before, "attrs": nulled}, view)
@@ -326,7 +388,7 @@ class Subscriptions:
             shown_doc = after
             removed = [a for a in event.data.get("attributes") or [] if before and a in before["attrs"]
                        and a not in after["attrs"]]
-            if removed:
+            if removed and before is not None:
                 # Deleted attributes are announced with the NGSI-LD Null in their value member.
                 shown_doc = {**after, "attrs": {**after["attrs"], **{a: [_nulled(i) for i in before["attrs"][a]]
                                                                      for a in removed}}}
@@ -416,7 +478,9 @@ class Subscriptions:
         if not due:
             return 0
         results = await asyncio.gather(*(self._send(tenant, orjson.loads(payload)) for _, tenant, _, payload, _ in due))
-        delivered, retry, dropped = [], [], []
+        delivered: list[int] = []
+        retry: list[tuple[int, float, str]] = []
+        dropped: list[int] = []
         outcomes: dict[tuple[str, str], tuple[int, int, str | None]] = {}
         for (nid, tenant, sub_id, _payload, attempts), error in zip(due, results, strict=True):
             sent, failed, last_error = outcomes.get((tenant, sub_id), (0, 0, None))
@@ -569,10 +633,11 @@ def mount(app: FastAPI, platform: Any) -> None:
     platform.extras["subscriptions"] = subs
     platform.relay.subscribe("subscriptions", subs.on_event, durable=True)
     router = APIRouter(prefix=PREFIX)
-    for path, methods, endpoint in [("/subscriptions", ["POST"], subs.create), ("/subscriptions", ["GET"], subs.list),
-                                    ("/subscriptions/{sub_id}", ["GET"], subs.retrieve),
-                                    ("/subscriptions/{sub_id}", ["PATCH"], subs.update),
-                                    ("/subscriptions/{sub_id}", ["DELETE"], subs.delete)]:
+    routes: list[tuple[str, list[str], Callable[..., Any]]] = [
+        ("/subscriptions", ["POST"], subs.create), ("/subscriptions", ["GET"], subs.list),
+        ("/subscriptions/{sub_id}", ["GET"], subs.retrieve), ("/subscriptions/{sub_id}", ["PATCH"], subs.update),
+        ("/subscriptions/{sub_id}", ["DELETE"], subs.delete)]
+    for path, methods, endpoint in routes:
         router.add_api_route(path, endpoint, methods=methods)
         router.add_api_route(path + "/", endpoint, methods=methods, include_in_schema=False)
     app.include_router(router)

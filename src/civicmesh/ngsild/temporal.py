@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -111,9 +112,11 @@ class Temporal:
         at = event.at
         rows: list[HistoryRow] = []
         if event.kind == ENTITY_DELETED:
+            assert before is not None
             for attr, instances in before["attrs"].items():
                 rows.extend(_row(attr, inst, at, deleted=True) for inst in instances)
         else:
+            assert after is not None
             for attr in event.data.get("attributes") or []:
                 new = after["attrs"].get(attr, [])
                 old = before["attrs"].get(attr, []) if before else []
@@ -472,7 +475,7 @@ def mount(app: FastAPI, platform: Any) -> None:
     temporal = Temporal(platform)
     platform.relay.subscribe("temporal", temporal.on_event, durable=True)
     router = APIRouter(prefix=PREFIX + "/temporal")
-    for path, methods, endpoint in [
+    routes: list[tuple[str, list[str], Callable[..., Any]]] = [
         ("/entities", ["GET"], temporal.query), ("/entities", ["POST"], temporal.create),
         ("/entities/{entity_id}", ["GET"], temporal.retrieve), ("/entities/{entity_id}", ["DELETE"], temporal.delete),
         ("/entities/{entity_id}/attrs", ["POST"], temporal.add_attrs),
@@ -480,7 +483,8 @@ def mount(app: FastAPI, platform: Any) -> None:
         ("/entities/{entity_id}/attrs/{attr}/{instance_id}", ["PATCH"], temporal.modify_instance),
         ("/entities/{entity_id}/attrs/{attr}/{instance_id}", ["DELETE"], temporal.delete_instance),
         ("/entityOperations/query", ["POST"], temporal.post_query),
-    ]:
+    ]
+    for path, methods, endpoint in routes:
         router.add_api_route(path, endpoint, methods=methods)
         router.add_api_route(path + "/", endpoint, methods=methods, include_in_schema=False)
     app.include_router(router)
