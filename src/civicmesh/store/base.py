@@ -143,12 +143,36 @@ def _instance_rows(attr: str, prefix: str, inst: dict[str, Any], out: list[Index
             _instance_rows(attr, f"{prefix} {key}" if prefix else key, sub, out)
 
 
-def index_rows(doc: dict[str, Any]) -> list[IndexRow]:
+def index_rows(doc: dict[str, Any], names: set[str] | None = None) -> list[IndexRow]:
+    """The index rows of an entity, or only of the attributes in `names`."""
     out: list[IndexRow] = []
     for attr, instances in doc["attrs"].items():
-        for inst in instances:
-            _instance_rows(attr, "", inst, out)
+        if names is None or attr in names:
+            for inst in instances:
+                _instance_rows(attr, "", inst, out)
     return out
+
+
+def reindex_scope(changes: list[Change], stored: set[str]) -> dict[str, set[str] | None]:
+    """What a batch of changes re-indexes, per entity it leaves in the store: None for everything (a new entity,
+    new types), else the names of the attributes whose index rows change. An update that touches two of an
+    entity's twenty attributes rewrites two attributes' rows, not twenty."""
+    scope: dict[str, set[str] | None] = {}
+    for c in changes:
+        if c.after is None:
+            scope.pop(c.entity_id, None)
+            continue
+        known = scope.get(c.entity_id, set())
+        if c.before is None or c.entity_id not in stored or known is None or c.before["type"] != c.after["type"]:
+            scope[c.entity_id] = None
+        else:
+            known.update(c.attributes)
+            scope[c.entity_id] = known
+    return scope
+
+
+def geometry_touched(doc: dict[str, Any] | None, attrs: set[str]) -> bool:
+    return doc is not None and any(a in attrs for a, _ in geometries(doc))
 
 
 def geometries(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
