@@ -21,11 +21,10 @@ from civicmesh.store.base import (
     OUTBOX_LOCK,
     Change,
     EntityQuery,
+    WriteOutcome,
     WritePlan,
     geometries,
-    geometry_touched,
     index_rows,
-    reindex_scope,
 )
 from civicmesh.store.sql import QueryCompiler
 
@@ -274,16 +273,9 @@ class PostgresStore:
             changes = plan(current)
             at = now_iso()
             cur = conn.cursor()
-            # Last write per entity wins within one batch.
-            final: dict[str, dict[str, Any]] = {c.entity_id: c.after for c in changes if c.after is not None}
-            for c in changes:
-                if c.after is None:
-                    final.pop(c.entity_id, None)
-            scope = reindex_scope(changes, set(eids))
-            partial = {i: names for i, names in scope.items() if names is not None}
-            regeo = {i for i, names in partial.items()
-                     if geometry_touched(current[i], names) or geometry_touched(final.get(i), names)}
-            whole = [eids[i] for i in dict.fromkeys(c.entity_id for c in changes) if i in eids and i not in partial]
+            outcome = WriteOutcome.of(changes, current, set(eids))
+            final, partial, regeo = outcome.final, outcome.partial, outcome.regeo
+            whole = [eids[i] for i in outcome.whole]
             if whole:
                 await conn.execute("DELETE FROM attr_index WHERE eid = ANY(%s)", (whole,))
                 await conn.execute("DELETE FROM entity_types WHERE eid = ANY(%s)", (whole,))

@@ -23,11 +23,10 @@ from civicmesh.store.base import (
     DEFAULT_TENANT,
     Change,
     EntityQuery,
+    WriteOutcome,
     WritePlan,
     geometries,
-    geometry_touched,
     index_rows,
-    reindex_scope,
 )
 from civicmesh.store.geo import bbox_of, geo_predicate
 from civicmesh.store.sql import QueryCompiler
@@ -346,16 +345,9 @@ class SqliteStore:
                 eids[entity_id] = eid
         changes = plan(current)
         at = now_iso()
-        # The last change of an entity within one batch is the one that is stored.
-        final = {c.entity_id: c.after for c in changes if c.after is not None}
-        for c in changes:
-            if c.after is None:
-                final.pop(c.entity_id, None)
-        scope = reindex_scope(changes, set(eids))
-        partial = {i: names for i, names in scope.items() if names is not None}
-        regeo = {i for i, names in partial.items()
-                 if geometry_touched(current[i], names) or geometry_touched(final.get(i), names)}
-        whole = [(eids[i],) for i in dict.fromkeys(c.entity_id for c in changes) if i in eids and i not in partial]
+        outcome = WriteOutcome.of(changes, current, set(eids))
+        final, partial, regeo = outcome.final, outcome.partial, outcome.regeo
+        whole = [(eids[i],) for i in outcome.whole]
         if whole:
             conn.executemany("DELETE FROM attr_index WHERE eid = ?", whole)
             conn.executemany("DELETE FROM entity_types WHERE eid = ?", whole)
