@@ -164,7 +164,10 @@ class IdentityMiddleware:
         if read and (path.startswith("/ngsi-ld/v1/jsonldContexts") or path.startswith("/ledger/")
                      or path.startswith("/exchange/catalog") or path.startswith("/exchange/dcat")):
             return "anonymous" if caller is None else None
-        public_data = (read and path.startswith("/ngsi-ld/v1/entities")) or \
+        # The dashboard's page, files, base map and layer list hold no city data; its live stream is screened.
+        if read and (path == "/" or path.startswith("/web/")) and path != "/web/events":
+            return "anonymous" if caller is None else None
+        public_data = (read and (path.startswith("/ngsi-ld/v1/entities") or path == "/web/events")) or \
             (method == "POST" and path == "/ngsi-ld/v1/entityOperations/query")
         if caller is None:
             if public_data:
