@@ -53,7 +53,7 @@ async function loadLayers() {
       if (error instanceof ApiError) return [];
       throw error;
     })));
-    const entities = parts.flat().filter((e) => !seen.has(e.id) && seen.add(e.id));
+    const entities = parts.flat().filter((e) => !seen.has(e.id) && seen.add(e.id)).map(shortNames);
     if (layer.id === "alerts") {
       alerts.alerts = new Map(entities.map((a) => [a.id, a]));
       alerts.render();
@@ -111,6 +111,20 @@ function connect() {
   });
 }
 
+// Alert attributes come from the core @context; where the demo @context gives a term (category) another IRI, the
+// answer keeps the full default-context IRI. Show those under their short names.
+const DEFAULT_CONTEXT = "https://uri.etsi.org/ngsi-ld/default-context/";
+export function shortNames(entity) {
+  for (const key of Object.keys(entity)) {
+    if (key.startsWith(DEFAULT_CONTEXT)) {
+      const short = key.slice(DEFAULT_CONTEXT.length);
+      if (!(short in entity)) entity[short] = entity[key];
+      delete entity[key];
+    }
+  }
+  return entity;
+}
+
 function schedule() {
   if (frameRequested) return;
   frameRequested = true;
@@ -123,7 +137,7 @@ function applyPending() {
   const messages = pending.splice(0);
   let detailsTouched = false;
   for (const message of messages) {
-    for (const entity of message.entities) {
+    for (const entity of message.entities.map(shortNames)) {
       map.upsert(entity);
       if (entity.type === "Alert") alerts.upsert(entity);
       if (entity.id === map.selected) detailsTouched = true;
@@ -166,7 +180,7 @@ async function showDetails(id, withHistory = true) {
   let entity = map.entities.get(id);
   if (!entity) {
     try {
-      entity = await getJson(`/ngsi-ld/v1/entities/${encodeURIComponent(id)}?options=keyValues`, { ngsi: true });
+      entity = shortNames(await getJson(`/ngsi-ld/v1/entities/${encodeURIComponent(id)}?options=keyValues`, { ngsi: true }));
     } catch (error) {
       entity = { id, type: "?", error: error.message };
     }

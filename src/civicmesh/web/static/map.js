@@ -99,7 +99,7 @@ export class CityMap {
       let at;
       if (kind === "district") {
         // Corners the layer list and the details card leave free.
-        at = f.id.endsWith("binjiang") ? [120.176, 30.1915] : [120.243, 30.2535];
+        at = f.id.endsWith("binjiang") ? [120.176, 30.1915] : [120.236, 30.2555];
       } else if (kind === "river") {
         at = [120.2435, 30.2389];
       } else if (kind === "road" && ["primary", "trunk"].includes(f.properties.class) && !f.properties.bridge) {
@@ -109,7 +109,7 @@ export class CityMap {
       const [x, y] = this.project(at);
       const text = el("text", { x, y, class: `base-label ${kind}`, "text-anchor": "middle" }, this.labels);
       text.textContent = pick(f.properties.name);
-      text.dataset.px = kind === "district" ? 26 : kind === "river" ? 20 : 12;
+      text.dataset.px = kind === "district" ? 22 : kind === "river" ? 20 : 12;
       this.labelNodes.push([text, f]);
     }
     this.scaleLabels();
@@ -344,9 +344,10 @@ export class CityMap {
       }
       case "Alert": {
         g.dataset.severity = entity.severity || "";
-        if (!entity.acknowledged) el("circle", { r: 16, class: "alert-ring" }, g);
-        el("circle", { r: 7, fill: entity.acknowledged ? "#7d8d9c" : "#ef5b5b", stroke: "#fff", "stroke-width": 1.5 }, g);
-        el("text", { y: 3.5, "text-anchor": "middle", "font-size": 10, "font-weight": 700, fill: "#fff" }, g).textContent = "!";
+        // A ring around the source (it stays clickable) and a badge beside it.
+        if (!entity.acknowledged) el("circle", { r: 18, class: "alert-ring", "pointer-events": "none" }, g);
+        el("circle", { cx: 14, cy: -14, r: 7, fill: entity.acknowledged ? "#7d8d9c" : "#ef5b5b", stroke: "#fff", "stroke-width": 1.5 }, g);
+        el("text", { x: 14, y: -10.5, "text-anchor": "middle", "font-size": 10, "font-weight": 700, fill: "#fff" }, g).textContent = "!";
         break;
       }
       default:
