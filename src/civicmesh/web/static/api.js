@@ -43,7 +43,8 @@ export async function request(path, { method = "GET", body, ngsi = false, text =
 
 export async function getJson(path, options) { return (await request(path, options)).payload; }
 
-// Every entity of one type (keyValues), following pages; the gate screens each page.
+// Every entity of one type, or of any type in a comma-separated list (keyValues), following pages; the gate screens
+// each page.
 export async function entitiesOfType(type) {
   const out = [];
   const limit = 1000;

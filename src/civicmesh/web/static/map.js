@@ -193,10 +193,10 @@ export class CityMap {
     const group = this.groups.get(layerId);
     for (const [id, node] of [...this.nodes]) if (node.parentNode === group) { this.nodes.delete(id); this.entities.delete(id); }
     group.replaceChildren();
-    for (const entity of entities) this.upsert(entity, false);
+    for (const entity of entities) this.upsert(entity);
   }
 
-  upsert(entity, flash = true) {
+  upsert(entity) {
     const layerId = this.layerOf(entity);
     if (!layerId) return false;
     if (entity.type === "Alert" && entity.alertSource) this.noteAlert(entity);
@@ -207,7 +207,6 @@ export class CityMap {
     if (old) old.replaceWith(node); else this.groups.get(layerId).appendChild(node);
     this.nodes.set(entity.id, node);
     if (this.selected === entity.id) node.classList.add("selected");
-    if (flash && old) node.classList.add("flash");
     return true;
   }
 
@@ -221,7 +220,7 @@ export class CityMap {
     const source = alert.alertSource;
     if (alert.acknowledged) this.alertedSources.delete(source); else this.alertedSources.set(source, alert.severity);
     const sourceEntity = this.entities.get(source);
-    if (sourceEntity) this.upsert(sourceEntity, false);
+    if (sourceEntity) this.upsert(sourceEntity);
   }
 
   counts() {

@@ -15,10 +15,16 @@ function refusal(error) {
   return `<p class="empty">${escapeHtml(error.message)}</p>`;
 }
 
+// One formatter per language: building an Intl formatter per call is what makes long lists slow.
+const formatters = {};
 function when(text) {
   const at = Date.parse(text);
-  return Number.isNaN(at) ? escapeHtml(text || "") : new Date(at).toLocaleString(lang() === "zh" ? "zh-CN" : "en-GB", { hour12: false });
+  if (Number.isNaN(at)) return escapeHtml(text || "");
+  const code = lang() === "zh" ? "zh-CN" : "en-GB";
+  formatters[code] ??= new Intl.DateTimeFormat(code, { dateStyle: "short", timeStyle: "medium", hour12: false });
+  return formatters[code].format(new Date(at));
 }
+const ALERTS_SHOWN = 100;
 
 function percent(value) { return value === null || value === undefined ? "–" : `${(value * 100).toFixed(1)}%`; }
 
@@ -42,15 +48,22 @@ export class AlertsPanel {
     this.render();
   }
 
-  upsert(alert) { this.alerts.set(alert.id, alert); this.render(); }
-  remove(id) { if (this.alerts.delete(id)) this.render(); }
+  // Live alerts can arrive by the hundred a second: draw the list at most once per frame.
+  upsert(alert) { this.alerts.set(alert.id, alert); this.scheduleRender(); }
+  remove(id) { if (this.alerts.delete(id)) this.scheduleRender(); }
+
+  scheduleRender() {
+    if (this.renderQueued) return;
+    this.renderQueued = true;
+    requestAnimationFrame(() => { this.renderQueued = false; this.render(); });
+  }
 
   render() {
     const items = [...this.alerts.values()].sort((a, b) => String(b.dateIssued || "").localeCompare(String(a.dateIssued || ""))
       || (SEVERITY_RANK[b.severity] ?? 0) - (SEVERITY_RANK[a.severity] ?? 0));
     document.getElementById("alerts-count").textContent = items.filter((a) => !a.acknowledged).length;
     document.getElementById("alerts-empty").hidden = items.length > 0;
-    this.list.innerHTML = items.map((a) => `
+    this.list.innerHTML = items.slice(0, ALERTS_SHOWN).map((a) => `
       <li class="${a.acknowledged ? "acknowledged" : ""}" data-id="${escapeHtml(a.id)}" data-severity="${escapeHtml(a.severity)}">
         <span class="sev ${escapeHtml(a.severity)}">${escapeHtml(t(a.severity) || a.severity)}</span>
         <span class="desc">${escapeHtml(a.description || a.subCategory || a.id)}</span>
