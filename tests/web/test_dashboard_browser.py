@@ -31,6 +31,7 @@ def test_page_loads_the_demo_city_with_every_layer_counted(page: Any, city: Any)
     assert page.locator('[data-base^="district:"]').count() == 2
     assert page.locator('[data-base^="road:"]').count() == 10
     assert page.locator("h1").inner_text() == "City operations centre"
+    assert page.locator("#anonymous-hint").is_hidden()  # authentication is off: everyone sees everything
     screenshot(page, f"load-{city.settings.database_url.split(':')[0]}")
 
 

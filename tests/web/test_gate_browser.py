@@ -39,11 +39,13 @@ def test_an_enterprise_sees_only_the_attributes_it_was_granted(page: Any, gated:
     open_dashboard(page, gated.live)
     # Anonymous: nothing in this city is open data, so every layer is empty.
     assert set(shown_counts(page).values()) == {0}
+    assert "exchange-bootstrap-admin.key" in page.locator("#anonymous-hint").inner_text()
     assert shown_counts(page) == layer_counts(gated.live)
 
     sign_in(page, gated.enterprise_key)
     assert page.locator("#who").inner_text().startswith(gated.enterprise)
     page.wait_for_selector('#layer-list li[data-layer="air"][data-count="10"]')
+    assert page.locator("#anonymous-hint").is_hidden()
     expected = layer_counts(gated.live, gated.enterprise_key)
     assert expected["air"] == 10 and expected["traffic"] == 0
     assert shown_counts(page) == expected

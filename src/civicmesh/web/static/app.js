@@ -33,7 +33,7 @@ async function boot() {
   alerts = new AlertsPanel((id) => showDetails(id));
   map = new CityMap(document.getElementById("map"), basemap, config.layers, (id) => showDetails(id));
   document.getElementById("map-note").textContent = t("mapNote");
-  onLanguage(() => { document.getElementById("map-note").textContent = t("mapNote"); });
+  onLanguage(() => { document.getElementById("map-note").textContent = t("mapNote"); showAnonymousHint(); });
   setUpSignIn();
   setUpTabs();
   document.getElementById("details-close").addEventListener("click", () => { document.getElementById("details").hidden = true; map.select(null); });
@@ -72,6 +72,15 @@ async function loadLayers() {
   // Alerts mark their sources; draw the sources again now that both are loaded.
   for (const alert of alerts.alerts.values()) map.noteAlert(alert);
   renderLayerList();
+  showAnonymousHint();
+}
+
+// An empty map for an anonymous visitor is the gate at work, not a broken page: say so, and how to sign in.
+function showAnonymousHint() {
+  const hint = document.getElementById("anonymous-hint");
+  const empty = Object.values(map.counts()).every((n) => n === 0);
+  hint.hidden = !(config.auth && !signedIn() && empty);
+  hint.textContent = t("nothingPublic");
 }
 
 function renderLayerList() {

@@ -66,6 +66,8 @@ const WORDS = {
   critical: ["严重", "critical"], high: ["高", "high"], medium: ["中", "medium"], low: ["低", "low"],
   informational: ["提示", "info"],
   loading: ["加载中…", "loading…"],
+  nothingPublic: ["匿名用户看不到非开放数据。请登录：`make run` 首次启动时平台管理员密钥写在 civicmesh-data/exchange-bootstrap-admin.key。",
+                  "Nothing here is open data for anonymous callers. Sign in: on the first `make run` the platform-admin key is written to civicmesh-data/exchange-bootstrap-admin.key."],
 };
 
 const listeners = [];
