@@ -33,6 +33,16 @@ def test_page_loads_the_demo_city_with_every_layer_counted(page: Any, city: Any)
     assert page.locator("h1").inner_text() == "City operations centre"
     assert page.locator("#anonymous-hint").is_hidden()  # authentication is off: everyone sees everything
     screenshot(page, f"load-{city.settings.database_url.split(':')[0]}")
+    # On a 4K wall display the text grows with the screen and the map still shows every feature.
+    laptop_font = page.evaluate("parseFloat(getComputedStyle(document.documentElement).fontSize)")
+    page.set_viewport_size({"width": 3840, "height": 2160})
+    page.wait_for_timeout(300)
+    wall_font = page.evaluate("parseFloat(getComputedStyle(document.documentElement).fontSize)")
+    assert wall_font >= 2 * laptop_font
+    box = page.locator("#layers").bounding_box()
+    assert box["y"] + box["height"] < 2160 and box["width"] > 400
+    assert shown_counts(page) == expected
+    screenshot(page, f"wall-{city.settings.database_url.split(':')[0]}")
 
 
 @pytest.mark.live

@@ -40,6 +40,7 @@ def test_an_enterprise_sees_only_the_attributes_it_was_granted(page: Any, gated:
     # Anonymous: nothing in this city is open data, so every layer is empty.
     assert set(shown_counts(page).values()) == {0}
     assert "exchange-bootstrap-admin.key" in page.locator("#anonymous-hint").inner_text()
+    screenshot(page, "anonymous")
     assert shown_counts(page) == layer_counts(gated.live)
 
     sign_in(page, gated.enterprise_key)

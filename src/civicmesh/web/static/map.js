@@ -18,6 +18,9 @@ function el(name, attrs = {}, parent = null) {
   return node;
 }
 
+// A screen-pixel line width that follows the page's type size (see CityMap.applyView).
+function px(width) { return `stroke-width: calc(${width}px * var(--ui, 1))`; }
+
 function number(value) {
   if (Array.isArray(value)) value = value[0];
   return typeof value === "number" ? value : null;
@@ -85,7 +88,7 @@ export class CityMap {
         el("path", { d: f.geometry.coordinates.map((ring) => this.path(ring, true)).join(""), class: `base-${kind} ${slug}`, "data-base": f.id }, this.base);
       } else if (kind === "road") {
         const width = { trunk: 7, primary: 6, secondary: 4.5, tertiary: 3.5 }[f.properties.class] || 3;
-        el("path", { d: this.path(f.geometry.coordinates), class: "base-road", "stroke-width": width, "vector-effect": "non-scaling-stroke", "data-base": f.id }, this.base);
+        el("path", { d: this.path(f.geometry.coordinates), class: "base-road", style: px(width), "vector-effect": "non-scaling-stroke", "data-base": f.id }, this.base);
       }
     }
     this.drawLabels();
@@ -129,14 +132,18 @@ export class CityMap {
   applyView() {
     const v = this.view;
     this.svg.setAttribute("viewBox", `${v.x} ${v.y} ${v.w} ${v.h}`);
-    this.scale = this.unitsPerPixel();
+    // Markers, labels and line widths grow with the page's type size (it follows the viewport), so a wall display
+    // shows them as large, relative to the screen, as a laptop does.
+    this.ui = (parseFloat(getComputedStyle(document.documentElement).fontSize) || 12.5) / 12.5;
+    this.svg.style.setProperty("--ui", this.ui.toFixed(3));
+    this.scale = this.unitsPerPixel() * this.ui;
     for (const node of this.nodes.values()) if (node.dataset.x !== undefined) this.place(node);
     this.scaleLabels();
   }
 
   scaleLabels() {
     if (!this.labelNodes) return;
-    const s = this.unitsPerPixel();
+    const s = this.unitsPerPixel() * (this.ui || 1);
     for (const [node] of this.labelNodes) node.style.fontSize = `${Number(node.dataset.px) * s}px`;
     for (const node of this.labels.querySelectorAll("text")) node.style.strokeWidth = `${3 * s}px`;
   }
@@ -273,11 +280,11 @@ export class CityMap {
         d = points.map(([x, y], i) => `${i ? "L" : "M"}${(x - nx).toFixed(1)} ${(y - ny).toFixed(1)}`).join("");
         const speed = number(entity.averageVehicleSpeed);
         g.dataset.speed = speed ?? "";
-        el("path", { d, class: "traffic-line", stroke: speedColour(speed), "stroke-width": 4, "vector-effect": "non-scaling-stroke" }, g);
+        el("path", { d, class: "traffic-line", stroke: speedColour(speed), style: px(4), "vector-effect": "non-scaling-stroke" }, g);
       } else {
         d = points.map(([x, y], i) => `${i ? "L" : "M"}${x.toFixed(1)} ${y.toFixed(1)}`).join("");
-        el("path", { d, fill: "none", stroke: alerted ? "#ef5b5b" : "#d8e3ee", "stroke-width": 10, "stroke-linecap": "round", "vector-effect": "non-scaling-stroke", opacity: 0.85 }, g);
-        el("path", { d, fill: "none", stroke: "#0b1622", "stroke-width": 2, "stroke-dasharray": "6 6", "vector-effect": "non-scaling-stroke" }, g);
+        el("path", { d, fill: "none", stroke: alerted ? "#ef5b5b" : "#d8e3ee", style: px(10), "stroke-linecap": "round", "vector-effect": "non-scaling-stroke", opacity: 0.85 }, g);
+        el("path", { d, fill: "none", stroke: "#0b1622", style: px(2), "stroke-dasharray": "6 6", "vector-effect": "non-scaling-stroke" }, g);
       }
       return this.finish(g, entity);
     }
