@@ -164,8 +164,13 @@ class IdentityMiddleware:
         if read and (path.startswith("/ngsi-ld/v1/jsonldContexts") or path.startswith("/ledger/")
                      or path.startswith("/exchange/catalog") or path.startswith("/exchange/dcat")):
             return "anonymous" if caller is None else None
-        # Reads of city data, current and past: screened per entity by the gate (public open data for anonymous).
-        public_data = (read and path.startswith(("/ngsi-ld/v1/entities", "/ngsi-ld/v1/temporal/entities"))) or \
+        # The dashboard's page, files, base map and layer list hold no city data; its live stream is screened.
+        if read and (path == "/" or path.startswith("/web/")) and path != "/web/events":
+            return "anonymous" if caller is None else None
+        # Reads of city data, current and past, and the dashboard's live stream: screened per entity by the gate
+        # (public open data for anonymous callers).
+        public_data = (read and (path.startswith(("/ngsi-ld/v1/entities", "/ngsi-ld/v1/temporal/entities"))
+                                 or path == "/web/events")) or \
             (method == "POST" and path in ("/ngsi-ld/v1/entityOperations/query",
                                            "/ngsi-ld/v1/temporal/entityOperations/query"))
         if caller is None:
