@@ -55,9 +55,9 @@ def test_an_enterprise_sees_only_the_attributes_it_was_granted(page: Any, gated:
     page.wait_for_selector('#details-attrs tr[data-attr="airQualityIndex"]')
     rows = set(page.eval_on_selector_all("#details-attrs tr", "rows => rows.map(r => r.dataset.attr)"))
     assert rows == {"name", "airQualityIndex", "modifiedAt"} or rows == {"name", "airQualityIndex"}
-    # History is not yet screened per organization, so the platform refuses it to an enterprise and says why.
+    # History is screened like the entity: no refusal, only what the agreement grants (nothing recorded yet).
     page.wait_for_selector("#history .msg")
-    assert "platform admin" in page.locator("#history").inner_text()
+    assert "platform admin" not in page.locator("#history").inner_text()
 
     # A live reading reaches the enterprise with the granted attribute changed and the others still masked.
     with demo_client(gated.live, gated.bureau_key) as bureau:
@@ -68,6 +68,10 @@ def test_an_enterprise_sees_only_the_attributes_it_was_granted(page: Any, gated:
     held = page.evaluate("Object.keys(document.querySelector('#details-attrs').rows).length")
     assert held >= 2
     assert page.locator('#details-attrs tr[data-attr="pm25"]').count() == 0
+    # The reading is history now: the enterprise's chart draws the granted attribute's history.
+    page.click(f'g.feature[data-id="{AIR}"]')
+    page.wait_for_selector("#history svg")
+    assert "airQualityIndex" in page.locator("#history").inner_text()
     screenshot(page, "enterprise-masked")
 
     # The catalog offers the bureau's traffic product with a request-access button; pressing it files a request.
