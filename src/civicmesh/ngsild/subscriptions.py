@@ -48,11 +48,19 @@ FORMATS = {"normalized": NORMALIZED, "keyValues": SIMPLIFIED, "simplified": SIMP
 STATUS_FIELDS = ("status",)
 NOTIFICATION_STATUS = ("status", "timesSent", "timesFailed", "lastNotification", "lastSuccess", "lastFailure")
 MAX_BACKOFF = 300.0
+SENDERS = 32  # concurrent POSTs (and keep-alive connections) per receiver
+PER_RECEIVER = 256  # notifications per receiver per delivery round
 REQUIRED_MEMBERS = frozenset({"notification", "@context"})
 # (tenant, subscription id, dedupe key, payload, due time): one row of the durable notification queue
 QueueRows = list[tuple[str, str, str, bytes, float]]
 Ids = list[str]
 Events = list[ChangeEvent]
+Entities = list[dict[str, Any]]
+# (queue id, tenant, subscription id, payload, attempts so far): one due notification
+DueRow = tuple[int, str, str, bytes, int]
+DueRows = list[DueRow]
+Outcomes = list[str | None]
+Work = list[tuple[int, DueRow, dict[str, Any]]]
 
 
 def parse_subscription(body: dict[str, Any], terms: TermMap, *, partial: bool = False,
@@ -197,6 +205,8 @@ class Subscriptions:
         self.resolver: ContextResolver = platform.extras["contexts"]
         self.max_body = platform.settings.max_body_bytes
         self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._generation = 0
+        self._term_maps: dict[Any, TermMap] = {}
         self._throttle: dict[tuple[str, str], float] = {}
         self._periodic: dict[tuple[str, str], float] = {}
         self.ngsi = platform.extras["ngsild"]
@@ -213,13 +223,21 @@ class Subscriptions:
         cached = self._cache.get(tenant)
         if cached and time.monotonic() - cached[0] < 2.0:
             return cached[1]
+        generation = self._generation
         subs = await self.store.list_documents(tenant, KIND)
-        self._cache[tenant] = (time.monotonic(), subs)
+        if generation == self._generation:  # a create/patch/delete during the read must not be cached over
+            self._cache[tenant] = (time.monotonic(), subs)
         return subs  # type: ignore[no-any-return]
 
-    async def _save(self, tenant: str, sub: dict[str, Any], *, create: bool) -> bool:
+    def _changed(self, tenant: str) -> None:
+        self._generation += 1
         self._cache.pop(tenant, None)
-        return await self.store.put_document(tenant, KIND, sub["id"], sub, create=create)  # type: ignore[no-any-return]
+
+    async def _save(self, tenant: str, sub: dict[str, Any], *, create: bool) -> bool:
+        self._changed(tenant)
+        saved = await self.store.put_document(tenant, KIND, sub["id"], sub, create=create)
+        self._changed(tenant)
+        return saved  # type: ignore[no-any-return]
 
     async def _get(self, tenant: str, sub_id: str) -> dict[str, Any]:
         if not is_uri(sub_id):
@@ -295,7 +313,15 @@ class Subscriptions:
 
     def _terms(self, sub: dict[str, Any]) -> TermMap:
         """How the subscription's own names (types, attributes, q) are meant: its @context."""
-        return self.resolver.term_map(sub.get("@context"))
+        context = sub.get("@context")
+        key = context if isinstance(context, str) else tuple(context) if isinstance(context, list) and all(
+            isinstance(c, str) for c in context) else orjson.dumps(context, option=orjson.OPT_SORT_KEYS)
+        terms = self._term_maps.get(key)
+        if terms is None:  # the resolver keys its cache by the serialized context: too dear once per event
+            if len(self._term_maps) > 1000:
+                self._term_maps.clear()
+            terms = self._term_maps[key] = self.resolver.term_map(context)
+        return terms
 
     def _render_terms(self, sub: dict[str, Any]) -> TermMap:
         """How notifications name things: jsonldContext when the subscriber gave one, else its @context."""
@@ -373,8 +399,9 @@ class Subscriptions:
         call = read_call(request, self.resolver, allow_geojson=False)
         caller = await self._authorize(request, call.tenant)
         await self._get_mine(caller, call.tenant, sub_id)
-        self._cache.pop(call.tenant, None)
+        self._changed(call.tenant)
         await self.store.delete_document(call.tenant, KIND, sub_id)
+        self._changed(call.tenant)
         return Response(status_code=204)
 
     # -- matching -------------------------------------------------------------------------------------------
@@ -396,6 +423,7 @@ class Subscriptions:
             return []
         subs = await self._all(event.tenant)
         rows: QueueRows = []
+        rendered: dict[bytes, list[dict[str, Any]]] = {}
         for sub in subs:
             if status_of(sub) != "active" or "timeInterval" in sub:
                 continue
@@ -413,7 +441,17 @@ class Subscriptions:
                 if time.time() - last < float(sub["throttling"]):
                     continue
                 self._throttle[(event.tenant, sub["id"])] = time.time()
-            payload = await self._notification(sub, seen, fired)
+            # Subscriptions that ask for the same view of the same change share one rendering of it.
+            view_key = None if seen is not event else orjson.dumps(
+                [{k: v for k, v in sub["notification"].items() if k != "endpoint" and k not in NOTIFICATION_STATUS},
+                 [sub.get(k) for k in ("datasetId", "lang", "jsonldContext", "@context", "watchedAttributes",
+                                       "notificationTrigger")], sorted(fired)], option=orjson.OPT_SORT_KEYS)
+            data = rendered.get(view_key) if view_key is not None else None
+            if data is None:
+                data = await self._render_data(sub, seen, fired)
+                if view_key is not None:
+                    rendered[view_key] = data
+            payload = self._envelope(sub, data)
             rows.append((event.tenant, sub["id"], f"{sub['id']}|{event.seq}", orjson.dumps(payload), time.time()))
         return rows
 
@@ -446,6 +484,17 @@ class Subscriptions:
         return fired
 
     async def _notification(self, sub: dict[str, Any], event: ChangeEvent, fired: set[str]) -> dict[str, Any]:
+        return self._envelope(sub, await self._render_data(sub, event, fired))
+
+    def _envelope(self, sub: dict[str, Any], data: Entities) -> dict[str, Any]:
+        """What the queue keeps for one notification: where it goes, its @context, and its body."""
+        context = sub.get("jsonldContext") or sub.get("@context") or CORE_CONTEXT_URL
+        return {"endpoint": sub["notification"]["endpoint"], "context": context, "link": _link_url(sub), "body": {
+            "id": f"urn:ngsi-ld:Notification:{uuid.uuid4()}", "type": "Notification", "subscriptionId": sub["id"],
+            "notifiedAt": now_iso(), "data": data}}
+
+    async def _render_data(self, sub: dict[str, Any], event: ChangeEvent, fired: set[str]) -> Entities:
+        """The entities a notification of this change carries, as the subscription asks to see them."""
         spec = sub["notification"]
         own, terms = self._terms(sub), self._render_terms(sub)
         form = FORMATS.get(spec.get("format", "normalized"), NORMALIZED)
@@ -488,10 +537,7 @@ class Subscriptions:
                               simplified=form == SIMPLIFIED, compact=terms.compact,
                               fetch=lambda ids: self._linked(sub, event.tenant, ids), render=render, pick=pick,
                               omit=omit)
-        context = sub.get("jsonldContext") or sub.get("@context") or CORE_CONTEXT_URL
-        return {"endpoint": spec["endpoint"], "context": context, "link": _link_url(sub), "body": {
-            "id": f"urn:ngsi-ld:Notification:{uuid.uuid4()}", "type": "Notification", "subscriptionId": sub["id"],
-            "notifiedAt": now_iso(), "data": data}}
+        return data
 
     async def _linked(self, sub: dict[str, Any], tenant: str, ids: Ids) -> dict[str, dict[str, Any]]:
         """Entities a notification joins in, as the subscriber may see them."""
@@ -589,44 +635,59 @@ class Subscriptions:
         due = await self.store.due_notifications(time.time(), limit)
         if not due:
             return 0
-        results = await asyncio.gather(*(self._send(tenant, orjson.loads(payload)) for _, tenant, _, payload, _ in due))
+        # A subscription deleted or expired since its notifications were queued sends nothing more; a paused one
+        # keeps them until it is active again.
+        keys = {(t, s) for _, t, s, _, _ in due}
+        current = {key: await self.store.get_document(key[0], KIND, key[1]) for key in keys}
+        state = {key: "deleted" if sub is None else status_of(sub) for key, sub in current.items()}
+        dropped: list[int] = [n for n, t, s, _, _ in due if state[(t, s)] in ("deleted", "expired")]
+        held = [n for n, t, s, _, _ in due if state[(t, s)] == "paused"]
+        if dropped or held:
+            skip = set(dropped) | set(held)
+            due = [row for row in due if row[0] not in skip]
+        due, results = await self._send_all(due)
         delivered: list[int] = []
-        retry: list[tuple[int, float, str]] = []
-        dropped: list[int] = []
-        outcomes: dict[tuple[str, str], tuple[int, int, str | None]] = {}
+        retry: list[tuple[int, float, str]] = [(n, time.time() + 5.0, "subscription not active") for n in held]
+        outcomes: dict[tuple[str, str], tuple[int, int]] = {}
         for (nid, tenant, sub_id, _payload, attempts), error in zip(due, results, strict=True):
-            sent, failed, last_error = outcomes.get((tenant, sub_id), (0, 0, None))
+            sent, failed = outcomes.get((tenant, sub_id), (0, 0))
             if error is None:
                 delivered.append(nid)
-                outcomes[(tenant, sub_id)] = (sent + 1, failed, last_error)
+                outcomes[(tenant, sub_id)] = (sent + 1, failed)
             else:
                 delay = min(MAX_BACKOFF, self.retry_base * 2 ** attempts)
                 retry.append((nid, time.time() + delay, error))
-                outcomes[(tenant, sub_id)] = (sent, failed + 1, error)
-        for (tenant, sub_id), (sent, failed, _error) in outcomes.items():
-            sub = await self.store.get_document(tenant, KIND, sub_id)
-            if sub is None:  # deleted meanwhile: its queued notifications go with it
-                dropped.extend(n for n, t, s, _, _ in due if (t, s) == (tenant, sub_id))
-                continue
-            stamp = now_iso()
-            # The delivery status lives in the subscription's notification member (NGSI-LD NotificationParams).
-            notification = sub["notification"]
-            notification["timesSent"] = notification.get("timesSent", 0) + sent + failed
-            if failed:
-                notification["timesFailed"] = notification.get("timesFailed", 0) + failed
-            notification["lastNotification"] = stamp
-            if sent:
-                notification["lastSuccess"] = stamp
-                notification["status"] = "ok"
-            if failed:
-                notification["lastFailure"] = stamp
-                notification["status"] = "failed"
-            await self.store.put_document(tenant, KIND, sub_id, sub, create=False)
-        delivered = [n for n in delivered if n not in dropped]
-        retry = [r for r in retry if r[0] not in dropped]
-        await self.store.settle_notifications(delivered, retry, dropped)
-        self._cache.clear()
+                outcomes[(tenant, sub_id)] = (sent, failed + 1)
+        stamp = now_iso()
+        # The delivery status lives in the subscription's notification member (NGSI-LD NotificationParams); it is
+        # updated in the transaction that settles the queue, on the stored subscription as it is then.
+        updates = [(tenant, KIND, sub_id, _status_change(sent, failed, stamp))
+                   for (tenant, sub_id), (sent, failed) in outcomes.items()]
+        await self.store.settle_notifications(delivered, retry, dropped, updates)
         return len(delivered)
+
+    async def _send_all(self, due: DueRows) -> tuple[DueRows, Outcomes]:
+        """Send due notifications, a few connections' worth of workers per receiver, at most PER_RECEIVER of them
+        to one receiver per round, so a receiver that hangs delays only its own and only for one round. Returns
+        the rows sent and, for each, None or why it failed; the rest stay due for the next round."""
+        by_receiver: dict[str, Work] = {}
+        for index, row in enumerate(due):
+            payload = orjson.loads(row[3])
+            parts = urlparse(payload["endpoint"]["uri"])
+            group = by_receiver.setdefault(f"{parts.scheme}://{parts.netloc}", [])
+            if len(group) < PER_RECEIVER:
+                group.append((index, row, payload))
+        outcome: dict[int, str | None] = {}
+
+        async def worker(queue: Work) -> None:
+            while queue:
+                index, row, payload = queue.pop()
+                outcome[index] = await self._send(row[1], payload)
+
+        workers = [worker(group) for group in by_receiver.values() for _ in range(min(SENDERS, len(group)))]
+        await asyncio.gather(*workers)
+        chosen = sorted(outcome)
+        return [due[i] for i in chosen], [outcome[i] for i in chosen]
 
     async def _send(self, tenant: str, payload: dict[str, Any]) -> str | None:
         """Deliver one notification; None when the receiver took it, else why not."""
@@ -672,6 +733,23 @@ def _nulled(inst: dict[str, Any], deleted_at: str, *, plain: bool = False) -> di
             out[key] = inst[key]
     out["deletedAt"] = deleted_at
     return out
+
+
+def _status_change(sent: int, failed: int, stamp: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def change(sub: dict[str, Any]) -> dict[str, Any]:
+        notification = sub["notification"]
+        notification["timesSent"] = notification.get("timesSent", 0) + sent + failed
+        if failed:
+            notification["timesFailed"] = notification.get("timesFailed", 0) + failed
+        notification["lastNotification"] = stamp
+        if sent:
+            notification["lastSuccess"] = stamp
+            notification["status"] = "ok"
+        if failed:
+            notification["lastFailure"] = stamp
+            notification["status"] = "failed"
+        return sub
+    return change
 
 
 def _link_url(sub: dict[str, Any]) -> str:
