@@ -149,37 +149,41 @@ class OutboxRelay:
                 except TimeoutError:
                     pass
 
+    async def _feed(self, sub: _Subscriber, events: list[ChangeEvent]) -> None:
+        pending = [e for e in events if e.seq > sub.position]
+        if sub.batch_handler is not None:
+            if pending:
+                try:
+                    await sub.batch_handler(pending)
+                    sub.position = pending[-1].seq
+                except Exception:
+                    log.exception("subscriber %s failed on events %s-%s", sub.name, pending[0].seq,
+                                  pending[-1].seq)
+                    if not sub.durable:
+                        sub.position = pending[-1].seq
+                if sub.durable and sub.position >= pending[0].seq:
+                    await self._store.set_cursor(sub.name, sub.position)
+            return
+        for event in pending:
+            try:
+                assert sub.handler is not None
+                await sub.handler(event)
+            except Exception:
+                log.exception("subscriber %s failed on event %s", sub.name, event.seq)
+                if sub.durable:
+                    # Stop this subscriber here; it gets the same event again on the next pump.
+                    break
+            sub.position = event.seq
+        if sub.durable and pending:
+            await self._store.set_cursor(sub.name, sub.position)
+
     async def _pump(self) -> bool:
         events = await self._store.read_outbox(self.position, self._batch)
         if not events:
             return False
-        for sub in self._subscribers:
-            pending = [e for e in events if e.seq > sub.position]
-            if sub.batch_handler is not None:
-                if pending:
-                    try:
-                        await sub.batch_handler(pending)
-                        sub.position = pending[-1].seq
-                    except Exception:
-                        log.exception("subscriber %s failed on events %s-%s", sub.name, pending[0].seq,
-                                      pending[-1].seq)
-                        if not sub.durable:
-                            sub.position = pending[-1].seq
-                    if sub.durable and sub.position >= pending[0].seq:
-                        await self._store.set_cursor(sub.name, sub.position)
-                continue
-            for event in pending:
-                try:
-                    assert sub.handler is not None
-                    await sub.handler(event)
-                except Exception:
-                    log.exception("subscriber %s failed on event %s", sub.name, event.seq)
-                    if sub.durable:
-                        # Stop this subscriber here; it gets the same event again on the next pump.
-                        break
-                sub.position = event.seq
-            if sub.durable and pending:
-                await self._store.set_cursor(sub.name, sub.position)
+        # Subscribers are independent (each has its own cursor), so one that commits per event (history) does
+        # not hold back the others; each still sees its events in order.
+        await asyncio.gather(*(self._feed(sub, events) for sub in self._subscribers))
         new_position = min([s.position for s in self._subscribers], default=events[-1].seq)
         async with self._delivered:
             self.position = new_position

@@ -1,32 +1,122 @@
 """A small pooled HTTP/1.1 client for notifications to plain http:// receivers.
 
 httpx costs about a millisecond of CPU per request, which caps a broker at roughly a thousand notifications a
-second on one core. A notification is one POST with a JSON body and a status code back, so this client only writes
-the request bytes and reads one framed answer (Content-Length, chunked, or until close), keeping connections alive
-per receiver. https:// receivers keep using httpx.
+second on one core, and even asyncio streams spend most of a notification's cost on their awaits. A notification
+is one POST with a JSON body and a status code back, so this client writes the request bytes on a keep-alive
+connection and a protocol callback reads one framed answer (Content-Length, chunked, or until close).
+https:// receivers keep using httpx.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 
 class ReceiverError(Exception):
-    """The receiver could not be reached or answered something that is not HTTP."""
+    """The receiver could not be reached, closed the connection, or answered something that is not HTTP."""
 
 
-class _Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+@lru_cache(maxsize=1024)
+def _target(url: str) -> tuple[str, int, bytes]:
+    """(host, port, request line and Host header) of a receiver URL."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"HttpSender only speaks http://, not {url!r}")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.hostname, parts.port or 80, f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n".encode("latin-1")
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; one request in flight at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.waiter: asyncio.Future[int] | None = None
+        self.open = True
+        self.keep = True
+        self._until_close: int | None = None  # status of an answer framed by the end of the connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        if self.waiter is not None and not self.waiter.done():
+            if self._until_close is not None:
+                self.keep = False
+                self.waiter.set_result(self._until_close)
+            else:
+                self.waiter.set_exception(ReceiverError(f"the receiver closed the connection ({exc or 'EOF'})"))
+
+    def send(self, request: bytes) -> asyncio.Future[int]:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.buffer, self._until_close = b"", None
+        self.transport.write(request)
+        return self.waiter
 
     def close(self) -> None:
+        self.open = False
+        if self.transport is not None:
+            self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self.waiter is None or self.waiter.done():
+            self.keep = False  # nothing asked: the connection is out of step, do not reuse it
+            return
+        self.buffer += data
+        if self._until_close is not None:
+            return
         try:
-            self.writer.close()
-        except Exception:  # already gone
-            pass
+            status = self._parse()
+        except (ValueError, IndexError) as exc:
+            self.keep = False
+            self.waiter.set_exception(ReceiverError(f"not an HTTP answer: {exc}"))
+            return
+        if status is not None:
+            self.waiter.set_result(status)
+
+    def _parse(self) -> int | None:
+        """The status once a whole answer is in the buffer, else None (more to come)."""
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return None
+            head = self.buffer[:end].lower()
+            if not head.startswith(b"http/1."):
+                raise ValueError(repr(self.buffer[:40]))
+            status = int(head[9:12])
+            if status >= 200:
+                break
+            self.buffer = self.buffer[end + 4:]  # an interim answer (100 Continue): the real one follows
+        self.keep = head[5:8] == b"1.1" and b"\r\nconnection: close" not in head
+        body = end + 4
+        if status in (204, 304):
+            return status
+        if b"\r\ntransfer-encoding:" in head and b"chunked" in head.split(b"\r\ntransfer-encoding:", 1)[1][:40]:
+            pos = body
+            while True:
+                line_end = self.buffer.find(b"\r\n", pos)
+                if line_end < 0:
+                    return None
+                size = int(self.buffer[pos:line_end].split(b";")[0], 16)
+                if size == 0:
+                    if self.buffer[line_end + 2:line_end + 4] == b"\r\n":
+                        return status
+                    return status if self.buffer.find(b"\r\n\r\n", line_end) >= 0 else None
+                pos = line_end + 2 + size + 2
+                if pos > len(self.buffer):
+                    return None
+        marker = head.find(b"\r\ncontent-length:")
+        if marker >= 0:
+            length = int(head[marker + 17:].split(b"\r\n", 1)[0])
+            return status if len(self.buffer) - body >= length else None
+        self._until_close = status
+        return None
 
 
 class HttpSender:
@@ -40,78 +130,40 @@ class HttpSender:
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
         """Send one POST; return the status code. Raises ReceiverError (or TimeoutError) when there is none."""
-        parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"HttpSender only speaks http://, not {url!r}")
-        host, port = parts.hostname, parts.port or 80
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        head = [f"POST {target} HTTP/1.1", f"Host: {parts.netloc}", f"Content-Length: {len(body)}"]
-        head += [f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("host", "content-length")]
-        request = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+        host, port, start = _target(url)
+        fields = "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() not in ("host", "content-length"))
+        request = b"".join((start, f"{fields}Content-Length: {len(body)}\r\n\r\n".encode("latin-1"), body))
         key = (host, port)
-        slots = self._slots.setdefault(key, asyncio.Semaphore(self.per_host))
+        slots = self._slots.get(key)
+        if slots is None:
+            slots = self._slots[key] = asyncio.Semaphore(self.per_host)
         async with slots:
-            return await asyncio.wait_for(self._exchange(key, request), self.timeout)
+            return await self._exchange(key, request)
 
     async def _exchange(self, key: tuple[str, int], request: bytes) -> int:
         idle = self._idle[key]
         while idle:  # a pooled connection may have been closed by the receiver meanwhile: then try the next
             conn = idle.pop()
-            if conn.reader.at_eof():
-                conn.close()
+            if not conn.open:
                 continue
             try:
                 return await self._roundtrip(key, conn, request)
-            except (ConnectionError, asyncio.IncompleteReadError, ReceiverError):
+            except ReceiverError:
                 conn.close()
-            except BaseException:
-                conn.close()
-                raise
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await asyncio.open_connection(*key)
+            _, conn = await asyncio.wait_for(loop.create_connection(_Connection, *key), self.timeout)
         except OSError as exc:
             raise ReceiverError(f"cannot connect to {key[0]}:{key[1]}: {exc}") from exc
-        conn = _Connection(reader, writer)
+        return await self._roundtrip(key, conn, request)
+
+    async def _roundtrip(self, key: tuple[str, int], conn: _Connection, request: bytes) -> int:
         try:
-            return await self._roundtrip(key, conn, request)
-        except (ConnectionError, asyncio.IncompleteReadError) as exc:
-            conn.close()
-            raise ReceiverError(f"{key[0]}:{key[1]} closed the connection: {exc!r}") from exc
+            status = await asyncio.wait_for(conn.send(request), self.timeout)
         except BaseException:
             conn.close()
             raise
-
-    async def _roundtrip(self, key: tuple[str, int], conn: _Connection, request: bytes) -> int:
-        conn.writer.write(request)
-        await conn.writer.drain()
-        reader = conn.reader
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            if not head.startswith(b"HTTP/1."):
-                raise ReceiverError(f"not an HTTP answer: {head[:40]!r}")
-            status = int(head[9:12])
-            if status >= 200:  # skip interim 1xx answers (100 Continue)
-                break
-        fields: dict[bytes, bytes] = {}
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name:
-                fields[name.strip().lower()] = value.strip().lower()
-        keep = head[5:8] == b"1.1" and fields.get(b"connection") != b"close"
-        if status in (204, 304):
-            pass
-        elif fields.get(b"transfer-encoding", b"").endswith(b"chunked"):
-            while True:
-                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                await reader.readexactly(size + 2)
-                if size == 0:
-                    break
-        elif b"content-length" in fields:
-            await reader.readexactly(int(fields[b"content-length"]))
-        else:
-            await reader.read()  # framed by the end of the connection
-            keep = False
-        if keep:
+        if conn.keep and conn.open:
             self._idle[key].append(conn)
         else:
             conn.close()

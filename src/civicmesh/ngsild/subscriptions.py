@@ -15,6 +15,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -424,6 +425,7 @@ class Subscriptions:
         subs = await self._all(event.tenant)
         rows: QueueRows = []
         rendered: dict[bytes, list[dict[str, Any]]] = {}
+        stamp = now_iso()
         for sub in subs:
             if status_of(sub) != "active" or "timeInterval" in sub:
                 continue
@@ -451,7 +453,7 @@ class Subscriptions:
                 data = await self._render_data(sub, seen, fired)
                 if view_key is not None:
                     rendered[view_key] = data
-            payload = self._envelope(sub, data)
+            payload = self._envelope(sub, data, stamp)
             rows.append((event.tenant, sub["id"], f"{sub['id']}|{event.seq}", orjson.dumps(payload), time.time()))
         return rows
 
@@ -486,12 +488,12 @@ class Subscriptions:
     async def _notification(self, sub: dict[str, Any], event: ChangeEvent, fired: set[str]) -> dict[str, Any]:
         return self._envelope(sub, await self._render_data(sub, event, fired))
 
-    def _envelope(self, sub: dict[str, Any], data: Entities) -> dict[str, Any]:
+    def _envelope(self, sub: dict[str, Any], data: Entities, stamp: str | None = None) -> dict[str, Any]:
         """What the queue keeps for one notification: where it goes, its @context, and its body."""
         context = sub.get("jsonldContext") or sub.get("@context") or CORE_CONTEXT_URL
         return {"endpoint": sub["notification"]["endpoint"], "context": context, "link": _link_url(sub), "body": {
             "id": f"urn:ngsi-ld:Notification:{uuid.uuid4()}", "type": "Notification", "subscriptionId": sub["id"],
-            "notifiedAt": now_iso(), "data": data}}
+            "notifiedAt": stamp or now_iso(), "data": data}}
 
     async def _render_data(self, sub: dict[str, Any], event: ChangeEvent, fired: set[str]) -> Entities:
         """The entities a notification of this change carries, as the subscription asks to see them."""
@@ -673,8 +675,7 @@ class Subscriptions:
         by_receiver: dict[str, Work] = {}
         for index, row in enumerate(due):
             payload = orjson.loads(row[3])
-            parts = urlparse(payload["endpoint"]["uri"])
-            group = by_receiver.setdefault(f"{parts.scheme}://{parts.netloc}", [])
+            group = by_receiver.setdefault(_origin(payload["endpoint"]["uri"]), [])
             if len(group) < PER_RECEIVER:
                 group.append((index, row, payload))
         outcome: dict[int, str | None] = {}
@@ -750,6 +751,12 @@ def _status_change(sent: int, failed: int, stamp: str) -> Callable[[dict[str, An
             notification["status"] = "failed"
         return sub
     return change
+
+
+@lru_cache(maxsize=1024)
+def _origin(uri: str) -> str:
+    parts = urlparse(uri)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _link_url(sub: dict[str, Any]) -> str:
