@@ -24,6 +24,8 @@
 #   CONFORMANCE_BROKER_CMD command that starts the broker in the foreground (default below)
 #   CONFORMANCE_URL        http://127.0.0.1:$PORT/ngsi-ld/v1
 #   CONFORMANCE_NOTIFY_PORT 8085, CONFORMANCE_CSOURCE_PORT 8086, CONFORMANCE_CTXSERVER_PORT 8087
+#   CONFORMANCE_MQTT_ALT_PORT 1884        (a private Mosquitto for the MQTT tests on a non-default port; the
+#                                          script starts one there when `mosquitto` is installed and the port is free)
 #   CONFORMANCE_GROUP_TIMEOUT 2400 (seconds per group)
 set -euo pipefail
 
@@ -42,6 +44,7 @@ NOTIFY_PORT="${CONFORMANCE_NOTIFY_PORT:-8085}"
 CSOURCE_PORT="${CONFORMANCE_CSOURCE_PORT:-8086}"
 CTXSERVER_PORT="${CONFORMANCE_CTXSERVER_PORT:-8087}"
 GROUP_TIMEOUT="${CONFORMANCE_GROUP_TIMEOUT:-2400}"
+MQTT_ALT_PORT="${CONFORMANCE_MQTT_ALT_PORT:-1884}"
 DEFAULT_GROUPS=(CommonBehaviours ContextInformation/Provision ContextInformation/Consumption)
 
 # The suite's payloads name their test contexts by these URLs (grep of data/ at 1d442dc). The easy-global-market
@@ -111,7 +114,24 @@ stop_broker() {
     fi
     broker_pid=""
 }
-trap stop_broker EXIT INT TERM
+# The MQTT notification tests (Subscription/.../MQTT) expect a second MQTT broker on a non-default port; the suite
+# starts one with docker, which these machines do not have. A private anonymous Mosquitto on 127.0.0.1 stands in.
+mqtt_pid=""
+start_alt_mqtt() {
+    command -v mosquitto >/dev/null 2>&1 || { echo "no mosquitto: MQTT tests on a non-default port will fail"; return 0; }
+    if (exec 3<>"/dev/tcp/127.0.0.1/$MQTT_ALT_PORT") 2>/dev/null; then
+        echo "something already listens on $MQTT_ALT_PORT; using it as the non-default-port MQTT broker"; return 0
+    fi
+    local conf="$run_dir/mosquitto-alt.conf"
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$MQTT_ALT_PORT" >"$conf"
+    mosquitto -c "$conf" >"$run_dir/mosquitto-alt.log" 2>&1 &
+    mqtt_pid=$!
+}
+stop_alt_mqtt() {
+    if [[ -n "$mqtt_pid" ]] && kill -0 "$mqtt_pid" 2>/dev/null; then kill "$mqtt_pid" 2>/dev/null || true; fi
+    mqtt_pid=""
+}
+trap 'stop_broker; stop_alt_mqtt' EXIT INT TERM
 
 launch_broker() {  # $1 = log file
     rm -f "$DB_FILE" "$DB_FILE-wal" "$DB_FILE-shm"
@@ -202,7 +222,9 @@ robot_vars=(
     --variable "context_server_host:127.0.0.1"
     --variable "context_server_port:$CTXSERVER_PORT"
     --variable "mqtt_broker_host:127.0.0.1"
+    --variable "mqtt_broker_non_default_port:$MQTT_ALT_PORT"
 )
+start_alt_mqtt
 
 if [[ $start_broker -eq 1 && $fresh_per_group -eq 0 ]]; then
     launch_broker "$run_dir/broker.log"

@@ -40,6 +40,7 @@ class ChangeEvent:
 
 
 Handler = Callable[[ChangeEvent], Awaitable[None]]
+BatchHandler = Callable[[list[ChangeEvent]], Awaitable[None]]
 
 
 class OutboxReader(Protocol):
@@ -52,9 +53,10 @@ class OutboxReader(Protocol):
 @dataclass
 class _Subscriber:
     name: str
-    handler: Handler
+    handler: Handler | None
     durable: bool
     position: int = 0
+    batch_handler: BatchHandler | None = None
 
 
 class OutboxRelay:
@@ -77,6 +79,13 @@ class OutboxRelay:
         if self._task is not None:
             raise RuntimeError("subscribe before the relay starts")
         self._subscribers.append(_Subscriber(name, handler, durable))
+
+    def subscribe_batch(self, name: str, handler: BatchHandler, *, durable: bool = False) -> None:
+        """Like `subscribe`, but the handler gets each relayed run of events at once, so it can store what they
+        cause in one transaction. A durable batch handler that fails gets the whole run again."""
+        if self._task is not None:
+            raise RuntimeError("subscribe before the relay starts")
+        self._subscribers.append(_Subscriber(name, None, durable, batch_handler=handler))
 
     def notify(self) -> None:
         """Called by the store after a commit: there is something new to relay."""
@@ -140,23 +149,41 @@ class OutboxRelay:
                 except TimeoutError:
                     pass
 
+    async def _feed(self, sub: _Subscriber, events: list[ChangeEvent]) -> None:
+        pending = [e for e in events if e.seq > sub.position]
+        if sub.batch_handler is not None:
+            if pending:
+                try:
+                    await sub.batch_handler(pending)
+                    sub.position = pending[-1].seq
+                except Exception:
+                    log.exception("subscriber %s failed on events %s-%s", sub.name, pending[0].seq,
+                                  pending[-1].seq)
+                    if not sub.durable:
+                        sub.position = pending[-1].seq
+                if sub.durable and sub.position >= pending[0].seq:
+                    await self._store.set_cursor(sub.name, sub.position)
+            return
+        for event in pending:
+            try:
+                assert sub.handler is not None
+                await sub.handler(event)
+            except Exception:
+                log.exception("subscriber %s failed on event %s", sub.name, event.seq)
+                if sub.durable:
+                    # Stop this subscriber here; it gets the same event again on the next pump.
+                    break
+            sub.position = event.seq
+        if sub.durable and pending:
+            await self._store.set_cursor(sub.name, sub.position)
+
     async def _pump(self) -> bool:
         events = await self._store.read_outbox(self.position, self._batch)
         if not events:
             return False
-        for sub in self._subscribers:
-            pending = [e for e in events if e.seq > sub.position]
-            for event in pending:
-                try:
-                    await sub.handler(event)
-                except Exception:
-                    log.exception("subscriber %s failed on event %s", sub.name, event.seq)
-                    if sub.durable:
-                        # Stop this subscriber here; it gets the same event again on the next pump.
-                        break
-                sub.position = event.seq
-            if sub.durable and pending:
-                await self._store.set_cursor(sub.name, sub.position)
+        # Subscribers are independent (each has its own cursor), so one that commits per event (history) does
+        # not hold back the others; each still sees its events in order.
+        await asyncio.gather(*(self._feed(sub, events) for sub in self._subscribers))
         new_position = min([s.position for s in self._subscribers], default=events[-1].seq)
         async with self._delivered:
             self.position = new_position

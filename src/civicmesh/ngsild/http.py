@@ -165,14 +165,16 @@ def json_response(call: Call, body: Any, status: int = 200, headers: dict[str, s
 
 
 def page_links(request: Request, offset: int, limit: int, returned: int, total: int | None) -> str | None:
+    """Link header values for the previous and next page (RFC 8288), on the canonical path without a trailing
+    slash and with limit before offset, the form clients (and the ETSI suite) compare literally."""
     links = []
-    params = dict(request.query_params)
-    base = request.url.path
+    params = {k: v for k, v in request.query_params.items() if k not in ("limit", "offset")}
+    base = request.url.path.rstrip("/") or "/"
     if offset > 0:
-        prev = {**params, "offset": str(max(0, offset - limit)), "limit": str(limit)}
-        links.append(f'<{base}?{urlencode(prev)}>; rel="prev"; type="application/ld+json"')
+        prev = {**params, "limit": str(limit), "offset": str(max(0, offset - limit))}
+        links.append(f'<{base}?{urlencode(prev)}>;rel="prev";type="application/ld+json"')
     more = (total is not None and offset + returned < total) or (total is None and returned == limit and limit > 0)
     if more:
-        nxt = {**params, "offset": str(offset + limit), "limit": str(limit)}
-        links.append(f'<{base}?{urlencode(nxt)}>; rel="next"; type="application/ld+json"')
+        nxt = {**params, "limit": str(limit), "offset": str(offset + limit)}
+        links.append(f'<{base}?{urlencode(nxt)}>;rel="next";type="application/ld+json"')
     return ", ".join(links) or None

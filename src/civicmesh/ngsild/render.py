@@ -24,6 +24,9 @@ class View:
     lang: str | None = None
     # Instances to show by datasetId (None stands for the default instance); None shows all.
     dataset_ids: frozenset[str | None] | None = None
+    # Simplified form of an attribute with several instances as {"dataset": {datasetId | "@none": value}}
+    # (NGSI-LD 1.8) instead of a bare list of values, which loses which value belongs to which dataset.
+    dataset_map: bool = False
 
 
 def render_entity(doc: dict[str, Any], view: View) -> dict[str, Any]:
@@ -57,6 +60,10 @@ def render_entity(doc: dict[str, Any], view: View) -> dict[str, Any]:
         if not instances:
             continue
         rendered = [render_instance(i, view) for i in instances]
+        if view.dataset_map and view.form == SIMPLIFIED and len(rendered) > 1:
+            by_dataset = zip(instances, rendered, strict=True)
+            out[terms.compact(iri)] = {"dataset": {i.get("datasetId", "@none"): r for i, r in by_dataset}}
+            continue
         out[terms.compact(iri)] = rendered[0] if len(rendered) == 1 else rendered
     return out
 

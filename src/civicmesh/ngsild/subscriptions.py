@@ -15,8 +15,9 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import httpx
 import orjson
@@ -27,23 +28,40 @@ from starlette.responses import Response
 from civicmesh.errors import Problem
 from civicmesh.events import ENTITY_CREATED, ENTITY_DELETED, ChangeEvent
 from civicmesh.exchange.gate import Caller
-from civicmesh.ngsild import geoquery, qlang
+from civicmesh.ngsild import geoquery, qlang, typequery
 from civicmesh.ngsild.context import CORE_CONTEXT_URL, ContextResolver, TermMap
 from civicmesh.ngsild.http import CONTEXT_REL, JSONLD, body_call, json_response, page_links, read_call
+from civicmesh.ngsild.linked import Projection, join, parse_projection, selected
 from civicmesh.ngsild.model import ATTRIBUTE_TYPES, NULL_URI, check_name, is_datetime, is_uri, now_iso
 from civicmesh.ngsild.render import CONCISE, NORMALIZED, SIMPLIFIED, View, render_entity
 from civicmesh.ngsild.routes import PREFIX, _allow_params, _check_regex, _flag, _int, caller_of
+from civicmesh.ngsild.sender import HttpSender
+from civicmesh.store.base import EntityQuery
 
 log = logging.getLogger("civicmesh.subscriptions")
 
 KIND = "subscription"
 TRIGGERS = {"entityCreated", "entityUpdated", "entityDeleted", "attributeCreated", "attributeUpdated",
             "attributeDeleted"}
-DEFAULT_TRIGGERS = ["entityCreated", "entityUpdated"]
+# NGSI-LD 1.8 clause 5.2.12: without notificationTrigger a subscription fires on attributes created or updated.
+DEFAULT_TRIGGERS = ["attributeCreated", "attributeUpdated"]
 FORMATS = {"normalized": NORMALIZED, "keyValues": SIMPLIFIED, "simplified": SIMPLIFIED, "concise": CONCISE}
 STATUS_FIELDS = ("status",)
 NOTIFICATION_STATUS = ("status", "timesSent", "timesFailed", "lastNotification", "lastSuccess", "lastFailure")
 MAX_BACKOFF = 300.0
+SENDERS = 32  # concurrent POSTs (and keep-alive connections) per receiver
+PER_RECEIVER = 256  # notifications per receiver per delivery round
+REQUIRED_MEMBERS = frozenset({"notification", "@context"})
+# (tenant, subscription id, dedupe key, payload, due time): one row of the durable notification queue
+QueueRows = list[tuple[str, str, str, bytes, float]]
+Ids = list[str]
+Events = list[ChangeEvent]
+Entities = list[dict[str, Any]]
+# (queue id, tenant, subscription id, payload, attempts so far): one due notification
+DueRow = tuple[int, str, str, bytes, int]
+DueRows = list[DueRow]
+Outcomes = list[str | None]
+Work = list[tuple[int, DueRow, dict[str, Any]]]
 
 
 def parse_subscription(body: dict[str, Any], terms: TermMap, *, partial: bool = False,
@@ -70,7 +88,9 @@ def parse_subscription(body: dict[str, Any], terms: TermMap, *, partial: bool = 
             for selector in value:
                 if not isinstance(selector, dict) or not isinstance(selector.get("type"), str):
                     raise Problem("BadRequestData", "each entities item needs a type")
-                check_name(selector["type"], "entity type")
+                # The type may be a selection expression (clause 4.17), e.g. "(Building|Tower)".
+                for name in typequery.type_names(typequery.parse_types(selector["type"])):
+                    check_name(name, "entity type")
                 if "id" in selector and not is_uri(selector["id"]):
                     raise Problem("BadRequestData", f"entities id {selector['id']!r} is not a URI")
                 if "idPattern" in selector:
@@ -85,7 +105,7 @@ def parse_subscription(body: dict[str, Any], terms: TermMap, *, partial: bool = 
         elif key == "q":
             if not isinstance(value, str):
                 raise Problem("BadRequestData", "q must be a string")
-            qlang.parse_q(value)
+            qlang.parse_q(unquote(value))  # payloads often carry q URL-encoded, as in a query string
         elif key == "geoQ":
             geoquery.parse_geoq_object(value)
         elif key == "notificationTrigger":
@@ -104,6 +124,10 @@ def parse_subscription(body: dict[str, Any], terms: TermMap, *, partial: bool = 
         elif key in ("throttling", "timeInterval"):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise Problem("BadRequestData", f"{key} must be a positive number of seconds")
+        elif key == "datasetId":
+            if not isinstance(value, list) or not value or not all(
+                    isinstance(d, str) and (d == "@none" or is_uri(d)) for d in value):
+                raise Problem("BadRequestData", "datasetId must be a non-empty list of URIs (or @none)")
         elif key == "isActive":
             if not isinstance(value, bool):
                 raise Problem("BadRequestData", "isActive must be true or false")
@@ -133,17 +157,38 @@ def _check_notification(value: Any) -> None:
     attributes = value.get("attributes")
     if attributes is not None and (not isinstance(attributes, list) or not all(isinstance(a, str) for a in attributes)):
         raise Problem("BadRequestData", "notification.attributes must be a list of names")
-    pick, omit = value.get("pick"), value.get("omit")
+    pick, omit = _projection(value, "pick"), _projection(value, "omit")
     if (pick is not None or omit is not None) and attributes is not None:
         raise Problem("BadRequestData", "notification.attributes cannot be combined with pick or omit")
     if pick is not None and omit is not None:
-        both = set(pick if isinstance(pick, list) else [pick]) & set(omit if isinstance(omit, list) else [omit])
+        picked, omitted = selected(pick, omit=False), selected(omit, omit=True)
+        both = (picked[0] | picked[1]) & (omitted[0] | omitted[1])
         if both:
             raise Problem("BadRequestData", f"{', '.join(sorted(both))} cannot be both picked and omitted")
+    if "join" in value and value["join"] not in ("inline", "flat", "@none"):
+        raise Problem("BadRequestData", f"notification.join {value['join']!r} is not inline, flat or @none")
+    level = value.get("joinLevel", 1)
+    if isinstance(level, bool) or not isinstance(level, int) or level < 1:
+        raise Problem("BadRequestData", "notification.joinLevel must be a positive integer")
+    for flag in ("showChanges", "sysAttrs"):
+        if flag in value and not isinstance(value[flag], bool):
+            raise Problem("BadRequestData", f"notification.{flag} must be true or false")
     for info in ("receiverInfo", "notifierInfo"):
         items = endpoint.get(info, [])
         if not isinstance(items, list) or not all(isinstance(i, dict) and "key" in i and "value" in i for i in items):
             raise Problem("BadRequestData", f"notification.endpoint.{info} must be a list of {{key, value}}")
+
+
+def _projection(notification: dict[str, Any], key: str) -> Projection | None:
+    """notification.pick / omit: a list of names or one projection text, as in the pick/omit query parameters."""
+    value = notification.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return parse_projection(value, f"notification.{key}")
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise Problem("BadRequestData", f"notification.{key} must be a non-empty list of names")
+    return parse_projection(",".join(value), f"notification.{key}")
 
 
 def status_of(sub: dict[str, Any]) -> str:
@@ -161,26 +206,39 @@ class Subscriptions:
         self.resolver: ContextResolver = platform.extras["contexts"]
         self.max_body = platform.settings.max_body_bytes
         self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._generation = 0
+        self._term_maps: dict[Any, TermMap] = {}
         self._throttle: dict[tuple[str, str], float] = {}
         self._periodic: dict[tuple[str, str], float] = {}
         self.ngsi = platform.extras["ngsild"]
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._client: httpx.AsyncClient | None = None  # https:// receivers
+        self._sender = HttpSender()  # http:// receivers: pooled keep-alive connections, little CPU per POST
+        self.relay = platform.relay
         self.retry_base = 1.0
+        self._periodic_checked = 0.0
 
     # -- storage --------------------------------------------------------------------------------------------
     async def _all(self, tenant: str) -> list[dict[str, Any]]:
         cached = self._cache.get(tenant)
         if cached and time.monotonic() - cached[0] < 2.0:
             return cached[1]
+        generation = self._generation
         subs = await self.store.list_documents(tenant, KIND)
-        self._cache[tenant] = (time.monotonic(), subs)
+        if generation == self._generation:  # a create/patch/delete during the read must not be cached over
+            self._cache[tenant] = (time.monotonic(), subs)
         return subs  # type: ignore[no-any-return]
 
-    async def _save(self, tenant: str, sub: dict[str, Any], *, create: bool) -> bool:
+    def _changed(self, tenant: str) -> None:
+        self._generation += 1
         self._cache.pop(tenant, None)
-        return await self.store.put_document(tenant, KIND, sub["id"], sub, create=create)  # type: ignore[no-any-return]
+
+    async def _save(self, tenant: str, sub: dict[str, Any], *, create: bool) -> bool:
+        self._changed(tenant)
+        saved = await self.store.put_document(tenant, KIND, sub["id"], sub, create=create)
+        self._changed(tenant)
+        return saved  # type: ignore[no-any-return]
 
     async def _get(self, tenant: str, sub_id: str) -> dict[str, Any]:
         if not is_uri(sub_id):
@@ -254,10 +312,32 @@ class Subscriptions:
             raise Problem("AlreadyExists", f"subscription {sub['id']} already exists")
         return Response(status_code=201, headers={"Location": f"{PREFIX}/subscriptions/{sub['id']}"})
 
-    def _show(self, sub: dict[str, Any], sys_attrs: bool) -> dict[str, Any]:
+    def _terms(self, sub: dict[str, Any]) -> TermMap:
+        """How the subscription's own names (types, attributes, q) are meant: its @context."""
+        context = sub.get("@context")
+        key = context if isinstance(context, str) else tuple(context) if isinstance(context, list) and all(
+            isinstance(c, str) for c in context) else orjson.dumps(context, option=orjson.OPT_SORT_KEYS)
+        terms = self._term_maps.get(key)
+        if terms is None:  # the resolver keys its cache by the serialized context: too dear once per event
+            if len(self._term_maps) > 1000:
+                self._term_maps.clear()
+            terms = self._term_maps[key] = self.resolver.term_map(context)
+        return terms
+
+    def _render_terms(self, sub: dict[str, Any]) -> TermMap:
+        """How notifications name things: jsonldContext when the subscriber gave one, else its @context."""
+        return self.resolver.term_map(sub["jsonldContext"]) if sub.get("jsonldContext") else self._terms(sub)
+
+    def _show(self, sub: dict[str, Any], sys_attrs: bool, terms: TermMap | None = None) -> dict[str, Any]:
         out = {k: v for k, v in sub.items() if k != "@context" and not k.startswith("_")
                and (sys_attrs or k not in ("createdAt", "modifiedAt"))}
         out["status"] = status_of(sub)
+        out.setdefault("notificationTrigger", list(DEFAULT_TRIGGERS))
+        if terms is not None:
+            # Names are stored as the subscriber wrote them; a reader with another @context sees them compacted
+            # with its own (full IRIs when it has none), like entity attributes.
+            own = self._terms(sub)
+            _rename(out, lambda name: terms.compact(own.expand(name)))
         return out
 
     async def list(self, request: Request) -> Response:
@@ -269,7 +349,7 @@ class Subscriptions:
         subs = [s for s in await self.store.list_documents(call.tenant, KIND) if self._mine(caller, s)]
         headers = {"NGSILD-Results-Count": str(len(subs))} if _flag(p.get("count"), "count") else {}
         sys_attrs = "sysAttrs" in (p.get("options") or "")
-        response = json_response(call, [self._show(s, sys_attrs) for s in subs[offset:offset + limit]],
+        response = json_response(call, [self._show(s, sys_attrs, call.terms) for s in subs[offset:offset + limit]],
                                  headers=headers)
         links = page_links(request, offset, limit, len(subs[offset:offset + limit]), len(subs))
         if links:
@@ -281,7 +361,8 @@ class Subscriptions:
         call = read_call(request, self.resolver, allow_geojson=False)
         caller = await self._authorize(request, call.tenant)
         sub = await self._get_mine(caller, call.tenant, sub_id)
-        return json_response(call, self._show(sub, "sysAttrs" in (request.query_params.get("options") or "")))
+        return json_response(call, self._show(sub, "sysAttrs" in (request.query_params.get("options") or ""),
+                                              call.terms))
 
     async def update(self, request: Request, sub_id: str) -> Response:
         _allow_params(request, set())
@@ -290,15 +371,28 @@ class Subscriptions:
         sub = await self._get_mine(caller, call.tenant, sub_id)
         if "id" in body and body["id"] != sub_id:
             raise Problem("BadRequestData", "the id of a subscription cannot change")
-        changes = parse_subscription(body, call.terms, partial=True, resolver=self.resolver)
+        if "type" in body and body["type"] != "Subscription":
+            raise Problem("BadRequestData", 'a subscription keeps "type": "Subscription"')
+        # JSON merge patch (RFC 7396): null removes an optional member.
+        removed = {k for k, v in body.items() if v is None}
+        if removed & REQUIRED_MEMBERS:
+            raise Problem("BadRequestData", f"{', '.join(sorted(removed & REQUIRED_MEMBERS))} cannot be removed")
+        # A notification member replaces the old one whole (clause 5.8.2), so it must be complete by itself.
+        patch = {k: v for k, v in body.items() if v is not None and k not in ("id", "type")}
+        changes = parse_subscription(patch, call.terms, partial=True, resolver=self.resolver)
+        # The fragment's names are meant in the request's @context; keep the stored ones in the subscription's own.
+        own = self._terms(sub)
+        _rename(changes, lambda name: own.compact(call.terms.expand(name)))
         if "notification" in changes:
             kept = {k: v for k, v in sub["notification"].items() if k in NOTIFICATION_STATUS}
             changes["notification"] = {**changes["notification"], **kept}
-        sub.update(changes)
-        if "throttling" in sub and "timeInterval" in sub:
+        updated = {k: v for k, v in {**sub, **changes}.items() if k not in removed}
+        if "throttling" in updated and "timeInterval" in updated:
             raise Problem("BadRequestData", "throttling and timeInterval exclude each other")
-        sub["modifiedAt"] = now_iso()
-        await self._save(call.tenant, sub, create=False)
+        if not any(k in updated for k in ("entities", "watchedAttributes")):
+            raise Problem("BadRequestData", "a subscription needs entities or watchedAttributes")
+        updated["modifiedAt"] = now_iso()
+        await self._save(call.tenant, updated, create=False)
         return Response(status_code=204)
 
     async def delete(self, request: Request, sub_id: str) -> Response:
@@ -306,100 +400,157 @@ class Subscriptions:
         call = read_call(request, self.resolver, allow_geojson=False)
         caller = await self._authorize(request, call.tenant)
         await self._get_mine(caller, call.tenant, sub_id)
-        self._cache.pop(call.tenant, None)
+        self._changed(call.tenant)
         await self.store.delete_document(call.tenant, KIND, sub_id)
+        self._changed(call.tenant)
         return Response(status_code=204)
 
     # -- matching -------------------------------------------------------------------------------------------
     async def on_event(self, event: ChangeEvent) -> None:
+        await self.on_events([event])
+
+    async def on_events(self, events: Events) -> None:
+        """Queue what a run of relayed events makes due, in one transaction (the relay moves its cursor after)."""
+        rows: QueueRows = []
+        for event in events:
+            rows.extend(await self._due_rows(event))
+        if rows:
+            await self.store.enqueue_notifications(rows)
+            self._wake.set()
+
+    async def _due_rows(self, event: ChangeEvent) -> QueueRows:
+        """The queue rows one change event makes due: one per matching subscription."""
         if not event.kind.startswith("entity."):
-            return
+            return []
         subs = await self._all(event.tenant)
-        if not subs:
-            return
-        rows = []
+        rows: QueueRows = []
+        rendered: dict[bytes, list[dict[str, Any]]] = {}
+        stamp = now_iso()
         for sub in subs:
             if status_of(sub) != "active" or "timeInterval" in sub:
                 continue
-            terms = self.resolver.term_map(sub.get("jsonldContext") or sub.get("@context"))
-            # Matched on what the subscriber may see, so q and geoQ cannot probe masked attributes.
-            seen = await self._screened(sub, event) if sub.get("_owner") and self._matches(sub, event, terms) \
-                else event
-            if seen is None or not self._matches(sub, seen, terms):
+            terms = self._terms(sub)
+            fired = self._matches(sub, event, terms)
+            seen: ChangeEvent | None = event
+            if fired is not None and sub.get("_owner"):
+                # Matched on what the subscriber may see, so q and geoQ cannot probe masked attributes.
+                seen = await self._screened(sub, event)
+                fired = self._matches(sub, seen, terms) if seen is not None else None
+            if fired is None or seen is None:
                 continue
             if sub.get("throttling"):
                 last = self._throttle.get((event.tenant, sub["id"]), 0.0)
                 if time.time() - last < float(sub["throttling"]):
                     continue
                 self._throttle[(event.tenant, sub["id"])] = time.time()
-            payload = self._notification(sub, seen, terms)
+            # Subscriptions that ask for the same view of the same change share one rendering of it.
+            view_key = None if seen is not event else orjson.dumps(
+                [{k: v for k, v in sub["notification"].items() if k != "endpoint" and k not in NOTIFICATION_STATUS},
+                 [sub.get(k) for k in ("datasetId", "lang", "jsonldContext", "@context", "watchedAttributes",
+                                       "notificationTrigger")], sorted(fired)], option=orjson.OPT_SORT_KEYS)
+            data = rendered.get(view_key) if view_key is not None else None
+            if data is None:
+                data = await self._render_data(sub, seen, fired)
+                if view_key is not None:
+                    rendered[view_key] = data
+            payload = self._envelope(sub, data, stamp)
             rows.append((event.tenant, sub["id"], f"{sub['id']}|{event.seq}", orjson.dumps(payload), time.time()))
-        if rows:
-            await self.store.enqueue_notifications(rows)
-            self._wake.set()
+        return rows
 
-    def _matches(self, sub: dict[str, Any], event: ChangeEvent, terms: TermMap) -> bool:
+    def _matches(self, sub: dict[str, Any], event: ChangeEvent, terms: TermMap) -> set[str] | None:
+        """The notification triggers this change fires for the subscription, or None when it does not match."""
         before, after = event.data.get("before"), event.data.get("after")
         doc = after or before
         if doc is None:
-            return False
+            return None
         if sub.get("createdAt") and event.at < sub["createdAt"]:
-            return False  # a change from before the subscription existed, relayed late: not this one's business
-        trigger = _trigger(event, before, after, sub)
-        if trigger not in set(sub.get("notificationTrigger") or DEFAULT_TRIGGERS) and not (
-                trigger == "entityUpdated" and {"attributeCreated", "attributeUpdated"}
-                & set(sub.get("notificationTrigger") or [])):
-            return False
+            return None  # a change from before the subscription existed, relayed late: not this one's business
         selectors = sub.get("entities")
         if selectors and not any(_selects(s, doc, terms) for s in selectors):
-            return False
-        watched = sub.get("watchedAttributes")
-        if watched and event.kind != ENTITY_DELETED:
-            names = {terms.expand(w) for w in watched}
-            if not names & set(event.data.get("attributes") or []):
-                return False
+            return None
+        watched = frozenset(terms.expand(w) for w in sub["watchedAttributes"]) if sub.get("watchedAttributes") \
+            else None
+        fired = _fired(event, watched)
+        if not fired & set(sub.get("notificationTrigger") or DEFAULT_TRIGGERS):
+            return None
         if sub.get("q") and after is not None:
-            expr = qlang.map_terms(qlang.parse_q(sub["q"]), terms.expand)
+            expr = qlang.map_terms(qlang.parse_q(unquote(sub["q"])), terms.expand)
             if not qlang.evaluate(expr, lambda path: _values(after, path)):
-                return False
+                return None
         if sub.get("geoQ") and after is not None:
             geo = geoquery.parse_geoq_object(sub["geoQ"])
             prop = terms.expand(geo.geoproperty)
             shapes = [i["value"] for i in after["attrs"].get(prop, []) if i.get("type") == "GeoProperty"]
             if not any(geoquery.matches(geo, s) for s in shapes):
-                return False
-        return True
+                return None
+        return fired
 
-    def _notification(self, sub: dict[str, Any], event: ChangeEvent, terms: TermMap) -> dict[str, Any]:
+    async def _notification(self, sub: dict[str, Any], event: ChangeEvent, fired: set[str]) -> dict[str, Any]:
+        return self._envelope(sub, await self._render_data(sub, event, fired))
+
+    def _envelope(self, sub: dict[str, Any], data: Entities, stamp: str | None = None) -> dict[str, Any]:
+        """What the queue keeps for one notification: where it goes, its @context, and its body."""
+        context = sub.get("jsonldContext") or sub.get("@context") or CORE_CONTEXT_URL
+        return {"endpoint": sub["notification"]["endpoint"], "context": context, "link": _link_url(sub), "body": {
+            "id": f"urn:ngsi-ld:Notification:{uuid.uuid4()}", "type": "Notification", "subscriptionId": sub["id"],
+            "notifiedAt": stamp or now_iso(), "data": data}}
+
+    async def _render_data(self, sub: dict[str, Any], event: ChangeEvent, fired: set[str]) -> Entities:
+        """The entities a notification of this change carries, as the subscription asks to see them."""
         spec = sub["notification"]
+        own, terms = self._terms(sub), self._render_terms(sub)
+        form = FORMATS.get(spec.get("format", "normalized"), NORMALIZED)
+        sys_attrs = bool(spec.get("sysAttrs"))
+        datasets = sub.get("datasetId")
+        view = View(terms, form, sys_attrs, lang=sub.get("lang"),
+                    dataset_ids=frozenset(None if d == "@none" else d for d in datasets) if datasets else None,
+                    dataset_map=True)
+
+        def rename(name: str) -> str:
+            return terms.compact(own.expand(name))
+
+        pick, omit = _projection(spec, "pick"), _projection(spec, "omit")
+        if spec.get("attributes"):
+            pick = {a: None for a in [*spec["attributes"], "id", "type", "scope"]}
+        pick, omit = _retree(pick, rename), _retree(omit, rename)
         after, before = event.data.get("after"), event.data.get("before")
-        attrs = frozenset(terms.expand(a) for a in spec["attributes"]) if spec.get("attributes") else None
-        view = View(terms, FORMATS.get(spec.get("format", "normalized"), NORMALIZED), bool(spec.get("sysAttrs")),
-                    attrs=attrs, lang=sub.get("lang"))
         if after is None:
             assert before is not None  # _matches refuses an event with neither
-            # A deleted entity is announced with its attributes set to the NGSI-LD Null.
-            nulled = {a: [_nulled(i) for i in instances] for a, instances in before["attrs"].items()}
-            entity = render_entity({**before, "attrs": nulled}, view)
-            entity["deletedAt"] = event.at
-            if spec.get("showChanges") and view.form == NORMALIZED:
-                _previous_values(entity, before, None, terms)
+            doc = {**before, "attrs": _deleted_entity_attrs(sub, before, fired, own, event.at), "deletedAt": event.at}
         else:
-            shown_doc = after
-            removed = [a for a in event.data.get("attributes") or [] if before and a in before["attrs"]
-                       and a not in after["attrs"]]
-            if removed and before is not None:
-                # Deleted attributes are announced with the NGSI-LD Null in their value member.
-                shown_doc = {**after, "attrs": {**after["attrs"], **{a: [_nulled(i) for i in before["attrs"][a]]
-                                                                     for a in removed}}}
-            entity = render_entity(shown_doc, view)
-            if spec.get("showChanges") and before is not None and view.form == NORMALIZED:
-                _previous_values(entity, before, after, terms)
-        endpoint = spec["endpoint"]
-        context = sub.get("jsonldContext") or sub.get("@context") or CORE_CONTEXT_URL
-        return {"endpoint": endpoint, "context": context, "body": {
-            "id": f"urn:ngsi-ld:Notification:{uuid.uuid4()}", "type": "Notification", "subscriptionId": sub["id"],
-            "notifiedAt": now_iso(), "data": [entity]}}
+            doc = {**after, "attrs": _with_deletions(event, before, after)}
+
+        def render(d: dict[str, Any], p: Projection | None, o: Projection | None) -> dict[str, Any]:
+            shown = render_entity(d, self.ngsi._view_for(view, p, o))
+            if sys_attrs and form == SIMPLIFIED:  # the entity's own timestamps, even in keyValues
+                for member in ("createdAt", "modifiedAt", "deletedAt"):
+                    if d.get(member):
+                        shown[member] = d[member]
+            return shown
+
+        entity = render(doc, pick, omit)
+        if after is None:
+            entity["deletedAt"] = event.at
+        if spec.get("showChanges") and before is not None and form == NORMALIZED:
+            _previous_values(entity, before, after, terms)
+        data = [entity]
+        if spec.get("join") in ("inline", "flat") and after is not None:
+            data = await join([(doc, entity)], mode=spec["join"], level=int(spec.get("joinLevel", 1)),
+                              simplified=form == SIMPLIFIED, compact=terms.compact,
+                              fetch=lambda ids: self._linked(sub, event.tenant, ids), render=render, pick=pick,
+                              omit=omit)
+        return data
+
+    async def _linked(self, sub: dict[str, Any], tenant: str, ids: Ids) -> dict[str, dict[str, Any]]:
+        """Entities a notification joins in, as the subscriber may see them."""
+        query = EntityQuery(ids=ids, limit=max(1, len(ids)))
+        owner = sub.get("_owner")
+        if owner:
+            caller = Caller(owner["subject"], owner["organization"], frozenset(owner.get("roles") or ()))
+            found, _ = await self.broker.query(tenant, query, caller)
+        else:
+            found, _ = await self.store.query(tenant, query)
+        return {d["id"]: d for d in found}
 
     # -- delivery -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -415,6 +566,7 @@ class Subscriptions:
                 pass
         if self._client:
             await self._client.aclose()
+        await self._sender.aclose()
 
     async def periodic_due(self) -> None:
         """timeInterval subscriptions: every interval, one notification with all entities that match now."""
@@ -428,8 +580,8 @@ class Subscriptions:
                 if now - last < float(interval):
                     continue
                 self._periodic[(tenant, sub["id"])] = now
-                terms = self.resolver.term_map(sub.get("jsonldContext") or sub.get("@context"))
-                types = ",".join(s["type"] for s in sub.get("entities") or [])
+                terms = self._terms(sub)
+                types = ",".join(f"({s['type']})" for s in sub.get("entities") or [])
                 geo = sub.get("geoQ") or {}
                 coordinates = geo.get("coordinates")
                 query = self.ngsi._build_query(
@@ -442,8 +594,9 @@ class Subscriptions:
                 docs, _ = await self.broker.query(tenant, query) if await self.store.tenant_exists(tenant) else ([], 0)
                 if not docs:
                     continue
-                notices = [self._notification(sub, ChangeEvent(0, tenant, "entity.updated", d["id"], now_iso(),
-                                                                {"before": d, "after": d, "attributes": []}), terms)
+                notices = [await self._notification(sub, ChangeEvent(0, tenant, "entity.updated", d["id"], now_iso(),
+                                                                      {"before": d, "after": d, "attributes": []}),
+                                                    set())
                            for d in docs]
                 payload = notices[0]
                 payload["body"]["data"] = [n["body"]["data"][0] for n in notices]
@@ -453,12 +606,19 @@ class Subscriptions:
 
     async def _deliver_forever(self) -> None:
         while True:
-            try:
-                await self.periodic_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("periodic notifications failed; retrying")
+            if not self.relay.owner:
+                # One sender per database: the process that owns the outbox relay (and so fills the queue) sends;
+                # other workers on the same database stand by, so no notification goes out twice concurrently.
+                await asyncio.sleep(1.0)
+                continue
+            if time.monotonic() - self._periodic_checked >= 0.25:
+                self._periodic_checked = time.monotonic()
+                try:
+                    await self.periodic_due()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("periodic notifications failed; retrying")
             try:
                 sent = await self.deliver_due()
             except asyncio.CancelledError:
@@ -473,48 +633,62 @@ class Subscriptions:
                 except TimeoutError:
                     pass
 
-    async def deliver_due(self, limit: int = 200) -> int:
+    async def deliver_due(self, limit: int = 500) -> int:
         due = await self.store.due_notifications(time.time(), limit)
         if not due:
             return 0
-        results = await asyncio.gather(*(self._send(tenant, orjson.loads(payload)) for _, tenant, _, payload, _ in due))
+        # A subscription deleted or expired since its notifications were queued sends nothing more; a paused one
+        # keeps them until it is active again.
+        keys = {(t, s) for _, t, s, _, _ in due}
+        current = {key: await self.store.get_document(key[0], KIND, key[1]) for key in keys}
+        state = {key: "deleted" if sub is None else status_of(sub) for key, sub in current.items()}
+        dropped: list[int] = [n for n, t, s, _, _ in due if state[(t, s)] in ("deleted", "expired")]
+        held = [n for n, t, s, _, _ in due if state[(t, s)] == "paused"]
+        if dropped or held:
+            skip = set(dropped) | set(held)
+            due = [row for row in due if row[0] not in skip]
+        due, results = await self._send_all(due)
         delivered: list[int] = []
-        retry: list[tuple[int, float, str]] = []
-        dropped: list[int] = []
-        outcomes: dict[tuple[str, str], tuple[int, int, str | None]] = {}
+        retry: list[tuple[int, float, str]] = [(n, time.time() + 5.0, "subscription not active") for n in held]
+        outcomes: dict[tuple[str, str], tuple[int, int]] = {}
         for (nid, tenant, sub_id, _payload, attempts), error in zip(due, results, strict=True):
-            sent, failed, last_error = outcomes.get((tenant, sub_id), (0, 0, None))
+            sent, failed = outcomes.get((tenant, sub_id), (0, 0))
             if error is None:
                 delivered.append(nid)
-                outcomes[(tenant, sub_id)] = (sent + 1, failed, last_error)
+                outcomes[(tenant, sub_id)] = (sent + 1, failed)
             else:
                 delay = min(MAX_BACKOFF, self.retry_base * 2 ** attempts)
                 retry.append((nid, time.time() + delay, error))
-                outcomes[(tenant, sub_id)] = (sent, failed + 1, error)
-        for (tenant, sub_id), (sent, failed, _error) in outcomes.items():
-            sub = await self.store.get_document(tenant, KIND, sub_id)
-            if sub is None:  # deleted meanwhile: its queued notifications go with it
-                dropped.extend(n for n, t, s, _, _ in due if (t, s) == (tenant, sub_id))
-                continue
-            stamp = now_iso()
-            # The delivery status lives in the subscription's notification member (NGSI-LD NotificationParams).
-            notification = sub["notification"]
-            notification["timesSent"] = notification.get("timesSent", 0) + sent + failed
-            if failed:
-                notification["timesFailed"] = notification.get("timesFailed", 0) + failed
-            notification["lastNotification"] = stamp
-            if sent:
-                notification["lastSuccess"] = stamp
-                notification["status"] = "ok"
-            if failed:
-                notification["lastFailure"] = stamp
-                notification["status"] = "failed"
-            await self.store.put_document(tenant, KIND, sub_id, sub, create=False)
-        delivered = [n for n in delivered if n not in dropped]
-        retry = [r for r in retry if r[0] not in dropped]
-        await self.store.settle_notifications(delivered, retry, dropped)
-        self._cache.clear()
+                outcomes[(tenant, sub_id)] = (sent, failed + 1)
+        stamp = now_iso()
+        # The delivery status lives in the subscription's notification member (NGSI-LD NotificationParams); it is
+        # updated in the transaction that settles the queue, on the stored subscription as it is then.
+        updates = [(tenant, KIND, sub_id, _status_change(sent, failed, stamp))
+                   for (tenant, sub_id), (sent, failed) in outcomes.items()]
+        await self.store.settle_notifications(delivered, retry, dropped, updates)
         return len(delivered)
+
+    async def _send_all(self, due: DueRows) -> tuple[DueRows, Outcomes]:
+        """Send due notifications, a few connections' worth of workers per receiver, at most PER_RECEIVER of them
+        to one receiver per round, so a receiver that hangs delays only its own and only for one round. Returns
+        the rows sent and, for each, None or why it failed; the rest stay due for the next round."""
+        by_receiver: dict[str, Work] = {}
+        for index, row in enumerate(due):
+            payload = orjson.loads(row[3])
+            group = by_receiver.setdefault(_origin(payload["endpoint"]["uri"]), [])
+            if len(group) < PER_RECEIVER:
+                group.append((index, row, payload))
+        outcome: dict[int, str | None] = {}
+
+        async def worker(queue: Work) -> None:
+            while queue:
+                index, row, payload = queue.pop()
+                outcome[index] = await self._send(row[1], payload)
+
+        workers = [worker(group) for group in by_receiver.values() for _ in range(min(SENDERS, len(group)))]
+        await asyncio.gather(*workers)
+        chosen = sorted(outcome)
+        return [due[i] for i in chosen], [outcome[i] for i in chosen]
 
     async def _send(self, tenant: str, payload: dict[str, Any]) -> str | None:
         """Deliver one notification; None when the receiver took it, else why not."""
@@ -528,31 +702,160 @@ class Subscriptions:
             headers["Content-Type"] = JSONLD
         else:
             headers["Content-Type"] = "application/json"
-            url = context if isinstance(context, str) else CORE_CONTEXT_URL
+            url = payload.get("link") or (context if isinstance(context, str) else CORE_CONTEXT_URL)
             headers["Link"] = f'<{url}>; rel="{CONTEXT_REL}"; type="{JSONLD}"'
         uri = endpoint["uri"]
         try:
             if uri.startswith(("mqtt://", "mqtts://")):
                 await asyncio.to_thread(_publish_mqtt, uri, body, headers)
                 return None
-            assert self._client is not None
-            response = await self._client.post(uri, content=orjson.dumps(body), headers=headers)
-            if 200 <= response.status_code < 300:
+            if uri.startswith("http://"):
+                status = await self._sender.post(uri, orjson.dumps(body), headers)
+            else:
+                assert self._client is not None
+                status = (await self._client.post(uri, content=orjson.dumps(body), headers=headers)).status_code
+            if 200 <= status < 300:
                 return None
-            return f"HTTP {response.status_code}"
+            return f"HTTP {status}"
         except Exception as exc:  # a receiver being down is routine here: retried with backoff
             return f"{type(exc).__name__}: {exc}"[:300]
 
 
-def _nulled(inst: dict[str, Any]) -> dict[str, Any]:
+def _nulled(inst: dict[str, Any], deleted_at: str, *, plain: bool = False) -> dict[str, Any]:
+    """An instance announced as deleted: its value member set to the NGSI-LD Null (plain: the bare Null URI, as
+    for a deleted entity; otherwise shaped like the member), its timestamps kept for sysAttrs."""
     kind = inst.get("type", "Property")
     member = ATTRIBUTE_TYPES.get(kind, "value")
-    value: Any = {"@none": NULL_URI} if member == "languageMap" else (
+    value: Any = NULL_URI if plain else {"@none": NULL_URI} if member == "languageMap" else (
         [NULL_URI] if member in ("valueList", "objectList") else NULL_URI)
     out = {"type": kind, member: value}
-    if "datasetId" in inst:
-        out["datasetId"] = inst["datasetId"]
+    for key in ("datasetId", "createdAt", "modifiedAt"):
+        if key in inst:
+            out[key] = inst[key]
+    out["deletedAt"] = deleted_at
     return out
+
+
+def _status_change(sent: int, failed: int, stamp: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def change(sub: dict[str, Any]) -> dict[str, Any]:
+        notification = sub["notification"]
+        notification["timesSent"] = notification.get("timesSent", 0) + sent + failed
+        if failed:
+            notification["timesFailed"] = notification.get("timesFailed", 0) + failed
+        notification["lastNotification"] = stamp
+        if sent:
+            notification["lastSuccess"] = stamp
+            notification["status"] = "ok"
+        if failed:
+            notification["lastFailure"] = stamp
+            notification["status"] = "failed"
+        return sub
+    return change
+
+
+@lru_cache(maxsize=1024)
+def _origin(uri: str) -> str:
+    parts = urlparse(uri)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _link_url(sub: dict[str, Any]) -> str:
+    """The one @context URL a JSON notification's Link header names: jsonldContext, else the subscription's own
+    @context when that is a single URL, else the core context."""
+    if isinstance(sub.get("jsonldContext"), str):
+        return str(sub["jsonldContext"])
+    context = sub.get("@context")
+    if isinstance(context, list) and len(context) == 1:
+        context = context[0]
+    return context if isinstance(context, str) else CORE_CONTEXT_URL
+
+
+def _rename(members: dict[str, Any], rename: Callable[[str], str]) -> None:
+    """Map the attribute and type names of a subscription (or PATCH fragment) in place through `rename`."""
+    if isinstance(members.get("entities"), list):
+        members["entities"] = [
+            {**e, "type": typequery.format_types(typequery.map_terms(typequery.parse_types(e["type"]), rename))}
+            if isinstance(e, dict) and isinstance(e.get("type"), str) else e for e in members["entities"]]
+    if isinstance(members.get("watchedAttributes"), list):
+        members["watchedAttributes"] = [rename(n) for n in members["watchedAttributes"]]
+    notification = members.get("notification")
+    if isinstance(notification, dict) and isinstance(notification.get("attributes"), list):
+        members["notification"] = {**notification, "attributes": [rename(n) for n in notification["attributes"]]}
+
+
+def _retree(tree: Projection | None, rename: Callable[[str], str]) -> Projection | None:
+    if tree is None:
+        return None
+    return {(n if n in ("id", "type", "scope") else rename(n)): _retree(sub, rename) for n, sub in tree.items()}
+
+
+def _attribute_changes(event: ChangeEvent) -> dict[str, set[str]]:
+    """What the change did to each attribute it touched: attributeCreated / Updated / Deleted, judged per
+    instance (datasetId), so deleting one dataset of an attribute is an attributeDeleted."""
+    before, after = event.data.get("before"), event.data.get("after")
+    if before is None:
+        return {a: {"attributeCreated"} for a in (after or {}).get("attrs", {})}
+    if after is None:
+        return {a: {"attributeDeleted"} for a in before["attrs"]}
+    out: dict[str, set[str]] = {}
+    for attr in event.data.get("attributes") or []:
+        old = {i.get("datasetId"): i for i in before["attrs"].get(attr, [])}
+        new = {i.get("datasetId"): i for i in after["attrs"].get(attr, [])}
+        kinds = set()
+        if new.keys() - old.keys():
+            kinds.add("attributeCreated")
+        if old.keys() - new.keys():
+            kinds.add("attributeDeleted")
+        if any(new[d] != old[d] for d in new.keys() & old.keys()):
+            kinds.add("attributeUpdated")
+        if kinds:
+            out[attr] = kinds
+    return out
+
+
+def _fired(event: ChangeEvent, watched: frozenset[str] | None) -> set[str]:
+    """The notification triggers a change fires for a subscription watching `watched` (None: everything)."""
+    changes = _attribute_changes(event)
+    relevant = changes if watched is None else {a: k for a, k in changes.items() if a in watched}
+    fired: set[str] = set().union(*relevant.values()) if relevant else set()
+    if event.kind == ENTITY_DELETED:
+        fired.add("entityDeleted")
+    elif watched is None or relevant:
+        fired.add("entityCreated" if event.kind == ENTITY_CREATED else "entityUpdated")
+    return fired
+
+
+def _with_deletions(event: ChangeEvent, before: dict[str, Any] | None,
+                    after: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The entity's attributes after the change, with each deleted instance announced by the NGSI-LD Null."""
+    attrs = dict(after["attrs"])
+    if before is None:
+        return attrs
+    for attr in event.data.get("attributes") or []:
+        new = after["attrs"].get(attr, [])
+        kept = {i.get("datasetId") for i in new}
+        gone = [i for i in before["attrs"].get(attr, []) if i.get("datasetId") not in kept]
+        if not gone:
+            continue
+        if not new and len(gone) > 1:  # the whole attribute went (deleteAll): one Null stands for it
+            attrs[attr] = [_nulled({k: v for k, v in gone[0].items() if k != "datasetId"}, event.at)]
+        else:
+            attrs[attr] = new + [_nulled(i, event.at) for i in gone]
+    return attrs
+
+
+def _deleted_entity_attrs(sub: dict[str, Any], before: dict[str, Any], fired: set[str], terms: TermMap,
+                          deleted_at: str) -> dict[str, list[dict[str, Any]]]:
+    """Attributes shown for a deleted entity: all of them (Null, with their previous values) under showChanges,
+    the watched ones under attributeDeleted, none for a bare entityDeleted."""
+    if sub["notification"].get("showChanges"):
+        names = list(before["attrs"])
+    elif "attributeDeleted" in fired and "attributeDeleted" in (sub.get("notificationTrigger") or DEFAULT_TRIGGERS):
+        watched = {terms.expand(w) for w in sub.get("watchedAttributes") or []}
+        names = [a for a in before["attrs"] if not watched or a in watched]
+    else:
+        names = []
+    return {a: [_nulled(i, deleted_at, plain=True) for i in before["attrs"][a]] for a in names}
 
 
 def _publish_mqtt(uri: str, body: dict[str, Any], headers: dict[str, str]) -> None:
@@ -564,26 +867,9 @@ def _publish_mqtt(uri: str, body: dict[str, Any], headers: dict[str, str]) -> No
     publish.single(topic, message, qos=1, hostname=parts.hostname or "127.0.0.1", port=parts.port or 1883)
 
 
-def _trigger(event: ChangeEvent, before: dict[str, Any] | None, after: dict[str, Any] | None,
-             sub: dict[str, Any]) -> str:
-    if event.kind == ENTITY_CREATED:
-        return "entityCreated"
-    if event.kind == ENTITY_DELETED:
-        return "entityDeleted"
-    wanted = set(sub.get("notificationTrigger") or DEFAULT_TRIGGERS)
-    touched = set(event.data.get("attributes") or [])
-    if before is not None and after is not None:
-        if "attributeDeleted" in wanted and any(a in before["attrs"] and a not in after["attrs"] for a in touched):
-            return "attributeDeleted"
-        if "attributeCreated" in wanted and any(a in after["attrs"] and a not in before["attrs"] for a in touched):
-            return "attributeCreated"
-        if "attributeUpdated" in wanted and any(a in after["attrs"] and a in before["attrs"] for a in touched):
-            return "attributeUpdated"
-    return "entityUpdated"
-
-
 def _selects(selector: dict[str, Any], doc: dict[str, Any], terms: TermMap) -> bool:
-    if terms.expand(selector["type"]) not in doc.get("type", []):
+    types = typequery.map_terms(typequery.parse_types(selector["type"]), terms.expand)
+    if not typequery.evaluate(types, frozenset(doc.get("type", []))):
         return False
     if "id" in selector and selector["id"] != doc["id"]:
         return False
@@ -631,7 +917,7 @@ def _previous_values(entity: dict[str, Any], before: dict[str, Any], after: dict
 def mount(app: FastAPI, platform: Any) -> None:
     subs = Subscriptions(platform)
     platform.extras["subscriptions"] = subs
-    platform.relay.subscribe("subscriptions", subs.on_event, durable=True)
+    platform.relay.subscribe_batch("subscriptions", subs.on_events, durable=True)
     router = APIRouter(prefix=PREFIX)
     routes: list[tuple[str, list[str], Callable[..., Any]]] = [
         ("/subscriptions", ["POST"], subs.create), ("/subscriptions", ["GET"], subs.list),

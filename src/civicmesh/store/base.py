@@ -24,6 +24,10 @@ DEFAULT_TENANT = ""
 OUTBOX_LOCK = 7_311_001
 
 
+# (tenant, kind, document id, change): a read-modify-write of one document inside another write's transaction
+DocumentUpdate = tuple[str, str, str, Callable[[dict[str, Any]], dict[str, Any]]]
+
+
 @dataclass
 class Change:
     """One entity-level change a write plan wants committed."""

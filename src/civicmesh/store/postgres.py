@@ -20,6 +20,7 @@ from civicmesh.store.base import (
     DEFAULT_TENANT,
     OUTBOX_LOCK,
     Change,
+    DocumentUpdate,
     EntityQuery,
     WriteOutcome,
     WritePlan,
@@ -479,13 +480,11 @@ class PostgresStore:
         """(tenant, subscription id, dedupe key, payload, due time); a dedupe key seen before is ignored."""
         if not rows:
             return 0
-        async with self._pool.connection() as conn, conn.transaction():
-            inserted = 0
-            for row in rows:
-                cur = await conn.execute("INSERT INTO notification_queue (tenant, subscription, dedupe, payload, "
-                                         "due_at) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", row)
-                inserted += cur.rowcount
-            return inserted
+        async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            # executemany pipelines the inserts: one round trip for the lot instead of one per row
+            await cur.executemany("INSERT INTO notification_queue (tenant, subscription, dedupe, payload, due_at) "
+                                  "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", rows)
+            return max(cur.rowcount, 0)
 
     async def due_notifications(self, now: float, limit: int) -> list[tuple[int, str, str, bytes, int]]:
         rows = await self._fetch("SELECT nid, tenant, subscription, payload, attempts FROM notification_queue "
@@ -493,13 +492,22 @@ class PostgresStore:
         return [tuple(r) for r in rows]  # type: ignore[misc]
 
     async def settle_notifications(self, delivered: list[int], retry: list[tuple[int, float, str]],
-                                   dropped: list[int]) -> None:
-        async with self._pool.connection() as conn, conn.transaction():
+                                   dropped: list[int], documents: Sequence[DocumentUpdate] = ()) -> None:
+        """Delete delivered (and dropped) notifications, push failed ones back and apply each (tenant, kind, id,
+        change) to that document if it still exists, in one transaction."""
+        async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             if delivered or dropped:
-                await conn.execute("DELETE FROM notification_queue WHERE nid = ANY(%s)", (delivered + dropped,))
-            for nid, due, error in retry:
-                await conn.execute("UPDATE notification_queue SET attempts = attempts + 1, due_at = %s, "
-                                   "last_error = %s WHERE nid = %s", (due, error, nid))
+                await cur.execute("DELETE FROM notification_queue WHERE nid = ANY(%s)", (delivered + dropped,))
+            if retry:
+                await cur.executemany("UPDATE notification_queue SET attempts = attempts + 1, due_at = %s, "
+                                      "last_error = %s WHERE nid = %s", [(due, err, n) for n, due, err in retry])
+            for tenant, kind, doc_id, change in documents:
+                await cur.execute("SELECT body FROM documents WHERE tenant = %s AND kind = %s AND id = %s FOR UPDATE",
+                                  (tenant, kind, doc_id))
+                row = await cur.fetchone()
+                if row is not None:
+                    await cur.execute("UPDATE documents SET body = %s WHERE tenant = %s AND kind = %s AND id = %s",
+                                      (orjson.dumps(change(orjson.loads(row[0]))), tenant, kind, doc_id))
 
     # -- outbox ------------------------------------------------------------------------------------------
     async def read_outbox(self, after_seq: int, limit: int) -> list[ChangeEvent]:

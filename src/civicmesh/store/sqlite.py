@@ -22,6 +22,7 @@ from civicmesh.ngsild.model import now_iso
 from civicmesh.store.base import (
     DEFAULT_TENANT,
     Change,
+    DocumentUpdate,
     EntityQuery,
     WriteOutcome,
     WritePlan,
@@ -83,6 +84,19 @@ MIGRATIONS: list[list[str]] = [
         "created_at TEXT NOT NULL, deleted_at TEXT, PRIMARY KEY (tenant, entity_id))",
     ],
 ]
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error) on the autocommit writer connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        self.conn.execute("COMMIT" if error is None else "ROLLBACK")
+
 
 EARTH_RADIUS_M = 6_371_008.8  # the mean radius the Python geo predicates use too
 
@@ -552,8 +566,9 @@ class SqliteStore:
         def run() -> int:
             assert self._writer is not None
             before = self._writer.total_changes
-            self._writer.executemany("INSERT OR IGNORE INTO notification_queue (tenant, subscription, dedupe, "
-                                     "payload, due_at) VALUES (?, ?, ?, ?, ?)", rows)
+            with _transaction(self._writer):  # one commit for the lot, not one per row
+                self._writer.executemany("INSERT OR IGNORE INTO notification_queue (tenant, subscription, dedupe, "
+                                         "payload, due_at) VALUES (?, ?, ?, ?, ?)", rows)
             return self._writer.total_changes - before
         return await self._in_writer(run)
 
@@ -565,14 +580,22 @@ class SqliteStore:
         return await self._in_reader(run)
 
     async def settle_notifications(self, delivered: list[int], retry: list[tuple[int, float, str]],
-                                   dropped: list[int]) -> None:
-        """Delete delivered (and dropped: subscription gone) notifications; push failed ones back."""
+                                   dropped: list[int], documents: Sequence[DocumentUpdate] = ()) -> None:
+        """Delete delivered (and dropped: subscription gone) notifications; push failed ones back; apply each
+        (tenant, kind, id, change) to that document if it still exists. All in one transaction."""
         def run() -> None:
             assert self._writer is not None
-            self._writer.executemany("DELETE FROM notification_queue WHERE nid = ?",
-                                     [(n,) for n in delivered + dropped])
-            self._writer.executemany("UPDATE notification_queue SET attempts = attempts + 1, due_at = ?, "
-                                     "last_error = ? WHERE nid = ?", [(due, err, n) for n, due, err in retry])
+            with _transaction(self._writer):
+                self._writer.executemany("DELETE FROM notification_queue WHERE nid = ?",
+                                         [(n,) for n in delivered + dropped])
+                self._writer.executemany("UPDATE notification_queue SET attempts = attempts + 1, due_at = ?, "
+                                         "last_error = ? WHERE nid = ?", [(due, err, n) for n, due, err in retry])
+                for tenant, kind, doc_id, change in documents:
+                    row = self._writer.execute("SELECT body FROM documents WHERE tenant = ? AND kind = ? AND id = ?",
+                                               (tenant, kind, doc_id)).fetchone()
+                    if row is not None:
+                        self._writer.execute("UPDATE documents SET body = ? WHERE tenant = ? AND kind = ? AND id = ?",
+                                             (orjson.dumps(change(orjson.loads(row[0]))), tenant, kind, doc_id))
         await self._in_writer(run)
 
     # -- outbox ------------------------------------------------------------------------------------------
