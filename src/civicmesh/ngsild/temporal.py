@@ -173,7 +173,7 @@ def parse_ask(p: Any, terms: TermMap) -> Ask:
     fmt = p.get("format")
     if fmt is not None:
         if fmt not in _FORMS:
-            raise Problem("BadRequestData", f"format {fmt!r} is not one of {', '.join(_FORMS)}")
+            raise Problem("InvalidRequest", f"format {fmt!r} is not one of {', '.join(_FORMS)}")
         ask.form = _FORMS[fmt]  # format takes precedence over options
     elif "aggregatedValues" in options:
         ask.form = "aggregated"

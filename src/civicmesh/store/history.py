@@ -12,7 +12,8 @@ TIME_COLUMNS = {"observedAt": "observed_at", "createdAt": "created_at", "modifie
                 "deletedAt": "deleted_at"}
 
 # Seconds since the Unix epoch of a canonical UTC text timestamp, per engine.
-_EPOCH = {"sqlite": "((julianday({col}) - 2440587.5) * 86400.0)",
+# (SQLite's julianday() loses tens of microseconds, so whole seconds and the fraction are taken apart.)
+_EPOCH = {"sqlite": "(CAST(strftime('%s', {col}) AS INTEGER) + CAST(substr({col}, 20, 7) AS REAL))",
           "postgres": "extract(epoch from ({col})::timestamptz)::float8"}
 # Period number of a row: the time since the origin divided by the period, rounded down (never negative here,
 # since rows before the origin are filtered out, so a cast that truncates is a floor).
