@@ -372,13 +372,15 @@ class Temporal:
         patterns = [s["idPattern"] for s in selectors if isinstance(s.get("idPattern"), str)]
         if patterns:
             params["idPattern"] = "|".join(f"(?:{p})" for p in patterns)
-        if body.get("attrs"):
-            if not isinstance(body["attrs"], list):
-                raise Problem("BadRequestData", "attrs must be a list of attribute names")
-            params["attrs"] = ",".join(body["attrs"])
-        for key in ("q", "lang", "datasetId"):
-            if body.get(key):
-                params[key] = body[key] if isinstance(body[key], str) else ",".join(body[key])
+        for key in ("attrs", "q", "lang", "datasetId"):
+            value = body.get(key)
+            if not value:
+                continue
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                value = ",".join(value)
+            if not isinstance(value, str):
+                raise Problem("BadRequestData", f"{key} must be a string or a list of strings")
+            params[key] = value
         geo = body.get("geoQ")
         if isinstance(geo, dict):
             params.update({"georel": geo.get("georel"), "geometry": geo.get("geometry"),
