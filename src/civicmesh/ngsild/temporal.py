@@ -13,6 +13,7 @@ import dataclasses
 import math
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -252,16 +253,19 @@ class Temporal:
     async def on_event(self, event: ChangeEvent) -> None:
         if not event.kind.startswith("entity."):
             return
-        before, after = event.data.get("before"), event.data.get("after")
+        before: dict[str, Any] | None = event.data.get("before")
+        after: dict[str, Any] | None = event.data.get("after")
         doc = after or before
         if doc is None:
             return
         at = event.at
         rows: list[HistoryRow] = []
         if event.kind == ENTITY_DELETED:
+            assert before is not None
             for attr, instances in before["attrs"].items():
                 rows.extend(_row(attr, inst, at, deleted=True) for inst in instances)
         else:
+            assert after is not None
             for attr in event.data.get("attributes") or []:
                 new = after["attrs"].get(attr, [])
                 old = before["attrs"].get(attr, []) if before else []
@@ -775,7 +779,7 @@ def mount(app: FastAPI, platform: Any) -> None:
     temporal = Temporal(platform)
     platform.relay.subscribe("temporal", temporal.on_event, durable=True)
     router = APIRouter(prefix=PREFIX + "/temporal")
-    for path, methods, endpoint in [
+    routes: list[tuple[str, list[str], Callable[..., Any]]] = [
         ("/entities", ["GET"], temporal.query), ("/entities", ["POST"], temporal.create),
         ("/entities/{entity_id}", ["GET"], temporal.retrieve), ("/entities/{entity_id}", ["DELETE"], temporal.delete),
         ("/entities/{entity_id:path}/attrs", ["POST"], temporal.add_attrs),
@@ -784,7 +788,8 @@ def mount(app: FastAPI, platform: Any) -> None:
         ("/entities/{entity_id:path}/attrs/{attr}/{instance_id}", ["DELETE"], temporal.delete_instance),
         ("/entities/{entity_id:path}/attrs/{tail:path}", ["PATCH", "DELETE"], temporal.attribute_path),
         ("/entityOperations/query", ["POST"], temporal.post_query),
-    ]:
+    ]
+    for path, methods, endpoint in routes:
         router.add_api_route(path, endpoint, methods=methods)
         if not path.endswith(":path}"):
             router.add_api_route(path + "/", endpoint, methods=methods, include_in_schema=False)
