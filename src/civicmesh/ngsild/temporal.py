@@ -10,8 +10,10 @@ geo-queries, core deletes and the rest of the API see it as one entity.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -307,7 +309,7 @@ class Temporal:
         if whole:  # no aggrPeriodDuration (or PT0S): one period over the whole window, or the whole history
             period = 1e12
         found = await self.history.aggregate(tenant, entity_id, ask.attrs, ask.timeproperty, lower, upper, origin,
-                                             period, ask.dataset_ids)
+                                             period, ask.dataset_ids, distinct="distinctCount" in ask.methods)
         by_attr: dict[str, list[tuple[Any, ...]]] = {}
         for row in found:
             by_attr.setdefault(row[0], []).append(row)
@@ -330,7 +332,7 @@ class Temporal:
         found = await self.history.entities(call.tenant, [entity_id])
         if not found:
             raise Problem("ResourceNotFound", f"entity {entity_id} has no history")
-        if ask.attrs and not set(ask.attrs) & await self.history.attributes(call.tenant, entity_id):
+        if ask.attrs and not set(ask.attrs) & set(await self.history.attributes(call.tenant, entity_id)):
             raise Problem("ResourceNotFound", f"entity {entity_id} has no history of the attributes asked for")
         page = None
         if ask.form == "aggregated":
@@ -683,14 +685,25 @@ def _plain(inst: dict[str, Any]) -> Any:
     return inst.get(ATTRIBUTE_TYPES.get(inst.get("type", "Property"), "value"))
 
 
+@functools.lru_cache(maxsize=65536)
+def _epoch_text(seconds: float) -> str:
+    """An epoch second as ISO 8601 UTC; periods repeat across requests, so their texts are cached."""
+    whole = math.floor(seconds)
+    micros = round((seconds - whole) * 1_000_000)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, 0
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{text}.{micros:06d}Z" if micros else f"{text}Z"
+
+
 def _period_bounds(origin: float, index: int, period: float, last: float,
                    upper: str | None) -> tuple[str, str]:
     """The period's start and end; the single period of a whole-range aggregation ends at the window's end, or
     at the last instance."""
-    lo = datetime.fromtimestamp(origin, UTC) + timedelta(seconds=index * period)
+    lo = origin + index * period
     if period >= 1e12:
-        return _iso(lo), upper and _shown(upper) or _iso(datetime.fromtimestamp(last, UTC))
-    return _iso(lo), _iso(lo + timedelta(seconds=period))
+        return _epoch_text(lo), upper and _shown(upper) or _epoch_text(last)
+    return _epoch_text(lo), _epoch_text(lo + period)
 
 
 def _aggregate_buckets(buckets: list[tuple[Any, ...]], methods: list[str], period: float,
@@ -698,9 +711,11 @@ def _aggregate_buckets(buckets: list[tuple[Any, ...]], methods: list[str], perio
     """aggregatedValues from the engine's per-period sums: (attr, period, origin, count, numeric count,
     distinct numbers, sum, min, max, sum of squares, last time)."""
     out: dict[str, Any] = {"type": "Property"}
+    bounds = [_period_bounds(float(b[2]), int(b[1]), period, float(b[10]), upper) for b in buckets]
     for method in methods:
         series = []
-        for _attr, index, origin, count, numeric, distinct, total, low, high, squares, last in buckets:
+        for (_attr, _index, _origin, count, numeric, distinct, total, low, high, squares, _last), (lo, hi) in zip(
+                buckets, bounds, strict=True):
             result: Any
             if method == "totalCount":
                 result = count
@@ -721,7 +736,7 @@ def _aggregate_buckets(buckets: list[tuple[Any, ...]], methods: list[str], perio
             else:
                 mean = total / numeric
                 result = math.sqrt(max(squares / numeric - mean * mean, 0.0))
-            series.append([result, *_period_bounds(float(origin), int(index), period, float(last), upper)])
+            series.append([result, lo, hi])
         out[method] = series
     return out
 

@@ -3,6 +3,7 @@ the few engine differences (time arithmetic for aggregation periods) are chosen 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 # (attr, instance id, dataset id, observed at, created at, modified at, deleted at, numeric value, instance JSON)
@@ -19,6 +20,13 @@ _EPOCH = {"sqlite": "(CAST(strftime('%s', {col}) AS INTEGER) + CAST(substr({col}
 # since rows before the origin are filtered out, so a cast that truncates is a floor).
 _BUCKET = {"sqlite": "CAST(({epoch} - ?) / ? AS INTEGER)",
            "postgres": "CAST(floor(({epoch} - ?) / ?) AS BIGINT)"}
+
+
+def epoch_seconds(text: str | None) -> float | None:
+    """Epoch seconds of a stored (canonical UTC) timestamp."""
+    if text is None:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def _dataset_condition(dataset_ids: frozenset[str | None] | None, params: list[Any]) -> str:
@@ -69,9 +77,9 @@ class History:
                 [(tenant, entity_id, row[0], row[3], row[2] or "") for row in rows if row[3] is not None]))
         statements.append((
             "INSERT INTO history (tenant, entity_id, attr, instance_id, dataset_id, observed_at, created_at, "
-            "modified_at, deleted_at, num, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "modified_at, deleted_at, num, value, observed_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (tenant, entity_id, instance_id) DO NOTHING",
-            [(tenant, entity_id, *row) for row in rows]))
+            [(tenant, entity_id, *row, epoch_seconds(row[3])) for row in rows]))
         await self.store.run_statements(statements)
 
     async def entities(self, tenant: str, ids: list[str] | None = None) -> list[tuple[str, str, str, str | None]]:
@@ -82,10 +90,14 @@ class History:
             params.extend(ids)
         return await self.store.fetch_rows(sql + " ORDER BY entity_id", params)  # type: ignore[no-any-return]
 
-    async def attributes(self, tenant: str, entity_id: str) -> set[str]:
-        rows = await self.store.fetch_rows("SELECT DISTINCT attr FROM history WHERE tenant = ? AND entity_id = ?",
-                                           [tenant, entity_id])
-        return {r[0] for r in rows}
+    async def attributes(self, tenant: str, entity_id: str) -> list[str]:
+        """The attributes an entity has history of: a loose index scan (one index seek per attribute), so the
+        cost does not grow with the number of instances."""
+        sql = ("WITH RECURSIVE a(attr) AS (SELECT min(attr) FROM history WHERE tenant = ? AND entity_id = ? "
+               "UNION ALL SELECT (SELECT min(attr) FROM history WHERE tenant = ? AND entity_id = ? AND attr > a.attr) "
+               "FROM a WHERE a.attr IS NOT NULL) SELECT attr FROM a WHERE attr IS NOT NULL")
+        rows = await self.store.fetch_rows(sql, [tenant, entity_id, tenant, entity_id])
+        return [r[0] for r in rows]
 
     async def rows(self, tenant: str, entity_id: str, attrs: list[str] | None, timeproperty: str,
                    lower: str | None, upper: str | None, last_n: int | None,
@@ -93,47 +105,64 @@ class History:
         """Instances in [lower, upper) of the time property (lower exclusive for timerel=after), oldest first;
         with `last_n`, only the most recent `last_n` of each attribute."""
         column = TIME_COLUMNS[timeproperty]
-        sql = (f"SELECT attr, instance_id, dataset_id, observed_at, created_at, modified_at, deleted_at, num, value, "
-               f"{column} FROM history WHERE tenant = ? AND entity_id = ?")
-        params: list[Any] = [tenant, entity_id]
-        if attrs:
-            sql += f" AND attr IN ({','.join('?' * len(attrs))})"
-            params.extend(attrs)
+        select = (f"SELECT attr, instance_id, dataset_id, observed_at, created_at, modified_at, deleted_at, num, "
+                  f"value, {column} FROM history WHERE tenant = ? AND entity_id = ?")
+        conditions = ""
+        condition_params: list[Any] = []
         if timeproperty == "deletedAt":
-            sql += " AND deleted_at IS NOT NULL"
-        sql += _window_condition(column, lower, upper, lower_inclusive=upper is not None, params=params)
-        sql += _dataset_condition(dataset_ids, params)
-        order = "DESC" if last_n else "ASC"
-        sql += f" ORDER BY attr, {column} {order}, hid {order}"
-        rows = await self.store.fetch_rows(sql, params)
-        if last_n:
-            kept: list[tuple[Any, ...]] = []
-            counts: dict[str, int] = {}
-            for row in rows:
-                counts[row[0]] = counts.get(row[0], 0) + 1
-                if counts[row[0]] <= last_n:
-                    kept.append(row)
-            rows = sorted(kept, key=lambda r: (r[0], r[9] or ""))
-        return rows  # type: ignore[no-any-return]
+            conditions += " AND deleted_at IS NOT NULL"
+        conditions += _window_condition(column, lower, upper, lower_inclusive=upper is not None,
+                                        params=condition_params)
+        conditions += _dataset_condition(dataset_ids, condition_params)
+        if not last_n:
+            sql, params = select, [tenant, entity_id]
+            if attrs:
+                sql += f" AND attr IN ({','.join('?' * len(attrs))})"
+                params.extend(attrs)
+            sql += f"{conditions} ORDER BY attr, {column}, hid"
+            return await self.store.fetch_rows(sql, [*params, *condition_params])  # type: ignore[no-any-return]
+        # The newest last_n of each attribute: one index walk from the newest end per attribute.
+        names = attrs or await self.attributes(tenant, entity_id)
+        parts: list[str] = []
+        all_params: list[Any] = []
+        for name in names:
+            parts.append(f"SELECT * FROM ({select} AND attr = ?{conditions} "
+                         f"ORDER BY {column} DESC, hid DESC LIMIT ?) AS newest")
+            all_params.extend([tenant, entity_id, name, *condition_params, last_n])
+        if not parts:
+            return []
+        rows = await self.store.fetch_rows(" UNION ALL ".join(parts), all_params)
+        return sorted(rows, key=lambda r: (r[0], r[9] or ""))
 
     async def aggregate(self, tenant: str, entity_id: str, attrs: list[str] | None, timeproperty: str,
                         lower: str | None, upper: str | None, origin: float | None, period: float,
-                        dataset_ids: frozenset[str | None] | None = None) -> list[tuple[Any, ...]]:
+                        dataset_ids: frozenset[str | None] | None = None, *,
+                        distinct: bool = True) -> list[tuple[Any, ...]]:
         """Per attribute and period: (attr, period number, origin, count, numeric count, distinct numbers, sum,
         min, max, sum of squares, time of the last instance), computed by the engine. Without an `origin` each
         attribute's periods start at its own first instance in the window."""
         column = TIME_COLUMNS[timeproperty]
         epoch = _EPOCH[self.engine].format(col=column)
+        # Naming the attributes lets the engine seek the index per attribute instead of reading all of them.
+        attrs = attrs or await self.attributes(tenant, entity_id)
+        if not attrs:
+            return []
+        bounds: tuple[Any, Any] = (lower, upper)
+        if timeproperty == "observedAt":
+            # observedAt has its epoch seconds stored beside it, in an index that also holds the numbers.
+            column = epoch = "observed_s"
+            bounds = (epoch_seconds(lower), epoch_seconds(upper))
         where = f" FROM history WHERE tenant = ? AND entity_id = ? AND {column} IS NOT NULL"
         params: list[Any] = [tenant, entity_id]
         if attrs:
             where += f" AND attr IN ({','.join('?' * len(attrs))})"
             params.extend(attrs)
-        where += _window_condition(column, lower, upper, lower_inclusive=upper is not None, params=params)
+        where += _window_condition(column, *bounds, lower_inclusive=upper is not None, params=params)
         where += _dataset_condition(dataset_ids, params)
         bucket = _BUCKET[self.engine].format(epoch=epoch)
-        aggregates = ("count(*), count(num), count(DISTINCT num), sum(num), min(num), max(num), sum(num * num), "
-                      f"max({epoch})")
+        # Counting distinct values sorts them; only done when asked for (0 stands in otherwise).
+        aggregates = (f"count(*), count(num), {'count(DISTINCT num)' if distinct else '0'}, sum(num), min(num), "
+                      f"max(num), sum(num * num), max({epoch})")
         if origin is not None:
             sql = f"SELECT attr, {bucket} AS bucket, {aggregates}{where} GROUP BY attr, bucket ORDER BY attr, bucket"
             found = await self.store.fetch_rows(sql, [origin, period, *params])
@@ -146,7 +175,7 @@ class History:
         if attrs:
             sql += f" AND h.attr IN ({','.join('?' * len(attrs))})"
             outer.extend(attrs)
-        sql += _window_condition(column, lower, upper, lower_inclusive=upper is not None, params=outer)
+        sql += _window_condition(column, *bounds, lower_inclusive=upper is not None, params=outer)
         sql += _dataset_condition(dataset_ids, outer)
         sql += " GROUP BY h.attr, bucket, o.origin ORDER BY h.attr, bucket"
         return await self.store.fetch_rows(sql, [period, *params, *outer])  # type: ignore[no-any-return]
@@ -173,7 +202,8 @@ class History:
 
     async def replace_instance(self, tenant: str, entity_id: str, attr: str, instance_id: str,
                                row: HistoryRow) -> int:
-        sql = ("UPDATE history SET dataset_id = ?, observed_at = ?, modified_at = ?, num = ?, value = ? "
-               "WHERE tenant = ? AND entity_id = ? AND attr = ? AND instance_id = ?")
+        sql = ("UPDATE history SET dataset_id = ?, observed_at = ?, observed_s = ?, modified_at = ?, num = ?, "
+               "value = ? WHERE tenant = ? AND entity_id = ? AND attr = ? AND instance_id = ?")
         return await self.store.run_statements(  # type: ignore[no-any-return]
-            [(sql, [(row[2], row[3], row[5], row[7], row[8], tenant, entity_id, attr, instance_id)])])
+            [(sql, [(row[2], row[3], epoch_seconds(row[3]), row[5], row[7], row[8], tenant, entity_id, attr,
+                     instance_id)])])
