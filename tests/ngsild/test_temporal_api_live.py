@@ -193,3 +193,15 @@ def test_malformed_temporal_queries_are_problems(client: httpx.Client) -> None:
     problem(client.get("/temporal/entities", params={"type": "Vehicle", "orderBy": "speed;sideways"}),
             400, "BadRequestData")
     problem(client.get(f"/temporal/entities/{CAR}", params={"datasetId": "not a uri"}), 400, "BadRequestData")
+
+
+def test_scope_changes_are_history(client: httpx.Client) -> None:
+    create(client, car(scope=["/Madrid/Gardens", "/CompanyA"], speed=SPEEDS[:1]))
+    assert client.get(f"/entities/{CAR}").json()["scope"] == ["/Madrid/Gardens", "/CompanyA"]
+    assert client.delete(f"/entities/{CAR}/attrs/scope").status_code == 204
+    removed = wait_for(lambda: client.get(f"/temporal/entities/{CAR}", params={"timeproperty": "deletedAt"}).json()
+                       .get("scope"))
+    assert removed[0]["value"] == [] and "deletedAt" in removed[0]
+    simple = client.get(f"/temporal/entities/{CAR}", params={"timeproperty": "deletedAt",
+                                                             "options": "temporalValues"}).json()
+    assert simple["scope"]["values"][0][0] == []

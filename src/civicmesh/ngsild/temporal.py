@@ -60,6 +60,7 @@ _SIMPLIFIED_KEY = {"Property": "values", "GeoProperty": "values", "Relationship"
 # What a deleted instance holds in its value member, by attribute type.
 _NULL_VALUE: dict[str, Any] = {"LanguageProperty": {"@none": NULL_URI}, "ListProperty": [NULL_URI],
                                "ListRelationship": [NULL_URI]}
+SCOPE_IRI = "https://uri.etsi.org/ngsi-ld/scope"
 # Row columns (see History.rows): attr, instance id, dataset id, observed, created, modified, deleted, num, JSON, time
 _ATTR, _IID, _DATASET, _OBSERVED, _CREATED, _MODIFIED, _DELETED, _NUM, _JSON, _TIME = range(10)
 
@@ -107,6 +108,8 @@ def _row(attr: str, inst: dict[str, Any], at: str, *, deleted: bool = False) -> 
         stub = {"type": inst.get("type", "Property")}
         if inst.get("datasetId"):
             stub["datasetId"] = inst["datasetId"]
+        if attr == SCOPE_IRI:
+            stub["value"] = []  # a removed scope is shown as the empty scope
         body, num = orjson.dumps(stub), None
     else:
         body, num = orjson.dumps(inst), _number(inst)
@@ -274,6 +277,7 @@ class Temporal:
                 rows.extend(_row(attr, inst, at) for inst in new if inst not in old)
                 kept = {i.get("datasetId") for i in new}
                 rows.extend(_row(attr, inst, at, deleted=True) for inst in old if inst.get("datasetId") not in kept)
+        rows.extend(_scope_rows(before, None if event.kind == ENTITY_DELETED else after, at))
         await self.history.add(event.tenant, doc["id"], orjson.dumps(doc["type"]).decode(), doc["createdAt"], rows,
                                deleted_at=at if event.kind == ENTITY_DELETED else None)
 
@@ -489,6 +493,8 @@ class Temporal:
         types = EntityParser(call.terms, at).types(body.get("type", body.get("@type")))
         scope = parse_scope(body["scope"]) if "scope" in body else None
         rows, latest = self._parse_attributes(body, call.terms, at)
+        if scope:
+            rows.append(_row(SCOPE_IRI, {"type": "Property", "value": scope}, at))
         existed = bool(await self.history.entities(call.tenant, [entity_id]))
         await self.history.add(call.tenant, entity_id, orjson.dumps(types).decode(), at, rows, replace_same_time=True)
         if not existed:
@@ -584,6 +590,16 @@ class Temporal:
         return await self.delete_instance(request, entity_id, parts[0], parts[1])
 
 
+def _scope_rows(before: dict[str, Any] | None, after: dict[str, Any] | None, at: str) -> list[HistoryRow]:
+    """The scope is an entity member, not an attribute, but its changes are history too (4.18)."""
+    old, new = (before or {}).get("scope"), (after or {}).get("scope")
+    if old == new:
+        return []
+    if new:
+        return [_row(SCOPE_IRI, {"type": "Property", "value": new}, at)]
+    return [_row(SCOPE_IRI, {"type": "Property"}, at, deleted=True)]
+
+
 def _check_instance_path(entity_id: str, attr: str, instance_id: str) -> None:
     check_entity_id(entity_id)
     if not attr:
@@ -621,9 +637,15 @@ def _project(body: dict[str, Any], ask: Ask) -> dict[str, Any]:
     return body
 
 
+def _null_of(row: tuple[Any, ...], kind: str) -> Any:
+    member = ATTRIBUTE_TYPES.get(kind, "value")
+    stub = orjson.loads(row[_JSON]) if row[_JSON] else {}
+    return stub[member] if member in stub else _NULL_VALUE.get(kind, NULL_URI)
+
+
 def _deleted_instance(row: tuple[Any, ...]) -> dict[str, Any]:
     kind = _kind(row)
-    inst: dict[str, Any] = {"type": kind, ATTRIBUTE_TYPES.get(kind, "value"): _NULL_VALUE.get(kind, NULL_URI),
+    inst: dict[str, Any] = {"type": kind, ATTRIBUTE_TYPES.get(kind, "value"): _null_of(row, kind),
                             "instanceId": row[_IID], "deletedAt": _shown(row[_DELETED])}
     if row[_DATASET]:
         inst["datasetId"] = row[_DATASET]
@@ -652,7 +674,7 @@ def _shown_time(row: tuple[Any, ...], timeproperty: str) -> str | None:
 
 def _simple(row: tuple[Any, ...], kind: str, view: View) -> Any:
     if row[_DELETED] is not None:
-        null = _NULL_VALUE.get(kind, NULL_URI)
+        null = _null_of(row, kind)
         return {ATTRIBUTE_TYPES[kind]: null} if kind in ("LanguageProperty", "JsonProperty", "VocabProperty") \
             else null
     inst = orjson.loads(row[_JSON])
