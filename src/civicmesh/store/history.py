@@ -70,11 +70,21 @@ class History:
              "ON CONFLICT (tenant, entity_id) DO UPDATE SET types = excluded.types, deleted_at = excluded.deleted_at",
              [(tenant, entity_id, types, created_at, deleted_at)]),
         ]
-        if replace_same_time:
-            statements.append((
-                "DELETE FROM history WHERE tenant = ? AND entity_id = ? AND attr = ? AND observed_at = ? "
-                "AND coalesce(dataset_id, '') = ? AND deleted_at IS NULL",
-                [(tenant, entity_id, row[0], row[3], row[2] or "") for row in rows if row[3] is not None]))
+        timed = [row for row in rows if row[3] is not None]
+        if replace_same_time and timed:
+            # One index range read finds the instances the new ones replace (usually none: history is mostly
+            # appended); they are then deleted by instance id. Per-row DELETEs with a generic plan turned into
+            # sequential scans on PostgreSQL and made bulk loads quadratic.
+            names = sorted({row[0] for row in timed})
+            stamps = [row[3] for row in timed if row[3] is not None]
+            existing = await self.store.fetch_rows(
+                "SELECT instance_id, attr, observed_at, dataset_id FROM history WHERE tenant = ? AND entity_id = ? "
+                f"AND attr IN ({','.join('?' * len(names))}) AND observed_at >= ? AND observed_at <= ? "
+                "AND deleted_at IS NULL",
+                [tenant, entity_id, *names, min(stamps), max(stamps)])
+            new = {(row[0], row[3], row[2]) for row in timed}
+            doomed = [(tenant, entity_id, found[0]) for found in existing if tuple(found[1:]) in new]
+            statements.append(("DELETE FROM history WHERE tenant = ? AND entity_id = ? AND instance_id = ?", doomed))
         statements.append((
             "INSERT INTO history (tenant, entity_id, attr, instance_id, dataset_id, observed_at, created_at, "
             "modified_at, deleted_at, num, value, observed_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
