@@ -154,41 +154,33 @@ class History:
         column = TIME_COLUMNS[timeproperty]
         epoch = _EPOCH[self.engine].format(col=column)
         # Naming the attributes lets the engine seek the index per attribute instead of reading all of them.
-        attrs = attrs or await self.attributes(tenant, entity_id)
-        if not attrs:
-            return []
+        names = attrs or await self.attributes(tenant, entity_id)
         bounds: tuple[Any, Any] = (lower, upper)
         if timeproperty == "observedAt":
             # observedAt has its epoch seconds stored beside it, in an index that also holds the numbers.
             column = epoch = "observed_s"
             bounds = (epoch_seconds(lower), epoch_seconds(upper))
-        where = f" FROM history WHERE tenant = ? AND entity_id = ? AND {column} IS NOT NULL"
-        params: list[Any] = [tenant, entity_id]
-        if attrs:
-            where += f" AND attr IN ({','.join('?' * len(attrs))})"
-            params.extend(attrs)
-        where += _window_condition(column, *bounds, lower_inclusive=upper is not None, params=params)
-        where += _dataset_condition(dataset_ids, params)
-        bucket = _BUCKET[self.engine].format(epoch=epoch)
         # Counting distinct values sorts them; only done when asked for (0 stands in otherwise).
         aggregates = (f"count(*), count(num), {'count(DISTINCT num)' if distinct else '0'}, sum(num), min(num), "
                       f"max(num), sum(num * num), max({epoch})")
-        if origin is not None:
-            sql = f"SELECT attr, {bucket} AS bucket, {aggregates}{where} GROUP BY attr, bucket ORDER BY attr, bucket"
-            found = await self.store.fetch_rows(sql, [origin, period, *params])
-            return [(r[0], r[1], origin, *r[2:]) for r in found]
-        # Each attribute's own first instance is its origin: a join with the per-attribute minimum.
-        sql = (f"SELECT h.attr, {bucket.replace('?', 'o.origin', 1)} AS bucket, o.origin, {aggregates} "
-               f"FROM history h JOIN (SELECT attr AS oattr, min({epoch}) AS origin{where} GROUP BY attr) o "
-               f"ON h.attr = o.oattr WHERE h.tenant = ? AND h.entity_id = ? AND {column} IS NOT NULL")
-        outer: list[Any] = [tenant, entity_id]
-        if attrs:
-            sql += f" AND h.attr IN ({','.join('?' * len(attrs))})"
-            outer.extend(attrs)
-        sql += _window_condition(column, *bounds, lower_inclusive=upper is not None, params=outer)
-        sql += _dataset_condition(dataset_ids, outer)
-        sql += " GROUP BY h.attr, bucket, o.origin ORDER BY h.attr, bucket"
-        return await self.store.fetch_rows(sql, [period, *params, *outer])  # type: ignore[no-any-return]
+        bucket = _BUCKET[self.engine].format(epoch=epoch)
+        result: list[tuple[Any, ...]] = []
+        for name in names:
+            params: list[Any] = [tenant, entity_id, name]
+            where = (f" FROM history WHERE tenant = ? AND entity_id = ? AND attr = ? AND {column} IS NOT NULL"
+                     + _window_condition(column, *bounds, lower_inclusive=upper is not None, params=params)
+                     + _dataset_condition(dataset_ids, params))
+            start = origin
+            if start is None:  # this attribute's first instance: one index seek
+                first = await self.store.fetch_rows(f"SELECT min({epoch}){where}", params)
+                if not first or first[0][0] is None:
+                    continue
+                start = float(first[0][0])
+            found = await self.store.fetch_rows(
+                f"SELECT {bucket} AS bucket, {aggregates}{where} GROUP BY bucket ORDER BY bucket",
+                [start, period, *params])
+            result.extend((name, r[0], start, *r[1:]) for r in found)
+        return result
 
     async def delete(self, tenant: str, entity_id: str, *, attr: str | None = None, dataset_id: str | None = None,
                      all_datasets: bool = True, instance_id: str | None = None) -> int:
