@@ -78,6 +78,11 @@ MIGRATIONS: list[list[str]] = [
         "CREATE TABLE history_entities (tenant TEXT NOT NULL, entity_id TEXT NOT NULL, types TEXT NOT NULL, "
         "created_at TEXT NOT NULL, deleted_at TEXT, PRIMARY KEY (tenant, entity_id))",
     ],
+    [  # 5: observedAt as epoch seconds, so aggregation periods are arithmetic, answered from one covering index
+        "ALTER TABLE history ADD COLUMN observed_s DOUBLE PRECISION",
+        "UPDATE history SET observed_s = extract(epoch from observed_at::timestamptz) WHERE observed_at IS NOT NULL",
+        "CREATE INDEX history_observed_num ON history (tenant, entity_id, attr, observed_s, num)",
+    ],
 ]
 
 # Outbox rows are numbered and committed under this lock, so the relay never sees seq N+1 before N.
