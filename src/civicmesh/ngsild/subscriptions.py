@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import re
 import time
@@ -50,7 +51,7 @@ STATUS_FIELDS = ("status",)
 NOTIFICATION_STATUS = ("status", "timesSent", "timesFailed", "lastNotification", "lastSuccess", "lastFailure")
 MAX_BACKOFF = 300.0
 SENDERS = 32  # concurrent POSTs (and keep-alive connections) per receiver
-PER_RECEIVER = 256  # notifications per receiver per delivery round
+PER_RECEIVER = 400  # notifications per receiver per delivery round
 REQUIRED_MEMBERS = frozenset({"notification", "@context"})
 # (tenant, subscription id, dedupe key, payload, due time): one row of the durable notification queue
 QueueRows = list[tuple[str, str, str, bytes, float]]
@@ -208,6 +209,8 @@ class Subscriptions:
         self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self._generation = 0
         self._term_maps: dict[Any, TermMap] = {}
+        # Notification ids: unique per process start plus a counter, cheaper than a uuid4 per notification.
+        self._instance, self._numbers = uuid.uuid4().hex, itertools.count(1)
         self._throttle: dict[tuple[str, str], float] = {}
         self._periodic: dict[tuple[str, str], float] = {}
         self.ngsi = platform.extras["ngsild"]
@@ -492,7 +495,8 @@ class Subscriptions:
         """What the queue keeps for one notification: where it goes, its @context, and its body."""
         context = sub.get("jsonldContext") or sub.get("@context") or CORE_CONTEXT_URL
         return {"endpoint": sub["notification"]["endpoint"], "context": context, "link": _link_url(sub), "body": {
-            "id": f"urn:ngsi-ld:Notification:{uuid.uuid4()}", "type": "Notification", "subscriptionId": sub["id"],
+            "id": f"urn:ngsi-ld:Notification:{self._instance}-{next(self._numbers)}", "type": "Notification",
+            "subscriptionId": sub["id"],
             "notifiedAt": stamp or now_iso(), "data": data}}
 
     async def _render_data(self, sub: dict[str, Any], event: ChangeEvent, fired: set[str]) -> Entities:
@@ -633,7 +637,7 @@ class Subscriptions:
                 except TimeoutError:
                     pass
 
-    async def deliver_due(self, limit: int = 500) -> int:
+    async def deliver_due(self, limit: int = PER_RECEIVER) -> int:
         due = await self.store.due_notifications(time.time(), limit)
         if not due:
             return 0
