@@ -8,6 +8,7 @@ Scale with BENCH_ENTITIES (default 100000) and BENCH_ENGINES (default "sqlite,po
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -213,25 +215,31 @@ async def _queries(client: Client, engine: str, size: int) -> list[dict[str, Any
     return rows
 
 
+@contextlib.contextmanager
+def scratch_database(engine: str) -> Iterator[str]:
+    """A database URL that exists only for the block: a SQLite file in a temporary folder, or a fresh PostgreSQL
+    database on the local server, dropped afterwards."""
+    if engine == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite:///{Path(tmp) / 'bench.db'}"
+        return
+    import psycopg
+
+    name = f"civicmesh_bench_{uuid.uuid4().hex[:8]}"
+    admin = "postgresql://root@127.0.0.1:5432/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://root@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def run() -> list[dict[str, Any]]:
     total = int(os.environ.get("BENCH_ENTITIES", "100000"))
-    engines = os.environ.get("BENCH_ENGINES", "sqlite,postgres").split(",")
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for engine in engines:
-            if engine == "sqlite":
-                url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-                rows.extend(asyncio.run(_engine(engine, url, total)))
-            else:
-                import psycopg
-
-                name = f"civicmesh_bench_{uuid.uuid4().hex[:8]}"
-                admin = "postgresql://root@127.0.0.1:5432/postgres"
-                with psycopg.connect(admin, autocommit=True) as conn:
-                    conn.execute(f'CREATE DATABASE "{name}"')
-                try:
-                    rows.extend(asyncio.run(_engine(engine, f"postgresql://root@127.0.0.1:5432/{name}", total)))
-                finally:
-                    with psycopg.connect(admin, autocommit=True) as conn:
-                        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for engine in os.environ.get("BENCH_ENGINES", "sqlite,postgres").split(","):
+        with scratch_database(engine) as url:
+            rows.extend(asyncio.run(_engine(engine, url, total)))
     return rows

@@ -35,6 +35,7 @@ ROOMS: list[str] = [
     "civicmesh.ledger.api",
     "civicmesh.citizen.api",
     "civicmesh.feasibility.api",
+    "civicmesh.web.api",  # the dashboard at /: reads the other rooms only through their HTTP APIs
 ]
 
 

@@ -47,8 +47,10 @@ def serve(
     console.print(f"[bold]civicmesh[/] data: {settings.database_url}")
     console.print(f"NGSI-LD API: http://{settings.host}:{settings.port}/ngsi-ld/v1/entities  "
                   f"docs: http://{settings.host}:{settings.port}/docs")
+    console.print(f"[bold]operations dashboard: http://{settings.host}:{settings.port}/[/]")
+    # Open dashboard streams (server-sent events) never end by themselves; give them a few seconds on shutdown.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=False)
+                access_log=False, timeout_graceful_shutdown=3)
 
 
 @app.command()

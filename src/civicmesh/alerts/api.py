@@ -7,7 +7,9 @@ entity enters an alarm, or its severity rises, a Smart Data Models `Alert` entit
 so subscriptions deliver it like any other change. Detector state lives in the store (`store/alerts.py`) with
 the last event sequence it saw, so a replay after a crash neither loses nor double-counts an observation.
 
-Alert entities are named in the core @context (`type=Alert` works without a Link header).
+Alert entities are named in the core @context (`type=Alert` works without a Link header). An operator acknowledges
+an alert with `POST /alerts/{alert id}/acknowledge`: an ordinary gated write of `acknowledged`, `acknowledgedBy` and
+`acknowledgedAt` on the Alert entity, so the change reaches subscriptions and the dashboard like any other.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from starlette.responses import Response
 from civicmesh.alerts.detectors import SEVERITIES, RuleError, check_rule, step
 from civicmesh.errors import Problem
 from civicmesh.events import ENTITY_CREATED, ENTITY_UPDATED, ChangeEvent
+from civicmesh.exchange.gate import ANONYMOUS
 from civicmesh.ngsild import qlang
 from civicmesh.ngsild.http import tenant_of
 from civicmesh.ngsild.model import ATTRIBUTE_TYPES, EntityParser, now_iso
@@ -37,6 +40,8 @@ log = logging.getLogger("civicmesh.alerts")
 DEFAULT_RULES = Path(__file__).with_name("default_rules.yaml")
 ALERT_TYPE = "https://uri.etsi.org/ngsi-ld/default-context/Alert"
 LOCATION = "https://uri.etsi.org/ngsi-ld/location"
+ACKNOWLEDGED_AT = "https://uri.etsi.org/ngsi-ld/default-context/acknowledgedAt"
+ACKNOWLEDGED_BY = "https://uri.etsi.org/ngsi-ld/default-context/acknowledgedBy"
 RULES_TTL = 5.0  # seconds a tenant's compiled rules are trusted (another worker may have changed them)
 
 
@@ -188,6 +193,32 @@ class Alerts:
         self.raised += 1
         log.warning("alert %s (%s) on %s: %s", rule["id"], severity, entity["id"], why)
 
+    async def acknowledge(self, tenant: str, alert_id: str, caller: Any, note: str | None) -> dict[str, Any]:
+        """Mark an Alert acknowledged by the caller; a second acknowledgement is a conflict, not a rewrite."""
+        check = EntityParser(self.resolver.core)
+        try:
+            check.entity({"id": alert_id, "type": "Alert"})
+        except Problem:
+            raise Problem("BadRequestData", f"{alert_id!r} is not an entity id (URI)") from None
+        doc = await self.broker.retrieve(tenant, alert_id, caller)  # gated: a caller acknowledges what it may see
+        if ALERT_TYPE not in doc["type"]:
+            raise Problem("BadRequestData", f"entity {alert_id} is not an Alert")
+        acknowledged = doc["attrs"].get(ACKNOWLEDGED_AT)
+        if acknowledged:
+            by = doc["attrs"].get(ACKNOWLEDGED_BY, [{}])[0].get("value")
+            raise Problem("Conflict", f"alert {alert_id} was already acknowledged at {acknowledged[0].get('value')} "
+                                      f"by {by}")
+        at = now_iso()
+        who = caller.subject if caller.organization is None else f"{caller.subject}@{caller.organization}"
+        fragment: dict[str, Any] = {"acknowledged": {"type": "Property", "value": True},
+                                    "acknowledgedBy": {"type": "Property", "value": who},
+                                    "acknowledgedAt": {"type": "Property", "value": at}}
+        if note:
+            fragment["acknowledgementNote"] = {"type": "Property", "value": note}
+        await self.broker.append(tenant, alert_id, check.attributes(fragment), no_overwrite=False, caller=caller)
+        return {"id": alert_id, "acknowledged": True, "acknowledgedBy": who, "acknowledgedAt": at,
+                **({"acknowledgementNote": note} if note else {})}
+
 
 def mount(app: FastAPI, platform: Any) -> None:
     alerts = Alerts(platform)
@@ -228,7 +259,21 @@ def mount(app: FastAPI, platform: Any) -> None:
         await alerts.delete_rule(tenant_of(request), rule_id)
         return Response(status_code=204)
 
-    for path, method, endpoint in [("/rules", "POST", add_rule), ("/rules", "GET", list_rules),
+    async def acknowledge(request: Request, alert_id: str) -> Response:
+        raw = await request.body()
+        data = {}
+        if raw.strip():
+            data = await body(request)
+            if not isinstance(data, dict):
+                raise Problem("BadRequestData", "the body must be a JSON object, e.g. {\"note\": \"crew sent\"}")
+        note = data.get("note")
+        if note is not None and (not isinstance(note, str) or len(note) > 1000):
+            raise Problem("BadRequestData", "note must be a string of at most 1000 characters")
+        caller = getattr(request.state, "caller", ANONYMOUS)
+        return json(await alerts.acknowledge(tenant_of(request), alert_id, caller, note))
+
+    for path, method, endpoint in [("/{alert_id}/acknowledge", "POST", acknowledge),
+                                   ("/rules", "POST", add_rule), ("/rules", "GET", list_rules),
                                    ("/rules/{rule_id}", "GET", get_rule), ("/rules/{rule_id}", "PUT", replace_rule),
                                    ("/rules/{rule_id}", "DELETE", delete_rule)]:
         router.add_api_route(path, endpoint, methods=[method])  # type: ignore[arg-type]

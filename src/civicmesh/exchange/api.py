@@ -164,8 +164,13 @@ class IdentityMiddleware:
         if read and (path.startswith("/ngsi-ld/v1/jsonldContexts") or path.startswith("/ledger/")
                      or path.startswith("/exchange/catalog") or path.startswith("/exchange/dcat")):
             return "anonymous" if caller is None else None
-        # Reads of city data, current and past: screened per entity by the gate (public open data for anonymous).
-        public_data = (read and path.startswith(("/ngsi-ld/v1/entities", "/ngsi-ld/v1/temporal/entities"))) or \
+        # The dashboard's page, files, base map and layer list hold no city data; its live stream is screened.
+        if read and (path == "/" or path.startswith("/web/")) and path != "/web/events":
+            return "anonymous" if caller is None else None
+        # Reads of city data, current and past, and the dashboard's live stream: screened per entity by the gate
+        # (public open data for anonymous callers).
+        public_data = (read and (path.startswith(("/ngsi-ld/v1/entities", "/ngsi-ld/v1/temporal/entities"))
+                                 or path == "/web/events")) or \
             (method == "POST" and path in ("/ngsi-ld/v1/entityOperations/query",
                                            "/ngsi-ld/v1/temporal/entityOperations/query"))
         if caller is None:
@@ -458,6 +463,17 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Any) -> APIRouter:
     return r
 
 
+async def _seed_demo(exchange: Exchange, platform: Any) -> None:
+    from civicmesh.demo import demo_entities
+    from civicmesh.exchange import demo
+    from civicmesh.ngsild import demo_context_url
+
+    by_type: dict[str, list[str]] = {}
+    for entity in demo_entities():
+        by_type.setdefault(entity["type"], []).append(entity["id"])
+    await demo.seed(exchange, by_type, demo_context_url(platform.settings))
+
+
 def mount(app: FastAPI, platform: Any) -> None:
     exchange = Exchange(platform, open_exchange_store(platform.settings.database_url))
     gate = ExchangeGate(exchange, platform)
@@ -474,6 +490,8 @@ def mount(app: FastAPI, platform: Any) -> None:
         if platform.settings.no_auth:
             log.warning("!!! AUTHENTICATION IS OFF (--no-auth / CIVICMESH_NO_AUTH=true): every request acts as a "
                         "platform admin. Use this only for local experiments and conformance runs. !!!")
+        if platform.settings.demo:
+            await _seed_demo(exchange, platform)
         if not await exchange.store.has_platform_admin():
             issued = await bootstrap_admin(exchange)
             path = bootstrap_file(platform.settings.database_url)

@@ -261,7 +261,7 @@ class ExchangeGate(Gate):
                           "by": outcome.rule, "explanation": outcome.explanation})
             if not outcome.allowed:
                 if best is None:
-                    best = Verdict("denied", f"{label}: {outcome.rule}: " + "; ".join(outcome.explanation),
+                    best = Verdict("denied", f"{label}: " + "; ".join(outcome.explanation or [outcome.rule]),
                                    provider=owner, agreement=agreement["id"] if agreement else None,
                                    product=product["id"])
                 continue

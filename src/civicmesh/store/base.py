@@ -147,12 +147,51 @@ def _instance_rows(attr: str, prefix: str, inst: dict[str, Any], out: list[Index
             _instance_rows(attr, f"{prefix} {key}" if prefix else key, sub, out)
 
 
-def index_rows(doc: dict[str, Any]) -> list[IndexRow]:
+def index_rows(doc: dict[str, Any], names: set[str] | None = None) -> list[IndexRow]:
+    """The index rows of an entity, or only of the attributes in `names`."""
     out: list[IndexRow] = []
     for attr, instances in doc["attrs"].items():
-        for inst in instances:
-            _instance_rows(attr, "", inst, out)
+        if names is None or attr in names:
+            for inst in instances:
+                _instance_rows(attr, "", inst, out)
     return out
+
+
+@dataclass
+class WriteOutcome:
+    """What one batch of changes does to the stored entities and their indexes, for either engine."""
+
+    final: dict[str, dict[str, Any]]  # entity id -> the document stored (the last change of it wins)
+    whole: list[str]  # stored entities whose index rows, types and geometries go (deleted or re-indexed whole)
+    partial: dict[str, set[str]]  # stored entities re-indexed in part -> the attributes whose rows change
+    regeo: set[str]  # of those, the ones whose geometries change
+
+    @classmethod
+    def of(cls, changes: list[Change], current: dict[str, dict[str, Any] | None],
+           stored: set[str]) -> WriteOutcome:
+        """An update that touches two of an entity's twenty attributes rewrites two attributes' index rows, not
+        twenty; a new entity, a deleted one and a change of types are re-indexed whole."""
+        final = {c.entity_id: c.after for c in changes if c.after is not None}
+        scope: dict[str, set[str] | None] = {}
+        for c in changes:
+            if c.after is None:
+                final.pop(c.entity_id, None)
+                scope.pop(c.entity_id, None)
+                continue
+            known = scope.get(c.entity_id, set())
+            if c.before is None or c.entity_id not in stored or known is None or c.before["type"] != c.after["type"]:
+                scope[c.entity_id] = None
+            else:
+                scope[c.entity_id] = known | set(c.attributes)
+        partial = {i: names for i, names in scope.items() if names is not None}
+        regeo = {i for i, names in partial.items()
+                 if _geometry_touched(current.get(i), names) or _geometry_touched(final.get(i), names)}
+        whole = [i for i in dict.fromkeys(c.entity_id for c in changes) if i in stored and i not in partial]
+        return cls(final, whole, partial, regeo)  # type: ignore[arg-type]
+
+
+def _geometry_touched(doc: dict[str, Any] | None, attrs: set[str]) -> bool:
+    return doc is not None and any(a in attrs for a, _ in geometries(doc))
 
 
 def geometries(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:

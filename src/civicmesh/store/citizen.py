@@ -451,17 +451,3 @@ def open_citizen_store(database_url: str) -> CitizenStore:
     if scheme in ("postgresql", "postgres"):
         return PostgresCitizenStore(database_url)
     raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:/// or postgresql://")
-
-
-async def ensure_postgres_database(database_url: str) -> None:
-    """Create the database named in a postgresql:// URL if it does not exist (tests and first start)."""
-    import psycopg
-    from psycopg import sql
-
-    parts = urlsplit(database_url)
-    name = parts.path.lstrip("/")
-    admin = parts._replace(path="/postgres").geturl()
-    async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
-        cur = await conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
-        if await cur.fetchone() is None:
-            await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

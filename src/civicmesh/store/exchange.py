@@ -222,6 +222,17 @@ class ExchangeStore:
             await tx.execute("INSERT INTO exchange_owners (tenant, entity_id, organization, claimed_at)"
                              " VALUES (?, ?, ?, ?)", [tenant, entity_id, organization, at])
 
+    async def claim_unowned(self, tenant: str, ids: Sequence[str], organization: str, at: str) -> int:
+        """Record `organization` as the owner of those of `ids` that have none; how many it took."""
+        async with self.transaction() as tx:
+            taken = 0
+            for entity_id in ids:
+                rows = await tx.execute("INSERT INTO exchange_owners (tenant, entity_id, organization, claimed_at)"
+                                        " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING entity_id",
+                                        [tenant, entity_id, organization, at])
+                taken += len(rows)
+        return taken
+
     async def release(self, tenant: str, entity_id: str) -> None:
         async with self.transaction() as tx:
             await tx.execute("DELETE FROM exchange_owners WHERE tenant = ? AND entity_id = ?", [tenant, entity_id])

@@ -22,6 +22,7 @@ from civicmesh.store.base import (
     Change,
     DocumentUpdate,
     EntityQuery,
+    WriteOutcome,
     WritePlan,
     geometries,
     index_rows,
@@ -273,17 +274,24 @@ class PostgresStore:
             changes = plan(current)
             at = now_iso()
             cur = conn.cursor()
-            stale = [eids[c.entity_id] for c in changes if c.entity_id in eids]
-            if stale:
-                await conn.execute("DELETE FROM attr_index WHERE eid = ANY(%s)", (stale,))
-                await conn.execute("DELETE FROM entity_types WHERE eid = ANY(%s)", (stale,))
-                await conn.execute("DELETE FROM geo WHERE eid = ANY(%s)", (stale,))
-            gone = [eids[c.entity_id] for c in changes if c.after is None and c.entity_id in eids]
+            outcome = WriteOutcome.of(changes, current, set(eids))
+            final, partial, regeo = outcome.final, outcome.partial, outcome.regeo
+            whole = [eids[i] for i in outcome.whole]
+            if whole:
+                await conn.execute("DELETE FROM attr_index WHERE eid = ANY(%s)", (whole,))
+                await conn.execute("DELETE FROM entity_types WHERE eid = ANY(%s)", (whole,))
+            pairs = [(eids[i], name) for i, names in partial.items() for name in names]
+            if pairs:
+                await conn.execute(
+                    "DELETE FROM attr_index a USING unnest(%s::bigint[], %s::text[]) AS p(eid, attr), attr_keys k "
+                    "WHERE a.eid = p.eid AND k.attr = p.attr AND a.akey = k.akey",
+                    ([e for e, _ in pairs], [n for _, n in pairs]))
+            geo_stale = whole + [eids[i] for i in regeo]
+            if geo_stale:
+                await conn.execute("DELETE FROM geo WHERE eid = ANY(%s)", (geo_stale,))
+            gone = [eids.pop(c.entity_id) for c in changes if c.after is None and c.entity_id in eids]
             if gone:
                 await conn.execute("DELETE FROM entities WHERE eid = ANY(%s)", (gone,))
-            live = [c for c in changes if c.after is not None]
-            # Last write per entity wins within one batch.
-            final: dict[str, dict[str, Any]] = {c.entity_id: c.after for c in live}  # type: ignore[misc]
             new_ids = [i for i in final if i not in eids]
             if new_ids:
                 seq_rows = await (await conn.execute(
@@ -305,13 +313,17 @@ class PostgresStore:
                     inserts.append((eid, tenant, entity_id, blob, scopes, doc["createdAt"], doc["modifiedAt"]))
                 else:
                     updates.append((blob, scopes, doc["modifiedAt"], eid))
-                all_types.update(doc["type"])
-                all_index.extend((eid, r) for r in index_rows(doc))
-                geo_rows.extend((eid, attr, orjson.dumps(g).decode()) for attr, g in geometries(doc))
+                names = partial.get(entity_id)
+                if names is None:
+                    all_types.update(doc["type"])
+                all_index.extend((eid, r) for r in index_rows(doc, names))
+                if names is None or entity_id in regeo:
+                    geo_rows.extend((eid, attr, orjson.dumps(g).decode()) for attr, g in geometries(doc))
             await self._intern(conn, [(r[0], r[1]) for _, r in all_index] + [(a, "") for _, a, _ in geo_rows],
                                all_types)
             for entity_id, doc in final.items():
-                type_rows.extend((eids[entity_id], self._tkeys[t]) for t in doc["type"])
+                if entity_id not in partial:
+                    type_rows.extend((eids[entity_id], self._tkeys[t]) for t in doc["type"])
             attr_rows = [(eid, self._akeys[(r[0], r[1])], r[2], r[3], r[4], r[5]) for eid, r in all_index]
             if inserts:
                 await cur.executemany("INSERT INTO entities (eid, tenant, id, doc, scopes, created_at, modified_at) "

@@ -24,6 +24,7 @@ from civicmesh.store.base import (
     Change,
     DocumentUpdate,
     EntityQuery,
+    WriteOutcome,
     WritePlan,
     geometries,
     index_rows,
@@ -358,20 +359,21 @@ class SqliteStore:
                 eids[entity_id] = eid
         changes = plan(current)
         at = now_iso()
-        stale = [(eids[c.entity_id],) for c in changes if c.entity_id in eids]
-        if stale:
-            conn.executemany("DELETE FROM attr_index WHERE eid = ?", stale)
-            conn.executemany("DELETE FROM entity_types WHERE eid = ?", stale)
-            conn.executemany("DELETE FROM geo_rtree WHERE gid IN (SELECT gid FROM geo WHERE eid = ?)", stale)
-            conn.executemany("DELETE FROM geo WHERE eid = ?", stale)
+        outcome = WriteOutcome.of(changes, current, set(eids))
+        final, partial, regeo = outcome.final, outcome.partial, outcome.regeo
+        whole = [(eids[i],) for i in outcome.whole]
+        if whole:
+            conn.executemany("DELETE FROM attr_index WHERE eid = ?", whole)
+            conn.executemany("DELETE FROM entity_types WHERE eid = ?", whole)
+        conn.executemany("DELETE FROM attr_index WHERE eid = ? AND akey IN (SELECT akey FROM attr_keys WHERE attr = ?)",
+                         [(eids[i], name) for i, names in partial.items() for name in names])
+        geo_stale = whole + [(eids[i],) for i in regeo]
+        if geo_stale:
+            conn.executemany("DELETE FROM geo_rtree WHERE gid IN (SELECT gid FROM geo WHERE eid = ?)", geo_stale)
+            conn.executemany("DELETE FROM geo WHERE eid = ?", geo_stale)
         gone = [(eids.pop(c.entity_id),) for c in changes if c.after is None and c.entity_id in eids]
         if gone:
             conn.executemany("DELETE FROM entities WHERE eid = ?", gone)
-        # The last change of an entity within one batch is the one that is stored.
-        final = {c.entity_id: c.after for c in changes if c.after is not None}
-        for c in changes:
-            if c.after is None:
-                final.pop(c.entity_id, None)
         # BEGIN IMMEDIATE holds the write lock, so numbering new rows from max() is safe across processes.
         next_eid = conn.execute("SELECT coalesce(max(eid), 0) FROM entities").fetchone()[0] + 1
         next_gid = conn.execute("SELECT coalesce(max(gid), 0) FROM geo").fetchone()[0] + 1
@@ -391,10 +393,12 @@ class SqliteStore:
                 inserts.append((eid, tenant, entity_id, blob, scopes, doc["createdAt"], doc["modifiedAt"]))
             else:
                 updates.append((blob, scopes, doc["modifiedAt"], eid))
-            types.extend((eid, self._intern_tkey(conn, t, fresh_t)) for t in doc["type"])
+            names = partial.get(entity_id)
+            if names is None:
+                types.extend((eid, self._intern_tkey(conn, t, fresh_t)) for t in doc["type"])
             attrs.extend((eid, self._intern_akey(conn, attr, path, fresh_a), atype, kind, num, txt)
-                         for attr, path, atype, kind, num, txt in index_rows(doc))
-            for attr, geometry in geometries(doc):
+                         for attr, path, atype, kind, num, txt in index_rows(doc, names))
+            for attr, geometry in geometries(doc) if names is None or entity_id in regeo else ():
                 point = geometry["coordinates"] if geometry.get("type") == "Point" else (None, None)
                 geo.append((next_gid, eid, self._intern_akey(conn, attr, "", fresh_a),
                             orjson.dumps(geometry).decode(), point[0], point[1]))
