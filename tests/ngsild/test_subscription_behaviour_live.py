@@ -226,3 +226,16 @@ def test_subscription_list_pages_with_canonical_links(client: httpx.Client, rece
                    headers={"Accept": "application/ld+json"})
     assert r.headers["link"] == ('</ngsi-ld/v1/subscriptions?limit=1&offset=0>;rel="prev";type="application/ld+json", '
                                  '</ngsi-ld/v1/subscriptions?limit=1&offset=2>;rel="next";type="application/ld+json"')
+
+
+def test_an_expired_subscription_says_so_and_sends_nothing(client: httpx.Client, receiver: Receiver) -> None:
+    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2))
+    sub = subscription(receiver.url, expiresAt=soon)
+    assert client.post("/subscriptions", json=sub).status_code == 201
+    assert client.get(f"/subscriptions/{sub['id']}").json()["status"] == "active"
+    time.sleep(3)
+    assert client.get(f"/subscriptions/{sub['id']}").json()["status"] == "expired"
+    client.post("/entities", json=vehicle(1))
+    quiet(receiver, 0)
+    problem(client.post("/subscriptions", json={**sub, "id": "urn:x:past", "expiresAt": "2001-01-01T00:00:00Z"}),
+            400, "BadRequestData")

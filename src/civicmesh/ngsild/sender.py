@@ -119,6 +119,11 @@ class _Connection(asyncio.Protocol):
         return None
 
 
+def _expire(answer: asyncio.Future[int]) -> None:
+    if not answer.done():
+        answer.set_exception(TimeoutError("the receiver did not answer in time"))
+
+
 class HttpSender:
     """POSTs over keep-alive connections, at most `per_host` open to one receiver at a time."""
 
@@ -158,11 +163,16 @@ class HttpSender:
         return await self._roundtrip(key, conn, request)
 
     async def _roundtrip(self, key: tuple[str, int], conn: _Connection, request: bytes) -> int:
+        answer = conn.send(request)
+        # A timer on the answer's future, not asyncio.wait_for: that wraps every request in a task of its own.
+        timer = asyncio.get_running_loop().call_later(self.timeout, _expire, answer)
         try:
-            status = await asyncio.wait_for(conn.send(request), self.timeout)
+            status = await answer
         except BaseException:
             conn.close()
             raise
+        finally:
+            timer.cancel()
         if conn.keep and conn.open:
             self._idle[key].append(conn)
         else:

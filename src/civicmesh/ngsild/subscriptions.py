@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import re
 import time
@@ -50,7 +51,7 @@ STATUS_FIELDS = ("status",)
 NOTIFICATION_STATUS = ("status", "timesSent", "timesFailed", "lastNotification", "lastSuccess", "lastFailure")
 MAX_BACKOFF = 300.0
 SENDERS = 32  # concurrent POSTs (and keep-alive connections) per receiver
-PER_RECEIVER = 256  # notifications per receiver per delivery round
+PER_RECEIVER = 400  # notifications per receiver per delivery round
 REQUIRED_MEMBERS = frozenset({"notification", "@context"})
 # (tenant, subscription id, dedupe key, payload, due time): one row of the durable notification queue
 QueueRows = list[tuple[str, str, str, bytes, float]]
@@ -61,7 +62,7 @@ Entities = list[dict[str, Any]]
 DueRow = tuple[int, str, str, bytes, int]
 DueRows = list[DueRow]
 Outcomes = list[str | None]
-Work = list[tuple[int, DueRow, dict[str, Any]]]
+Work = list[tuple[int, str, dict[str, str], bytes]]
 
 
 def parse_subscription(body: dict[str, Any], terms: TermMap, *, partial: bool = False,
@@ -208,6 +209,9 @@ class Subscriptions:
         self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self._generation = 0
         self._term_maps: dict[Any, TermMap] = {}
+        self._views: dict[tuple[str, Any], bytes] = {}
+        # Notification ids: unique per process start plus a counter, cheaper than a uuid4 per notification.
+        self._instance, self._numbers = uuid.uuid4().hex, itertools.count(1)
         self._throttle: dict[tuple[str, str], float] = {}
         self._periodic: dict[tuple[str, str], float] = {}
         self.ngsi = platform.extras["ngsild"]
@@ -425,12 +429,13 @@ class Subscriptions:
         subs = await self._all(event.tenant)
         rows: QueueRows = []
         rendered: dict[bytes, list[dict[str, Any]]] = {}
+        changes = _attribute_changes(event)  # the same for every subscription; screened events get their own
         stamp = now_iso()
         for sub in subs:
             if status_of(sub) != "active" or "timeInterval" in sub:
                 continue
             terms = self._terms(sub)
-            fired = self._matches(sub, event, terms)
+            fired = self._matches(sub, event, terms, changes)
             seen: ChangeEvent | None = event
             if fired is not None and sub.get("_owner"):
                 # Matched on what the subscriber may see, so q and geoQ cannot probe masked attributes.
@@ -444,20 +449,32 @@ class Subscriptions:
                     continue
                 self._throttle[(event.tenant, sub["id"])] = time.time()
             # Subscriptions that ask for the same view of the same change share one rendering of it.
-            view_key = None if seen is not event else orjson.dumps(
-                [{k: v for k, v in sub["notification"].items() if k != "endpoint" and k not in NOTIFICATION_STATUS},
-                 [sub.get(k) for k in ("datasetId", "lang", "jsonldContext", "@context", "watchedAttributes",
-                                       "notificationTrigger")], sorted(fired)], option=orjson.OPT_SORT_KEYS)
+            view_key = None if seen is not event else self._view_of(sub) + ",".join(sorted(fired)).encode()
             data = rendered.get(view_key) if view_key is not None else None
             if data is None:
                 data = await self._render_data(sub, seen, fired)
                 if view_key is not None:
                     rendered[view_key] = data
             payload = self._envelope(sub, data, stamp)
-            rows.append((event.tenant, sub["id"], f"{sub['id']}|{event.seq}", orjson.dumps(payload), time.time()))
+            rows.append((event.tenant, sub["id"], f"{sub['id']}|{event.seq}", _queued(event.tenant, payload),
+                         time.time()))
         return rows
 
-    def _matches(self, sub: dict[str, Any], event: ChangeEvent, terms: TermMap) -> set[str] | None:
+    def _view_of(self, sub: dict[str, Any]) -> bytes:
+        """What decides how a subscription renders a change (everything but where it is sent), as a key."""
+        key = (sub["id"], sub.get("modifiedAt"))
+        view = self._views.get(key)
+        if view is None:
+            if len(self._views) > 10_000:
+                self._views.clear()
+            view = self._views[key] = orjson.dumps(
+                [{k: v for k, v in sub["notification"].items() if k != "endpoint" and k not in NOTIFICATION_STATUS},
+                 [sub.get(k) for k in ("datasetId", "lang", "jsonldContext", "@context", "watchedAttributes",
+                                       "notificationTrigger", "_owner")]], option=orjson.OPT_SORT_KEYS)
+        return view
+
+    def _matches(self, sub: dict[str, Any], event: ChangeEvent, terms: TermMap,
+                 changes: dict[str, set[str]] | None = None) -> set[str] | None:
         """The notification triggers this change fires for the subscription, or None when it does not match."""
         before, after = event.data.get("before"), event.data.get("after")
         doc = after or before
@@ -470,7 +487,7 @@ class Subscriptions:
             return None
         watched = frozenset(terms.expand(w) for w in sub["watchedAttributes"]) if sub.get("watchedAttributes") \
             else None
-        fired = _fired(event, watched)
+        fired = _fired(event, watched, _attribute_changes(event) if changes is None else changes)
         if not fired & set(sub.get("notificationTrigger") or DEFAULT_TRIGGERS):
             return None
         if sub.get("q") and after is not None:
@@ -492,7 +509,8 @@ class Subscriptions:
         """What the queue keeps for one notification: where it goes, its @context, and its body."""
         context = sub.get("jsonldContext") or sub.get("@context") or CORE_CONTEXT_URL
         return {"endpoint": sub["notification"]["endpoint"], "context": context, "link": _link_url(sub), "body": {
-            "id": f"urn:ngsi-ld:Notification:{uuid.uuid4()}", "type": "Notification", "subscriptionId": sub["id"],
+            "id": f"urn:ngsi-ld:Notification:{self._instance}-{next(self._numbers)}", "type": "Notification",
+            "subscriptionId": sub["id"],
             "notifiedAt": stamp or now_iso(), "data": data}}
 
     async def _render_data(self, sub: dict[str, Any], event: ChangeEvent, fired: set[str]) -> Entities:
@@ -601,7 +619,7 @@ class Subscriptions:
                 payload = notices[0]
                 payload["body"]["data"] = [n["body"]["data"][0] for n in notices]
                 await self.store.enqueue_notifications(
-                    [(tenant, sub["id"], f"{sub['id']}|every|{int(now)}", orjson.dumps(payload), now)])
+                    [(tenant, sub["id"], f"{sub['id']}|every|{int(now)}", _queued(tenant, payload), now)])
                 self._wake.set()
 
     async def _deliver_forever(self) -> None:
@@ -633,7 +651,7 @@ class Subscriptions:
                 except TimeoutError:
                     pass
 
-    async def deliver_due(self, limit: int = 500) -> int:
+    async def deliver_due(self, limit: int = PER_RECEIVER) -> int:
         due = await self.store.due_notifications(time.time(), limit)
         if not due:
             return 0
@@ -674,51 +692,73 @@ class Subscriptions:
         the rows sent and, for each, None or why it failed; the rest stay due for the next round."""
         by_receiver: dict[str, Work] = {}
         for index, row in enumerate(due):
-            payload = orjson.loads(row[3])
-            group = by_receiver.setdefault(_origin(payload["endpoint"]["uri"]), [])
+            uri, headers, body = _unqueued(row[1], row[3])
+            group = by_receiver.setdefault(_origin(uri), [])
             if len(group) < PER_RECEIVER:
-                group.append((index, row, payload))
+                group.append((index, uri, headers, body))
         outcome: dict[int, str | None] = {}
 
         async def worker(queue: Work) -> None:
             while queue:
-                index, row, payload = queue.pop()
-                outcome[index] = await self._send(row[1], payload)
+                index, uri, headers, body = queue.pop()
+                outcome[index] = await self._send(uri, headers, body)
 
         workers = [worker(group) for group in by_receiver.values() for _ in range(min(SENDERS, len(group)))]
         await asyncio.gather(*workers)
         chosen = sorted(outcome)
         return [due[i] for i in chosen], [outcome[i] for i in chosen]
 
-    async def _send(self, tenant: str, payload: dict[str, Any]) -> str | None:
+    async def _send(self, uri: str, headers: dict[str, str], body: bytes) -> str | None:
         """Deliver one notification; None when the receiver took it, else why not."""
-        endpoint, body, context = payload["endpoint"], payload["body"], payload["context"]
-        accept = endpoint.get("accept", "application/json")
-        headers = {e["key"]: str(e["value"]) for e in endpoint.get("receiverInfo", [])}
-        if tenant:
-            headers["NGSILD-Tenant"] = tenant
-        if accept == JSONLD:
-            body = {**body, "data": [{**d, "@context": context} for d in body["data"]]}
-            headers["Content-Type"] = JSONLD
-        else:
-            headers["Content-Type"] = "application/json"
-            url = payload.get("link") or (context if isinstance(context, str) else CORE_CONTEXT_URL)
-            headers["Link"] = f'<{url}>; rel="{CONTEXT_REL}"; type="{JSONLD}"'
-        uri = endpoint["uri"]
         try:
             if uri.startswith(("mqtt://", "mqtts://")):
                 await asyncio.to_thread(_publish_mqtt, uri, body, headers)
                 return None
             if uri.startswith("http://"):
-                status = await self._sender.post(uri, orjson.dumps(body), headers)
+                status = await self._sender.post(uri, body, headers)
             else:
                 assert self._client is not None
-                status = (await self._client.post(uri, content=orjson.dumps(body), headers=headers)).status_code
+                status = (await self._client.post(uri, content=body, headers=headers)).status_code
             if 200 <= status < 300:
                 return None
             return f"HTTP {status}"
         except Exception as exc:  # a receiver being down is routine here: retried with backoff
             return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _request(tenant: str, payload: dict[str, Any]) -> tuple[str, dict[str, str], bytes]:
+    """(endpoint URI, headers, body bytes) of the request that delivers a notification."""
+    endpoint, body, context = payload["endpoint"], payload["body"], payload["context"]
+    headers = {e["key"]: str(e["value"]) for e in endpoint.get("receiverInfo", [])}
+    if tenant:
+        headers["NGSILD-Tenant"] = tenant
+    if endpoint.get("accept", "application/json") == JSONLD:
+        body = {**body, "data": [{**d, "@context": context} for d in body["data"]]}
+        headers["Content-Type"] = JSONLD
+    else:
+        headers["Content-Type"] = "application/json"
+        url = payload.get("link") or (context if isinstance(context, str) else CORE_CONTEXT_URL)
+        headers["Link"] = f'<{url}>; rel="{CONTEXT_REL}"; type="{JSONLD}"'
+    return endpoint["uri"], headers, orjson.dumps(body)
+
+
+_QUEUED_V2 = b'{"v":2,'
+
+
+def _queued(tenant: str, payload: dict[str, Any]) -> bytes:
+    """A queue row's payload: the request, ready to send (a JSON line of URI and headers, then the body bytes),
+    so delivery neither parses nor serializes the notification again."""
+    uri, headers, body = _request(tenant, payload)
+    return orjson.dumps({"v": 2, "uri": uri, "headers": headers}) + b"\n" + body
+
+
+def _unqueued(tenant: str, raw: bytes | memoryview) -> tuple[str, dict[str, str], bytes]:
+    raw = bytes(raw)
+    if raw.startswith(_QUEUED_V2):
+        head, _, body = raw.partition(b"\n")
+        meta = orjson.loads(head)
+        return meta["uri"], meta["headers"], body
+    return _request(tenant, orjson.loads(raw))  # a row queued by an earlier version: the notification as JSON
 
 
 def _nulled(inst: dict[str, Any], deleted_at: str, *, plain: bool = False) -> dict[str, Any]:
@@ -813,9 +853,9 @@ def _attribute_changes(event: ChangeEvent) -> dict[str, set[str]]:
     return out
 
 
-def _fired(event: ChangeEvent, watched: frozenset[str] | None) -> set[str]:
-    """The notification triggers a change fires for a subscription watching `watched` (None: everything)."""
-    changes = _attribute_changes(event)
+def _fired(event: ChangeEvent, watched: frozenset[str] | None, changes: dict[str, set[str]]) -> set[str]:
+    """The notification triggers a change fires for a subscription watching `watched` (None: everything), given
+    what it did to each attribute (`_attribute_changes`)."""
     relevant = changes if watched is None else {a: k for a, k in changes.items() if a in watched}
     fired: set[str] = set().union(*relevant.values()) if relevant else set()
     if event.kind == ENTITY_DELETED:
@@ -858,13 +898,16 @@ def _deleted_entity_attrs(sub: dict[str, Any], before: dict[str, Any], fired: se
     return {a: [_nulled(i, deleted_at, plain=True) for i in before["attrs"][a]] for a in names}
 
 
-def _publish_mqtt(uri: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+def _publish_mqtt(uri: str, body: bytes, headers: dict[str, str]) -> None:
     import paho.mqtt.publish as publish
 
     parts = urlparse(uri)
     topic = parts.path.lstrip("/") or "notifications"
-    message = orjson.dumps({"metadata": headers, "body": body})
-    publish.single(topic, message, qos=1, hostname=parts.hostname or "127.0.0.1", port=parts.port or 1883)
+    message = b'{"metadata":' + orjson.dumps(headers) + b',"body":' + body + b"}"
+    # mqtt://user:password@host:port/topic: the credentials are the broker's login (NGSI-LD 1.8 clause 5.2.22)
+    auth = {"username": parts.username, "password": parts.password} if parts.username else None
+    publish.single(topic, message, qos=1, hostname=parts.hostname or "127.0.0.1", port=parts.port or 1883,
+                   auth=auth)  # type: ignore[arg-type]
 
 
 def _selects(selector: dict[str, Any], doc: dict[str, Any], terms: TermMap) -> bool:
