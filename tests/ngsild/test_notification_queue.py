@@ -33,3 +33,17 @@ def test_json_ld_receivers_get_the_context_inside_each_entity() -> None:
     assert headers["Content-Type"] == "application/ld+json" and "Link" not in headers
     assert "NGSILD-Tenant" not in headers
     assert orjson.loads(body)["data"][0]["@context"] == ["https://example.org/ctx.jsonld"]
+
+
+def test_a_lasting_delivery_outage_is_logged_once_a_minute_not_every_round(caplog) -> None:  # type: ignore[no-untyped-def]
+    from civicmesh.ngsild.subscriptions import Subscriptions
+
+    subs = Subscriptions.__new__(Subscriptions)  # only the logging state matters here
+    subs._logged = {}
+    for _ in range(50):  # 50 failing rounds in a row (12 s of rounds)
+        try:
+            raise ConnectionError("database gone")
+        except ConnectionError:
+            subs._log_failure("notification delivery round failed; retrying")
+    records = [r for r in caplog.records if r.name == "civicmesh.subscriptions"]
+    assert len(records) == 1 and records[0].exc_info is not None

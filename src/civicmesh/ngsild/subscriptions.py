@@ -52,6 +52,7 @@ NOTIFICATION_STATUS = ("status", "timesSent", "timesFailed", "lastNotification",
 MAX_BACKOFF = 300.0
 SENDERS = 32  # concurrent POSTs (and keep-alive connections) per receiver
 PER_RECEIVER = 400  # notifications per receiver per delivery round
+FAILURE_LOG_PERIOD = 60.0
 REQUIRED_MEMBERS = frozenset({"notification", "@context"})
 # (tenant, subscription id, dedupe key, payload, due time): one row of the durable notification queue
 QueueRows = list[tuple[str, str, str, bytes, float]]
@@ -210,6 +211,7 @@ class Subscriptions:
         self._generation = 0
         self._term_maps: dict[Any, TermMap] = {}
         self._views: dict[tuple[str, Any], bytes] = {}
+        self._logged: dict[str, float] = {}
         # Notification ids: unique per process start plus a counter, cheaper than a uuid4 per notification.
         self._instance, self._numbers = uuid.uuid4().hex, itertools.count(1)
         self._throttle: dict[tuple[str, str], float] = {}
@@ -622,6 +624,14 @@ class Subscriptions:
                     [(tenant, sub["id"], f"{sub['id']}|every|{int(now)}", _queued(tenant, payload), now)])
                 self._wake.set()
 
+    def _log_failure(self, message: str) -> None:
+        """Log a failing delivery round with its traceback, but an outage that lasts (the database gone) once a
+        minute rather than four times a second."""
+        now = time.monotonic()
+        if now - self._logged.get(message, -FAILURE_LOG_PERIOD) >= FAILURE_LOG_PERIOD:
+            self._logged[message] = now
+            log.exception(message)
+
     async def _deliver_forever(self) -> None:
         while True:
             if not self.relay.owner:
@@ -636,13 +646,13 @@ class Subscriptions:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    log.exception("periodic notifications failed; retrying")
+                    self._log_failure("periodic notifications failed; retrying")
             try:
                 sent = await self.deliver_due()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("notification delivery round failed; retrying")
+                self._log_failure("notification delivery round failed; retrying")
                 sent = 0
             if sent == 0:
                 self._wake.clear()
