@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 PG_BASE = os.environ.get("CIVICMESH_TEST_PG", "postgresql://root@127.0.0.1:5432")
-PG_DB = "civicmesh_ledger_test"
+# A database of this test run's own (each test then gets a schema in it), so two runs on one server never share
+# tables or the PostGIS extension's schema.
+PG_DB = f"civicmesh_ledger_{uuid.uuid4().hex[:10]}"
 VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "merkle" / "testdata"
 
 
@@ -27,8 +29,14 @@ def _pg_unavailable() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def pg_reason() -> str | None:
-    return _pg_unavailable()
+def pg_reason() -> Iterator[str | None]:
+    reason = _pg_unavailable()
+    yield reason
+    if reason is None:
+        import psycopg
+
+        with psycopg.connect(f"{PG_BASE}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{PG_DB}" WITH (FORCE)')
 
 
 def _pg_url(pg_reason: str | None) -> Iterator[str]:
