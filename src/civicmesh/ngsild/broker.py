@@ -62,6 +62,19 @@ class Broker:
 
         await self.store.write(tenant, [doc["id"]], plan)
 
+    async def create_if_absent(self, tenant: str, doc: Doc, caller: Caller = ANONYMOUS) -> bool:
+        """Create an entity whose history was written directly (a temporal create). The change touches no
+        attributes, so the history recorder does not record its instances a second time."""
+        await self._allow(caller, tenant, "create", ids=(doc["id"],), types=tuple(doc["type"]),
+                          attrs=tuple(doc["attrs"]))
+
+        def plan(current: dict[str, Doc | None]) -> list[Change]:
+            if current[doc["id"]] is not None:
+                return []
+            return [Change(doc["id"], None, doc, [])]
+
+        return bool(await self.store.write(tenant, [doc["id"]], plan))
+
     async def retrieve(self, tenant: str, entity_id: str, caller: Caller = ANONYMOUS) -> Doc:
         await self.require_tenant(tenant)
         await self._allow(caller, tenant, "read", ids=(entity_id,))

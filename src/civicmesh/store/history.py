@@ -1,7 +1,9 @@
-"""The attribute history behind the temporal API. Portable SQL over either engine's run_statements/fetch_rows."""
+"""The attribute history behind the temporal API. Portable SQL over either engine's run_statements/fetch_rows;
+the few engine differences (time arithmetic for aggregation periods) are chosen by `store.engine`."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 # (attr, instance id, dataset id, observed at, created at, modified at, deleted at, numeric value, instance JSON)
@@ -10,22 +12,84 @@ HistoryRow = tuple[str, str, str | None, str | None, str, str, str | None, float
 TIME_COLUMNS = {"observedAt": "observed_at", "createdAt": "created_at", "modifiedAt": "modified_at",
                 "deletedAt": "deleted_at"}
 
+# Seconds since the Unix epoch of a canonical UTC text timestamp, per engine.
+# (SQLite's julianday() loses tens of microseconds, so whole seconds and the fraction are taken apart.)
+_EPOCH = {"sqlite": "(CAST(strftime('%s', {col}) AS INTEGER) + CAST(substr({col}, 20, 7) AS REAL))",
+          "postgres": "extract(epoch from ({col})::timestamptz)::float8"}
+# Period number of a row: the time since the origin divided by the period, rounded down (never negative here,
+# since rows before the origin are filtered out, so a cast that truncates is a floor).
+_BUCKET = {"sqlite": "CAST(({epoch} - ?) / ? AS INTEGER)",
+           "postgres": "CAST(floor(({epoch} - ?) / ?) AS BIGINT)"}
+
+
+def epoch_seconds(text: str | None) -> float | None:
+    """Epoch seconds of a stored (canonical UTC) timestamp."""
+    if text is None:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _dataset_condition(dataset_ids: frozenset[str | None] | None, params: list[Any]) -> str:
+    if dataset_ids is None:
+        return ""
+    named = sorted(d for d in dataset_ids if d is not None)
+    parts = []
+    if None in dataset_ids:
+        parts.append("dataset_id IS NULL")
+    if named:
+        parts.append(f"dataset_id IN ({','.join('?' * len(named))})")
+        params.extend(named)
+    return " AND (" + " OR ".join(parts) + ")" if parts else " AND 1 = 0"
+
+
+def _window_condition(column: str, lower: str | None, upper: str | None, *, lower_inclusive: bool,
+                      params: list[Any]) -> str:
+    sql = ""
+    if lower is not None or upper is not None:
+        sql += f" AND {column} IS NOT NULL"
+    if lower is not None:
+        sql += f" AND {column} {'>=' if lower_inclusive else '>'} ?"
+        params.append(lower)
+    if upper is not None:
+        sql += f" AND {column} < ?"
+        params.append(upper)
+    return sql
+
 
 class History:
     def __init__(self, store: Any) -> None:
         self.store = store
+        self.engine = getattr(store, "engine", "sqlite")
 
     async def add(self, tenant: str, entity_id: str, types: str, created_at: str, rows: list[HistoryRow],
-                  *, deleted_at: str | None = None) -> None:
+                  *, deleted_at: str | None = None, replace_same_time: bool = False) -> None:
+        """Record instances. With `replace_same_time` (temporal writes), an instance of the same attribute and
+        datasetId observed at the same time as a new one is replaced by it instead of being kept twice."""
         statements: list[tuple[str, list[tuple[Any, ...]]]] = [
             ("INSERT INTO history_entities (tenant, entity_id, types, created_at, deleted_at) VALUES (?, ?, ?, ?, ?) "
              "ON CONFLICT (tenant, entity_id) DO UPDATE SET types = excluded.types, deleted_at = excluded.deleted_at",
              [(tenant, entity_id, types, created_at, deleted_at)]),
-            ("INSERT INTO history (tenant, entity_id, attr, instance_id, dataset_id, observed_at, created_at, "
-             "modified_at, deleted_at, num, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-             "ON CONFLICT (tenant, entity_id, instance_id) DO NOTHING",
-             [(tenant, entity_id, *row) for row in rows]),
         ]
+        timed = [row for row in rows if row[3] is not None]
+        if replace_same_time and timed:
+            # One index range read finds the instances the new ones replace (usually none: history is mostly
+            # appended); they are then deleted by instance id. Per-row DELETEs with a generic plan turned into
+            # sequential scans on PostgreSQL and made bulk loads quadratic.
+            names = sorted({row[0] for row in timed})
+            stamps = [row[3] for row in timed if row[3] is not None]
+            existing = await self.store.fetch_rows(
+                "SELECT instance_id, attr, observed_at, dataset_id FROM history WHERE tenant = ? AND entity_id = ? "
+                f"AND attr IN ({','.join('?' * len(names))}) AND observed_at >= ? AND observed_at <= ? "
+                "AND deleted_at IS NULL",
+                [tenant, entity_id, *names, min(stamps), max(stamps)])
+            new = {(row[0], row[3], row[2]) for row in timed}
+            doomed = [(tenant, entity_id, found[0]) for found in existing if tuple(found[1:]) in new]
+            statements.append(("DELETE FROM history WHERE tenant = ? AND entity_id = ? AND instance_id = ?", doomed))
+        statements.append((
+            "INSERT INTO history (tenant, entity_id, attr, instance_id, dataset_id, observed_at, created_at, "
+            "modified_at, deleted_at, num, value, observed_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (tenant, entity_id, instance_id) DO NOTHING",
+            [(tenant, entity_id, *row, epoch_seconds(row[3])) for row in rows]))
         await self.store.run_statements(statements)
 
     async def entities(self, tenant: str, ids: list[str] | None = None) -> list[tuple[str, str, str, str | None]]:
@@ -36,39 +100,87 @@ class History:
             params.extend(ids)
         return await self.store.fetch_rows(sql + " ORDER BY entity_id", params)  # type: ignore[no-any-return]
 
+    async def attributes(self, tenant: str, entity_id: str) -> list[str]:
+        """The attributes an entity has history of: a loose index scan (one index seek per attribute), so the
+        cost does not grow with the number of instances."""
+        sql = ("WITH RECURSIVE a(attr) AS (SELECT min(attr) FROM history WHERE tenant = ? AND entity_id = ? "
+               "UNION ALL SELECT (SELECT min(attr) FROM history WHERE tenant = ? AND entity_id = ? AND attr > a.attr) "
+               "FROM a WHERE a.attr IS NOT NULL) SELECT attr FROM a WHERE attr IS NOT NULL")
+        rows = await self.store.fetch_rows(sql, [tenant, entity_id, tenant, entity_id])
+        return [r[0] for r in rows]
+
     async def rows(self, tenant: str, entity_id: str, attrs: list[str] | None, timeproperty: str,
-                   timerel: str | None, start: str | None, end: str | None,
-                   last_n: int | None) -> list[tuple[Any, ...]]:
+                   lower: str | None, upper: str | None, last_n: int | None,
+                   dataset_ids: frozenset[str | None] | None = None) -> list[tuple[Any, ...]]:
+        """Instances in [lower, upper) of the time property (lower exclusive for timerel=after), oldest first;
+        with `last_n`, only the most recent `last_n` of each attribute."""
         column = TIME_COLUMNS[timeproperty]
-        sql = (f"SELECT attr, instance_id, dataset_id, observed_at, created_at, modified_at, deleted_at, num, value, "
-               f"{column} FROM history WHERE tenant = ? AND entity_id = ?")
-        params: list[Any] = [tenant, entity_id]
-        if attrs:
-            sql += f" AND attr IN ({','.join('?' * len(attrs))})"
-            params.extend(attrs)
-        if timerel:
-            sql += f" AND {column} IS NOT NULL"
-            if timerel == "before":
-                sql += f" AND {column} < ?"
-                params.append(start)
-            elif timerel == "after":
-                sql += f" AND {column} > ?"
-                params.append(start)
-            else:
-                sql += f" AND {column} >= ? AND {column} < ?"
-                params.extend([start, end])
-        order = "DESC" if last_n else "ASC"
-        sql += f" ORDER BY attr, {column} {order}, hid {order}"
-        rows = await self.store.fetch_rows(sql, params)
-        if last_n:
-            kept: list[tuple[Any, ...]] = []
-            counts: dict[str, int] = {}
-            for row in rows:
-                counts[row[0]] = counts.get(row[0], 0) + 1
-                if counts[row[0]] <= last_n:
-                    kept.append(row)
-            rows = sorted(kept, key=lambda r: (r[0], r[9] or ""))
-        return rows  # type: ignore[no-any-return]
+        select = (f"SELECT attr, instance_id, dataset_id, observed_at, created_at, modified_at, deleted_at, num, "
+                  f"value, {column} FROM history WHERE tenant = ? AND entity_id = ?")
+        conditions = ""
+        condition_params: list[Any] = []
+        if timeproperty == "deletedAt":
+            conditions += " AND deleted_at IS NOT NULL"
+        conditions += _window_condition(column, lower, upper, lower_inclusive=upper is not None,
+                                        params=condition_params)
+        conditions += _dataset_condition(dataset_ids, condition_params)
+        if not last_n:
+            sql, params = select, [tenant, entity_id]
+            if attrs:
+                sql += f" AND attr IN ({','.join('?' * len(attrs))})"
+                params.extend(attrs)
+            sql += f"{conditions} ORDER BY attr, {column}, hid"
+            return await self.store.fetch_rows(sql, [*params, *condition_params])  # type: ignore[no-any-return]
+        # The newest last_n of each attribute: one index walk from the newest end per attribute.
+        names = attrs or await self.attributes(tenant, entity_id)
+        parts: list[str] = []
+        all_params: list[Any] = []
+        for name in names:
+            parts.append(f"SELECT * FROM ({select} AND attr = ?{conditions} "
+                         f"ORDER BY {column} DESC, hid DESC LIMIT ?) AS newest")
+            all_params.extend([tenant, entity_id, name, *condition_params, last_n])
+        if not parts:
+            return []
+        rows = await self.store.fetch_rows(" UNION ALL ".join(parts), all_params)
+        return sorted(rows, key=lambda r: (r[0], r[9] or ""))
+
+    async def aggregate(self, tenant: str, entity_id: str, attrs: list[str] | None, timeproperty: str,
+                        lower: str | None, upper: str | None, origin: float | None, period: float,
+                        dataset_ids: frozenset[str | None] | None = None, *,
+                        distinct: bool = True) -> list[tuple[Any, ...]]:
+        """Per attribute and period: (attr, period number, origin, count, numeric count, distinct numbers, sum,
+        min, max, sum of squares, time of the last instance), computed by the engine. Without an `origin` each
+        attribute's periods start at its own first instance in the window."""
+        column = TIME_COLUMNS[timeproperty]
+        epoch = _EPOCH[self.engine].format(col=column)
+        # Naming the attributes lets the engine seek the index per attribute instead of reading all of them.
+        names = attrs or await self.attributes(tenant, entity_id)
+        bounds: tuple[Any, Any] = (lower, upper)
+        if timeproperty == "observedAt":
+            # observedAt has its epoch seconds stored beside it, in an index that also holds the numbers.
+            column = epoch = "observed_s"
+            bounds = (epoch_seconds(lower), epoch_seconds(upper))
+        # Counting distinct values sorts them; only done when asked for (0 stands in otherwise).
+        aggregates = (f"count(*), count(num), {'count(DISTINCT num)' if distinct else '0'}, sum(num), min(num), "
+                      f"max(num), sum(num * num), max({epoch})")
+        bucket = _BUCKET[self.engine].format(epoch=epoch)
+        result: list[tuple[Any, ...]] = []
+        for name in names:
+            params: list[Any] = [tenant, entity_id, name]
+            where = (f" FROM history WHERE tenant = ? AND entity_id = ? AND attr = ? AND {column} IS NOT NULL"
+                     + _window_condition(column, *bounds, lower_inclusive=upper is not None, params=params)
+                     + _dataset_condition(dataset_ids, params))
+            start = origin
+            if start is None:  # this attribute's first instance: one index seek
+                first = await self.store.fetch_rows(f"SELECT min({epoch}){where}", params)
+                if not first or first[0][0] is None:
+                    continue
+                start = float(first[0][0])
+            found = await self.store.fetch_rows(
+                f"SELECT {bucket} AS bucket, {aggregates}{where} GROUP BY bucket ORDER BY bucket",
+                [start, period, *params])
+            result.extend((name, r[0], start, *r[1:]) for r in found)
+        return result
 
     async def delete(self, tenant: str, entity_id: str, *, attr: str | None = None, dataset_id: str | None = None,
                      all_datasets: bool = True, instance_id: str | None = None) -> int:
@@ -92,7 +204,8 @@ class History:
 
     async def replace_instance(self, tenant: str, entity_id: str, attr: str, instance_id: str,
                                row: HistoryRow) -> int:
-        sql = ("UPDATE history SET dataset_id = ?, observed_at = ?, modified_at = ?, num = ?, value = ? "
-               "WHERE tenant = ? AND entity_id = ? AND attr = ? AND instance_id = ?")
+        sql = ("UPDATE history SET dataset_id = ?, observed_at = ?, observed_s = ?, modified_at = ?, num = ?, "
+               "value = ? WHERE tenant = ? AND entity_id = ? AND attr = ? AND instance_id = ?")
         return await self.store.run_statements(  # type: ignore[no-any-return]
-            [(sql, [(row[2], row[3], row[5], row[7], row[8], tenant, entity_id, attr, instance_id)])])
+            [(sql, [(row[2], row[3], epoch_seconds(row[3]), row[5], row[7], row[8], tenant, entity_id, attr,
+                     instance_id)])])

@@ -78,6 +78,11 @@ MIGRATIONS: list[list[str]] = [
         "CREATE TABLE history_entities (tenant TEXT NOT NULL, entity_id TEXT NOT NULL, types TEXT NOT NULL, "
         "created_at TEXT NOT NULL, deleted_at TEXT, PRIMARY KEY (tenant, entity_id))",
     ],
+    [  # 5: observedAt as epoch seconds, so aggregation periods are arithmetic, answered from one covering index
+        "ALTER TABLE history ADD COLUMN observed_s DOUBLE PRECISION",
+        "UPDATE history SET observed_s = extract(epoch from observed_at::timestamptz) WHERE observed_at IS NOT NULL",
+        "CREATE INDEX history_observed_num ON history (tenant, entity_id, attr, observed_s, num)",
+    ],
 ]
 
 # Outbox rows are numbered and committed under this lock, so the relay never sees seq N+1 before N.
@@ -146,6 +151,9 @@ class PostgresStore:
         self._created_since_analyze = 0
         self._analyzed_size = 0
         self._analyze_task: asyncio.Task[None] | None = None
+        self._history_since_analyze = 0
+        self._history_analyzed_size = 0
+        self._history_analyze_task: asyncio.Task[None] | None = None
         self._relay_conn: psycopg.AsyncConnection | None = None
         self._compiler = QueryCompiler(PostgresDialect(), self._akeys_get, self._tkeys_get)
 
@@ -184,6 +192,8 @@ class PostgresStore:
             self._relay_conn = None
         if self._analyze_task is not None:
             await self._analyze_task
+        if self._history_analyze_task is not None:
+            await self._history_analyze_task
         await self._pool.close()
 
     # The compiler looks keys up synchronously; keys written by other workers are fetched before each query.
@@ -464,13 +474,36 @@ class PostgresStore:
     # -- plain statements for the store's own modules (store/history.py) ---------------------------------
     async def run_statements(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> int:
         changed = 0
+        history_rows = 0
         async with self._pool.connection() as conn, conn.transaction():
             cur = conn.cursor()
             for sql, rows in statements:
                 if rows:
                     await cur.executemany(_pg(sql), rows)
                     changed += max(cur.rowcount, 0)
+                    if sql.startswith("INSERT INTO history "):
+                        history_rows += len(rows)
+        self._history_since_analyze += history_rows
+        if self._history_since_analyze > max(5_000, self._history_analyzed_size // 5) \
+                and self._history_analyze_task is None:
+            self._history_analyze_task = asyncio.create_task(self._analyze_history())
         return changed
+
+    async def _analyze_history(self) -> None:
+        """Fresh planner statistics after bulk history writes: without them the planner reads an entity's whole
+        history through the modifiedAt index to answer an observedAt range (45 ms instead of 1.6 ms for a day of
+        minute data among 100,000 instances)."""
+        try:
+            self._history_since_analyze = 0
+            async with self._pool.connection() as conn:
+                await conn.execute("ANALYZE history, history_entities")
+                row = await (await conn.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = 'history'"
+                                                )).fetchone()
+                self._history_analyzed_size = max(int(row[0]) if row else 0, 0)
+        except Exception:  # statistics are an optimisation; a failure must not disturb writes
+            log.warning("ANALYZE of the history failed", exc_info=True)
+        finally:
+            self._history_analyze_task = None
 
     async def fetch_rows(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in await self._fetch(_pg(sql), params)]

@@ -83,6 +83,12 @@ MIGRATIONS: list[list[str]] = [
         "CREATE TABLE history_entities (tenant TEXT NOT NULL, entity_id TEXT NOT NULL, types TEXT NOT NULL, "
         "created_at TEXT NOT NULL, deleted_at TEXT, PRIMARY KEY (tenant, entity_id))",
     ],
+    [  # 6: observedAt as epoch seconds, so aggregation periods are arithmetic, answered from one covering index
+        "ALTER TABLE history ADD COLUMN observed_s REAL",
+        "UPDATE history SET observed_s = CAST(strftime('%s', observed_at) AS INTEGER) + "
+        "CAST(substr(observed_at, 20, 7) AS REAL) WHERE observed_at IS NOT NULL",
+        "CREATE INDEX history_observed_num ON history (tenant, entity_id, attr, observed_s, num)",
+    ],
 ]
 
 class _transaction:
