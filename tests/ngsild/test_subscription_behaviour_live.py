@@ -239,3 +239,17 @@ def test_an_expired_subscription_says_so_and_sends_nothing(client: httpx.Client,
     quiet(receiver, 0)
     problem(client.post("/subscriptions", json={**sub, "id": "urn:x:past", "expiresAt": "2001-01-01T00:00:00Z"}),
             400, "BadRequestData")
+
+
+def test_many_subscriptions_on_one_change_each_notify_once_and_count_it(client: httpx.Client,
+                                                                        receiver: Receiver) -> None:
+    subs = [subscription(receiver.url) for _ in range(6)]
+    for sub in subs:
+        assert client.post("/subscriptions", json=sub).status_code == 201
+    client.post("/entities", json=vehicle(3))
+    bodies = receiver.wait(6)
+    quiet(receiver, 6)
+    assert sorted(b["subscriptionId"] for b in bodies) == sorted(s["id"] for s in subs)
+    assert len({b["id"] for b in bodies}) == 6  # every notification has its own id
+    for sub in subs:
+        assert client.get(f"/subscriptions/{sub['id']}").json()["notification"]["timesSent"] == 1

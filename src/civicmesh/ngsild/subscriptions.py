@@ -668,7 +668,14 @@ class Subscriptions:
         # A subscription deleted or expired since its notifications were queued sends nothing more; a paused one
         # keeps them until it is active again.
         keys = {(t, s) for _, t, s, _, _ in due}
-        current = {key: await self.store.get_document(key[0], KIND, key[1]) for key in keys}
+        current: dict[tuple[str, str], dict[str, Any] | None] = {}
+        for tenant in {t for t, _ in keys}:
+            wanted = [s for t, s in keys if t == tenant]
+            if len(wanted) > 3:  # one read of the tenant's subscriptions beats a round trip per subscription
+                stored = {d["id"]: d for d in await self.store.list_documents(tenant, KIND)}
+                current.update({(tenant, s): stored.get(s) for s in wanted})
+            else:
+                current.update({(tenant, s): await self.store.get_document(tenant, KIND, s) for s in wanted})
         state = {key: "deleted" if sub is None else status_of(sub) for key, sub in current.items()}
         dropped: list[int] = [n for n, t, s, _, _ in due if state[(t, s)] in ("deleted", "expired")]
         held = [n for n, t, s, _, _ in due if state[(t, s)] == "paused"]
