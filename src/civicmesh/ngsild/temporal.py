@@ -203,11 +203,9 @@ def parse_ask(p: Any, terms: TermMap) -> Ask:
     names = _names(p.get("attrs"))
     ask.attrs = [terms.expand(a) for a in names] if names else None
     if "pick" in p:
-        ask.pick = set(selected(parse_projection(p["pick"], "pick"), omit=False)[0]) | \
-            selected(parse_projection(p["pick"], "pick"), omit=False)[1]
+        ask.pick = _top_level(p["pick"], "pick")
     if "omit" in p:
-        ask.omit = set(selected(parse_projection(p["omit"], "omit"), omit=True)[0]) | \
-            selected(parse_projection(p["omit"], "omit"), omit=True)[1]
+        ask.omit = _top_level(p["omit"], "omit")
     if names and (ask.pick is not None or ask.omit is not None):
         raise Problem("BadRequestData", "attrs cannot be combined with pick or omit")
     if ask.pick and ask.omit and ask.pick & ask.omit:
@@ -220,6 +218,12 @@ def parse_ask(p: Any, terms: TermMap) -> Ask:
         ask.dataset_ids = ids
     ask.lang = p.get("lang")
     return ask
+
+
+def _top_level(text: str, param: str) -> set[str]:
+    """The names a pick/omit expression lists at the entity's level (attributes, id, type)."""
+    names, members = selected(parse_projection(text, param), omit=param == "omit")
+    return names | members
 
 
 @dataclasses.dataclass
