@@ -258,15 +258,22 @@ class PostgresStore:
         planner meanwhile picks full scans for fresh tables."""
         try:
             self._created_since_analyze = 0
-            async with self._pool.connection() as conn:
-                await conn.execute("ANALYZE entities, entity_types, attr_index, geo")
-                row = await (await conn.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = 'entities'"
-                                                )).fetchone()
-                self._analyzed_size = max(int(row[0]) if row else 0, 0)
-        except Exception:  # statistics are an optimisation; a failure must not disturb writes
-            log.warning("ANALYZE after a bulk load failed", exc_info=True)
+            size = await self._analyze_tables("entities, entity_types, attr_index, geo", "entities")
+            self._analyzed_size = self._analyzed_size if size is None else size
         finally:
             self._analyze_task = None
+
+    async def _analyze_tables(self, tables: str, counted: str) -> int | None:
+        """ANALYZE `tables`; the planner's row estimate of `counted` afterwards (None when the ANALYZE failed)."""
+        try:
+            async with self._pool.connection() as conn:
+                await conn.execute(f"ANALYZE {tables}")
+                row = await (await conn.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = %s",
+                                                (counted,))).fetchone()
+                return max(int(row[0]) if row else 0, 0)
+        except Exception:  # statistics are an optimisation; a failure must not disturb writes
+            log.warning("ANALYZE %s failed", tables, exc_info=True)
+            return None
 
     async def _write(self, tenant: str, ids: Sequence[str], plan: WritePlan,
                      extra_events: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Change]:
@@ -495,13 +502,8 @@ class PostgresStore:
         minute data among 100,000 instances)."""
         try:
             self._history_since_analyze = 0
-            async with self._pool.connection() as conn:
-                await conn.execute("ANALYZE history, history_entities")
-                row = await (await conn.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = 'history'"
-                                                )).fetchone()
-                self._history_analyzed_size = max(int(row[0]) if row else 0, 0)
-        except Exception:  # statistics are an optimisation; a failure must not disturb writes
-            log.warning("ANALYZE of the history failed", exc_info=True)
+            size = await self._analyze_tables("history, history_entities", "history")
+            self._history_analyzed_size = self._history_analyzed_size if size is None else size
         finally:
             self._history_analyze_task = None
 
