@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.bench_broker import Server, _free_port
+from bench.bench_broker import Server, _free_port, scratch_database
 from bench.loadclient import RawConnection
 
 SUBS = int(os.environ.get("BENCH_SUBS", "10"))
@@ -293,20 +293,8 @@ def run() -> list[dict[str, Any]]:
         tmp = Path(tmp_name)
         for engine in engines:
             for phase in (_throughput, _durability):
-                if engine == "sqlite":
-                    rows.extend(phase(engine, f"sqlite:///{tmp / f'{phase.__name__}.db'}", tmp))
-                    continue
-                import psycopg
-
-                name = f"civicmesh_bench_{uuid.uuid4().hex[:8]}"
-                admin = "postgresql://root@127.0.0.1:5432/postgres"
-                with psycopg.connect(admin, autocommit=True) as conn:
-                    conn.execute(f'CREATE DATABASE "{name}"')
-                try:
-                    rows.extend(phase(engine, f"postgresql://root@127.0.0.1:5432/{name}", tmp))
-                finally:
-                    with psycopg.connect(admin, autocommit=True) as conn:
-                        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                with scratch_database(engine) as url:
+                    rows.extend(phase(engine, url, tmp))
     return rows
 
 
