@@ -71,8 +71,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            # Every hook runs even when one before it fails, so a room that cannot stop cleanly does not leave
+            # the relay running or the store's connections open.
             for hook in reversed(app.state.shutdown_hooks):
-                await hook()
+                try:
+                    await hook()
+                except Exception:
+                    log.exception("shutdown step %s failed", getattr(hook, "__qualname__", hook))
 
     app = FastAPI(title="civicmesh", version="0.1.0", lifespan=lifespan, redirect_slashes=False,
                   description="Open city data platform: NGSI-LD broker, live city, data exchange, ledger.")

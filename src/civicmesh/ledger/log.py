@@ -383,7 +383,10 @@ class Ledger:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        await asyncio.to_thread(self.integrate)
+        try:
+            await asyncio.to_thread(self.integrate)
+        except RuntimeError:  # the interpreter is exiting and its thread pool is gone: integrate right here
+            self.integrate()
 
     # ------------------------------------------------------------------------------------------ checkpoints
 
