@@ -7,8 +7,9 @@ QoS 1 messages under a sustained flood, which is Mosquitto's policy rather than 
 1,000 provisioned devices: first for BENCH_INGEST_SECONDS (default 30) keeping 5,000 unstored in flight (the
 throughput), then for 15 s at a fixed offered rate (BENCH_INGEST_RATE, default 70 % of that throughput). A probe
 device is published to every 0.5 s and polled until its value is readable: publish-to-queryable latency, per phase.
-At the end the agent's stored counters must equal the count published. Baseline: raw insert of the same number
-of entity rows into the same engine, in the same run. BENCH_ENGINES (default "sqlite,postgres").
+At the end the agent's stored counters must equal the count published. Baselines, same run: raw insert of the
+same number of entity rows into the same engine, and the MQTT transport alone (the same publisher and Mosquitto
+to a paho subscriber that only acknowledges). BENCH_ENGINES (default "sqlite,postgres").
 """
 
 from __future__ import annotations
@@ -199,6 +200,8 @@ def _run_engine(engine: str, database_url: str, workdir: Path, seconds: float) -
         stored_rows = sum(v.get("stored", 0) for d, v in stats["devices"].items() if d != "probe")
         publisher.close()
         prober.loop_stop()
+        server.stop()
+        transport = _transport_rate(broker.port, 200_000)
     finally:
         server.stop()
         broker.stop()
@@ -207,7 +210,8 @@ def _run_engine(engine: str, database_url: str, workdir: Path, seconds: float) -
     saturated, steady = latencies.get("saturation", []), latencies.get("steady", [])
     return [
         {"scenario": f"MQTT publish->stored->queryable, {engine}, {seconds:.0f} s, {DEVICES} devices",
-         "value": rate, "unit": "observations/s", "baseline": f"raw insert {raw:,.0f} rows/s",
+         "value": rate, "unit": "observations/s",
+         "baseline": f"raw insert {raw:,.0f} rows/s; MQTT transport alone {transport:,.0f} msg/s",
          "target": f">= {target:,}/s", "met": rate >= target},
         {"scenario": f"MQTT count in == count stored, {engine}", "value": float(stored_rows),
          "unit": "stored", "baseline": f"published {published:,}", "target": "equal",
@@ -223,6 +227,44 @@ def _run_engine(engine: str, database_url: str, workdir: Path, seconds: float) -
          "baseline": f"median {statistics.median(steady) * 1000:.0f} ms" if steady else "-",
          "target": "<= 1000 ms", "met": bool(steady) and _p95(steady) <= 1.0},
     ]
+
+
+def _transport_rate(port: int, count: int) -> float:
+    """Baseline: Mosquitto to a paho subscriber that only acknowledges (QoS 1, manual acks, as the agent does),
+    fed by the same lean publisher: what the MQTT transport alone costs on this machine."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    received = threading.Semaphore(0)
+
+    def on_message(client: Any, userdata: Any, message: Any) -> None:
+        client.ack(message.mid, message.qos)
+        received.release()
+
+    subscriber = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-sink-{uuid.uuid4().hex[:8]}",
+                             protocol=mqtt.MQTTv5, manual_ack=True)
+    subscriber.on_message = on_message
+    properties = Properties(PacketTypes.CONNECT)
+    properties.ReceiveMaximum = 65535
+    subscriber.connect("127.0.0.1", port, properties=properties)
+    subscriber.subscribe("/sink/+/attrs", 1)
+    subscriber.loop_start()
+    time.sleep(0.5)
+    publisher = Publisher("127.0.0.1", port, f"bench-sink-load-{uuid.uuid4().hex[:8]}")
+    started = time.perf_counter()
+    for start in range(0, count, 1000):
+        publisher.publish((f"/sink/w{n % DEVICES}/attrs", f"t|{n}|h|1".encode()) for n in range(start, start + 1000))
+        if start >= WINDOW:
+            for _ in range(1000):
+                received.acquire()
+    for _ in range(min(count, WINDOW)):
+        received.acquire()
+    rate = count / (time.perf_counter() - started)
+    publisher.close()
+    subscriber.loop_stop()
+    subscriber.disconnect()
+    return rate
 
 
 async def _raw_rate(engine: str, workdir: Path, rows: int) -> float:
