@@ -20,6 +20,7 @@ from civicmesh.errors import Problem
 from civicmesh.events import OutboxRelay
 from civicmesh.exchange.gate import Gate
 from civicmesh.store import open_store
+from civicmesh.store.base import DATABASE_ERRORS, unavailable
 
 log = logging.getLogger("civicmesh")
 
@@ -119,11 +120,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         kind = kinds.get(exc.status_code, "InvalidRequest")
         return problem_response(Problem(kind, str(exc.detail), status=exc.status_code))
 
-    @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
+        why = unavailable(exc)
+        if why is not None:
+            log.warning("503 on %s %s: %s (%s)", request.method, request.url.path, why, exc)
+            response = problem_response(Problem("ServiceUnavailable", f"{why}; nothing was changed, try again",
+                                                status=503, title="The service is temporarily unavailable"))
+            response.headers["Retry-After"] = "1"
+            return response
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return problem_response(Problem("InternalError", f"{type(exc).__name__} while serving "
                                         f"{request.method} {request.url.path}; the server log has the details"))
+
+    # Database errors are answered here rather than by the catch-all, which closes the client's connection.
+    for error in DATABASE_ERRORS:
+        app.add_exception_handler(error, _unexpected)
+    app.add_exception_handler(Exception, _unexpected)
 
     @app.get("/health", include_in_schema=False)
     async def health() -> dict[str, str]:

@@ -24,6 +24,36 @@ DEFAULT_TENANT = ""
 OUTBOX_LOCK = 7_311_001
 
 
+def _database_errors() -> tuple[type[Exception], ...]:
+    import sqlite3
+
+    errors: list[type[Exception]] = [sqlite3.OperationalError]
+    try:
+        import psycopg
+        import psycopg_pool
+    except ImportError:  # pragma: no cover - the PostgreSQL engine is optional
+        return tuple(errors)
+    return (*errors, psycopg.OperationalError, psycopg_pool.PoolTimeout)
+
+
+# The exception classes a database that is out of reach raises (see `unavailable`).
+DATABASE_ERRORS = _database_errors()
+
+
+def unavailable(exc: BaseException) -> str | None:
+    """Why the database is out of reach for now, when `exc` says so (pool exhausted, connection lost or refused,
+    SQLite busy past its timeout), else None. Such a failure is the server's condition, not the request's fault
+    nor a bug: callers answer 503 and may retry; nothing was written (each write is one transaction)."""
+    name = type(exc).__name__
+    if name == "PoolTimeout":
+        return "every database connection is busy"
+    if isinstance(exc, DATABASE_ERRORS) and type(exc).__module__.startswith("psycopg"):
+        return "the database connection failed"
+    if name == "OperationalError" and ("locked" in str(exc) or "busy" in str(exc)):
+        return "the database is locked by another writer"
+    return None
+
+
 # (tenant, kind, document id, change): a read-modify-write of one document inside another write's transaction
 DocumentUpdate = tuple[str, str, str, Callable[[dict[str, Any]], dict[str, Any]]]
 
