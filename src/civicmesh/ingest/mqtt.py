@@ -71,6 +71,10 @@ class MqttIngress:
         self.connects = 0
         self.received = 0
         self.ignored = 0
+        # Messages received on paho's thread wait here; the event loop takes them all at once, woken once per
+        # burst rather than once per message (each wake-up is a system call and a loop iteration).
+        self._inbox: list[Measurement] = []
+        self._inbox_lock = threading.Lock()
 
     def start(self) -> None:
         import paho.mqtt.client as mqtt
@@ -134,8 +138,18 @@ class MqttIngress:
 
         measurement = Measurement(apikey, device_id, bytes(message.payload), "auto" if fmt == "raw" else fmt,
                                   "mqtt", attribute=attribute, done=acknowledge)
-        assert self.loop is not None
-        self.loop.call_soon_threadsafe(self.agent.submit, measurement)
+        with self._inbox_lock:
+            self._inbox.append(measurement)
+            first = len(self._inbox) == 1
+        if first:
+            assert self.loop is not None
+            self.loop.call_soon_threadsafe(self._hand_over)
+
+    def _hand_over(self) -> None:
+        with self._inbox_lock:
+            arrived, self._inbox = self._inbox, []
+        for measurement in arrived:
+            self.agent.submit(measurement)
 
     # -- for tests: drop the TCP connection as a network fault would ----------------------------------------
     def drop_connection(self) -> None:

@@ -13,7 +13,7 @@ IRIs (always one instance each). A core member never contains ':' and an IRI alw
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 import orjson
@@ -48,8 +48,19 @@ _DATETIME = re.compile(
     r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$")
 
 
+_SECOND: tuple[int, str] = (0, "")  # the current second and its text: formatting it once a second, not per call
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """The time now as NGSI-LD writes it (UTC, microseconds): hot, once per ingested observation."""
+    global _SECOND
+    now = time.time()
+    whole = int(now)
+    second, text = _SECOND
+    if whole != second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _SECOND = (whole, text)
+    return f"{text}.{int((now - whole) * 1_000_000):06d}Z"
 
 
 def clone(doc: dict[str, Any]) -> dict[str, Any]:
