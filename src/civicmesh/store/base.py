@@ -36,6 +36,9 @@ def _database_errors() -> tuple[type[Exception], ...]:
     return (*errors, psycopg.OperationalError, psycopg_pool.PoolTimeout)
 
 
+# Seconds a request waits for a pooled PostgreSQL connection before it is answered 503 (see `unavailable`).
+CONNECTION_WAIT = 10.0
+
 # The exception classes a database that is out of reach raises (see `unavailable`).
 DATABASE_ERRORS = _database_errors()
 

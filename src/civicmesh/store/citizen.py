@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from civicmesh.store.base import CONNECTION_WAIT
+
 SCHEMA_VERSION = 1
 
 # Columns a caller may set on a request; anything else is rejected before SQL is built.
@@ -409,8 +411,8 @@ class PostgresCitizenStore(CitizenStore):
         from psycopg_pool import AsyncConnectionPool
 
         self._pool = AsyncConnectionPool(
-            self.url, min_size=1, max_size=8, open=False, kwargs={"row_factory": dict_row, "autocommit": True}
-        )
+            self.url, min_size=1, max_size=8, open=False, kwargs={"row_factory": dict_row, "autocommit": True},
+            timeout=CONNECTION_WAIT)
         await self._pool.open(wait=True, timeout=10)
 
     async def close(self) -> None:

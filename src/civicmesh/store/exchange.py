@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from civicmesh.store.base import DEFAULT_TENANT, OUTBOX_LOCK
+from civicmesh.store.base import CONNECTION_WAIT, DEFAULT_TENANT, OUTBOX_LOCK
 
 SCHEMA_VERSION = 1
 Events = Sequence[tuple[str, str, dict[str, Any]]]  # change events: (kind, subject, data)
@@ -457,7 +457,8 @@ class PostgresExchangeStore(ExchangeStore):
         from psycopg_pool import AsyncConnectionPool
 
         self._pool = AsyncConnectionPool(self.url, min_size=1, max_size=8, open=False,
-                                         kwargs={"row_factory": dict_row, "autocommit": True})
+                                         kwargs={"row_factory": dict_row, "autocommit": True},
+                                         timeout=CONNECTION_WAIT)
         await self._pool.open(wait=True, timeout=10)
 
     async def close(self) -> None:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from civicmesh.store.base import CONNECTION_WAIT
+
 SCHEMA_VERSION = 1
 NodeId = tuple[int, int]
 
@@ -493,7 +495,7 @@ class PostgresLedgerStore(LedgerStore):
         # Autocommit connections: reads are single statements on immutable rows and need no transaction;
         # writes open one explicitly.
         self._pool = ConnectionPool(
-            url, min_size=1, max_size=pool_size, open=True, kwargs={"autocommit": True}
+            url, min_size=1, max_size=pool_size, open=True, kwargs={"autocommit": True}, timeout=CONNECTION_WAIT
         )
         with self._tx(write=True) as cur:
             # Several workers may start at once: serialise schema creation.

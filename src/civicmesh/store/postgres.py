@@ -17,6 +17,7 @@ from civicmesh.errors import Problem
 from civicmesh.events import ChangeEvent
 from civicmesh.ngsild.model import now_iso
 from civicmesh.store.base import (
+    CONNECTION_WAIT,
     DEFAULT_TENANT,
     OUTBOX_LOCK,
     Change,
@@ -138,15 +139,12 @@ class PostgresDialect:
         return f"e.eid IN (SELECT g.eid FROM geo g WHERE g.akey = ? AND {sql})"
 
 
-CONNECTION_WAIT = 10.0  # seconds
-
 
 class PostgresStore:
     engine = "postgres"
 
     def __init__(self, url: str, *, pool_size: int = 8) -> None:
         self.url = url.replace("postgres://", "postgresql://", 1)
-        # A request waits at most CONNECTION_WAIT for a connection; then it is answered 503 (see store.base).
         self._pool = AsyncConnectionPool(self.url, min_size=1, max_size=pool_size, open=False,
                                          kwargs={"autocommit": True}, timeout=CONNECTION_WAIT)
         self._akeys: dict[tuple[str, str], int] = {}
