@@ -52,6 +52,7 @@ NOTIFICATION_STATUS = ("status", "timesSent", "timesFailed", "lastNotification",
 MAX_BACKOFF = 300.0
 SENDERS = 32  # concurrent POSTs (and keep-alive connections) per receiver
 PER_RECEIVER = 400  # notifications per receiver per delivery round
+SLOW_FAILURE = 1.0  # seconds: a send that fails after this long means the receiver hangs (see _send_all)
 FAILURE_LOG_PERIOD = 60.0
 REQUIRED_MEMBERS = frozenset({"notification", "@context"})
 # (tenant, subscription id, dedupe key, payload, due time): one row of the durable notification queue
@@ -734,8 +735,10 @@ class Subscriptions:
 
     async def _send_all(self, due: DueRows) -> tuple[DueRows, Outcomes]:
         """Send due notifications, a few connections' worth of workers per receiver, at most PER_RECEIVER of them
-        to one receiver per round. A receiver that cannot be reached stops its own workers at the first failure
-        and is left alone for a growing while (`_outages`), so it delays others for one timeout at most.
+        to one receiver per round. A receiver that fails slowly (no answer within SLOW_FAILURE: it hangs or the
+        network drops packets) stops its own workers and is left alone for a growing while (`_outages`), so it
+        delays others for one timeout at most. One that fails fast (connection refused) costs nobody else
+        anything and is only retried with the notification's own backoff.
         Returns the rows sent and, for each, None or why it failed; the rest stay due for the next round."""
         by_receiver: dict[str, Work] = {}
         for index, row in enumerate(due):
@@ -749,9 +752,10 @@ class Subscriptions:
         async def worker(origin: str, queue: Work) -> None:
             while queue and not self._down(origin, round_started):
                 index, uri, headers, body = queue.pop()
-                error, reachable = await self._send(uri, headers, body)
+                began = time.monotonic()
+                error, answered = await self._send(uri, headers, body)
                 outcome[index] = error
-                if not reachable:
+                if not answered and time.monotonic() - began >= SLOW_FAILURE:
                     self._lost(origin, error or "", round_started)
                 elif error is None:
                     self._outages.pop(origin, None)
@@ -778,7 +782,7 @@ class Subscriptions:
                                         failures, error)
 
     async def _send(self, uri: str, headers: dict[str, str], body: bytes) -> tuple[str | None, bool]:
-        """Deliver one notification: (None when the receiver took it, else why not; whether it answered)."""
+        """Deliver one notification: (None when the receiver took it, else why not; whether it answered at all)."""
         try:
             if uri.startswith(("mqtt://", "mqtts://")):
                 await asyncio.to_thread(_publish_mqtt, uri, body, headers)
