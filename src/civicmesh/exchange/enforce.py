@@ -57,6 +57,9 @@ class Session:
     tenant: str
     operation: str
     counted: dict[str, str | None] = field(default_factory=dict)
+    # agreement -> its use count before this session's use: the policy is judged as at that use for the whole
+    # session, so a count limit that later reads use up does not cut off a session that already holds its use
+    held: dict[str, int] = field(default_factory=dict)
     # (provider, agreement, product, status) -> [entities, bytes, milliseconds spent screening]
     tally: dict[tuple[str | None, str | None, str | None, str], list[float]] = field(default_factory=dict)
 
@@ -138,6 +141,9 @@ class ExchangeGate(Gate):
         if decided is None:
             owners = await self.store.owners(tenant, [d["id"] for d in docs])
             context = await self._context(caller)
+            if session is not None and session.held:
+                context["agreements"] = [{**a, "uses": session.held.get(a["id"], a["uses"])}
+                                         for a in context["agreements"]]
             decided = [await self.decide(caller, tenant, doc, owners.get(doc["id"]), context) for doc in docs]
         out: list[dict[str, Any]] = []
         groups: dict[tuple[str | None, str | None, str | None, str], list[dict[str, Any]]] = {}
@@ -145,7 +151,7 @@ class ExchangeGate(Gate):
         counted: dict[str, str | None] = {} if session is None else session.counted
         for doc, verdict in zip(docs, decided, strict=True):
             if verdict.count_limit is not None or verdict.agreement and verdict.status != "denied":
-                verdict = await self._count(verdict, counted)
+                verdict = await self._count(verdict, counted, session)
             last = verdict
             if verdict.status == "denied":
                 continue
@@ -195,13 +201,16 @@ class ExchangeGate(Gate):
             out.append(None if verdict.status == "denied" else verdict)
         return out
 
-    async def _count(self, verdict: Verdict, counted: dict[str, str | None]) -> Verdict:
-        """One use per request and agreement, checked atomically against the policy's count limit."""
+    async def _count(self, verdict: Verdict, counted: dict[str, str | None],
+                     session: Session | None = None) -> Verdict:
+        """One use per request (or session) and agreement, checked atomically against the policy's count limit."""
         assert verdict.agreement is not None
         if verdict.agreement not in counted:
             uses = await self.store.use(verdict.agreement, verdict.count_limit)
             counted[verdict.agreement] = None if uses is not None else (
                 f"agreement {verdict.agreement}: count limit of {verdict.count_limit} uses reached")
+            if session is not None and uses is not None:
+                session.held[verdict.agreement] = int(uses) - 1
         reason = counted[verdict.agreement]
         if reason:
             return Verdict("denied", reason, provider=verdict.provider, agreement=verdict.agreement,
