@@ -2,10 +2,11 @@
 
 The server runs in its own process (`civicmesh serve --mqtt`), connected to a private Mosquitto on a free port
 whose queue limits are lifted (the system broker's defaults, 20 in flight / 1000 queued per client, would drop
-QoS 1 messages under a sustained flood, which is Mosquitto's policy rather than the agent's). One publisher
-process-thread sends UltraLight measurements (`t|..|h|..`, one observation = one entity update) at QoS 1 for
-BENCH_INGEST_SECONDS (default 30) to 1,000 provisioned devices, keeping at most 5,000 unstored in flight.
-A probe device is published to every 0.5 s and polled until its value is readable: publish-to-queryable latency.
+QoS 1 messages under a sustained flood, which is Mosquitto's policy rather than the agent's). A lean publisher
+(`bench/mqttload.py`) sends UltraLight measurements (`t|..|h|..`, one observation = one entity update) at QoS 1 to
+1,000 provisioned devices: first for BENCH_INGEST_SECONDS (default 30) keeping 5,000 unstored in flight (the
+throughput), then for 15 s at a fixed offered rate (BENCH_INGEST_RATE, default 70 % of that throughput). A probe
+device is published to every 0.5 s and polled until its value is readable: publish-to-queryable latency, per phase.
 At the end the agent's stored counters must equal the count published. Baseline: raw insert of the same number
 of entity rows into the same engine, in the same run. BENCH_ENGINES (default "sqlite,postgres").
 """
@@ -28,9 +29,12 @@ from typing import Any
 import httpx
 import orjson
 
+from bench.mqttload import Publisher
+
 DEVICES = 1000
 WINDOW = 5_000  # unstored observations allowed in flight: the queue a p95 latency waits behind
 TARGETS = {"sqlite": 20_000, "postgres": 10_000}
+STEADY_SECONDS = 15
 
 
 def _free_port() -> int:
@@ -103,12 +107,14 @@ def _provision(server: Server) -> None:
         r.raise_for_status()
 
 
-def _probe_loop(server: Server, client: Any, stop: threading.Event, latencies: list[float]) -> None:
+def _probe_loop(server: Server, client: Any, stop: threading.Event, latencies: dict[str, list[float]],
+                phase: list[str]) -> None:
     with httpx.Client(base_url=server.url, headers={"NGSILD-Tenant": "bench"}, timeout=30) as http:
         n = 0
         while not stop.is_set():
             n += 1
             value = 1000 + n
+            current = phase[0]
             sent = time.perf_counter()
             client.publish("/benchkey/probe/attrs", f"t|{value}".encode(), qos=1)
             deadline = sent + 30
@@ -116,10 +122,20 @@ def _probe_loop(server: Server, client: Any, stop: threading.Event, latencies: l
                 r = http.get("/ngsi-ld/v1/entities/urn:ngsi-ld:WeatherObserved:probe",
                              params={"options": "keyValues", "attrs": "temperature"})
                 if r.status_code == 200 and r.json().get("temperature") == value:
-                    latencies.append(time.perf_counter() - sent)
+                    if phase[0] == current:
+                        latencies.setdefault(current, []).append(time.perf_counter() - sent)
                     break
                 time.sleep(0.005)
             stop.wait(0.5)
+
+
+def _measures(start: int, count: int) -> Any:
+    return ((f"/benchkey/w{n % DEVICES}/attrs", f"t|{20 + n % 97 / 10}|h|{n % 100}".encode())
+            for n in range(start, start + count))
+
+
+def _p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[18] if len(values) >= 20 else max(values, default=0.0)
 
 
 def _run_engine(engine: str, database_url: str, workdir: Path, seconds: float) -> list[dict[str, Any]]:
@@ -129,55 +145,66 @@ def _run_engine(engine: str, database_url: str, workdir: Path, seconds: float) -
     server = Server(database_url, broker.port)
     try:
         _provision(server)
-        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        publisher.max_inflight_messages_set(1000)
-        publisher.max_queued_messages_set(0)
-        publisher.connect("127.0.0.1", broker.port)
-        publisher.loop_start()
+        publisher = Publisher("127.0.0.1", broker.port, f"bench-load-{uuid.uuid4().hex[:8]}")
         prober = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         prober.connect("127.0.0.1", broker.port)
         prober.loop_start()
         base = server.stats()["agent"]["stored"]
-        latencies: list[float] = []
+        latencies: dict[str, list[float]] = {}
+        phase = ["saturation"]
         stop = threading.Event()
-        probe = threading.Thread(target=_probe_loop, args=(server, prober, stop, latencies), daemon=True)
+        probe = threading.Thread(target=_probe_loop, args=(server, prober, stop, latencies, phase), daemon=True)
+        probe.start()
+
+        def stored() -> int:
+            return int(server.stats()["agent"]["stored"]) - base - sum(map(len, latencies.values()))
+
+        def drain(count: int) -> None:
+            deadline = time.monotonic() + 300
+            while stored() < count and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+        # 1. Saturation: keep WINDOW observations unstored in flight for `seconds`; the rate is the throughput.
         published = 0
         started = time.perf_counter()
-        probe.start()
-        stored = base
+        done = 0
         while time.perf_counter() - started < seconds:
-            if published - (stored - base) > WINDOW:
+            if published - done > WINDOW:
                 time.sleep(0.05)
-                stored = server.stats()["agent"]["stored"]
+                done = stored()
                 continue
-            for _ in range(1000):
-                device = published % DEVICES
-                publisher.publish(f"/benchkey/w{device}/attrs", f"t|{20 + published % 97 / 10}|h|{published % 100}"
-                                  .encode(), qos=1)
-                published += 1
+            publisher.publish(_measures(published, 1000))
+            published += 1000
             if published % 10_000 == 0:
-                stored = server.stats()["agent"]["stored"]
+                done = stored()
+        drain(published)
+        rate = published / (time.perf_counter() - started)
+        # 2. Steady load: an open loop at a fixed offered rate (sensors publish on their own clock, they do not
+        # wait for the platform), so latency is measured at that rate rather than as WINDOW / throughput.
+        offered = int(os.environ.get("BENCH_INGEST_RATE", "0")) or max(500, int(rate * 0.7) // 500 * 500)
+        phase[0] = "steady"
+        steady_from = published
+        tick, begun = 0.1, time.perf_counter()
+        while time.perf_counter() - begun < STEADY_SECONDS:
+            due = steady_from + int((time.perf_counter() - begun) * offered)
+            if due > published:
+                publisher.publish(_measures(published, due - published))
+                published = due
+            time.sleep(tick)
+        phase[0] = "after"
         stop.set()
         probe.join(60)
-        probes = len(latencies)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            stats = server.stats()
-            if stats["agent"]["stored"] - base - probes >= published:
-                break
-            time.sleep(0.2)
-        elapsed = time.perf_counter() - started
+        drain(published)
         stats = server.stats()
         stored_rows = sum(v.get("stored", 0) for d, v in stats["devices"].items() if d != "probe")
-        publisher.loop_stop()
+        publisher.close()
         prober.loop_stop()
-        rate = published / elapsed
-        p95 = statistics.quantiles(latencies, n=20)[18] if len(latencies) >= 20 else max(latencies, default=0.0)
     finally:
         server.stop()
         broker.stop()
     raw = asyncio.run(_raw_rate(engine, workdir, published))
     target = TARGETS[engine]
+    saturated, steady = latencies.get("saturation", []), latencies.get("steady", [])
     return [
         {"scenario": f"MQTT publish->stored->queryable, {engine}, {seconds:.0f} s, {DEVICES} devices",
          "value": rate, "unit": "observations/s", "baseline": f"raw insert {raw:,.0f} rows/s",
@@ -185,9 +212,16 @@ def _run_engine(engine: str, database_url: str, workdir: Path, seconds: float) -
         {"scenario": f"MQTT count in == count stored, {engine}", "value": float(stored_rows),
          "unit": "stored", "baseline": f"published {published:,}", "target": "equal",
          "met": stored_rows == published},
-        {"scenario": f"MQTT publish-to-queryable p95 under that load, {engine} ({len(latencies)} probes)",
-         "value": p95 * 1000, "unit": "ms", "baseline": f"median {statistics.median(latencies) * 1000:.0f} ms"
-         if latencies else "-", "target": "<= 1000 ms", "met": bool(latencies) and p95 <= 1.0},
+        {"scenario": f"MQTT publish-to-queryable p95 at saturation ({WINDOW:,} in flight), {engine} "
+                     f"({len(saturated)} probes)",
+         "value": _p95(saturated) * 1000, "unit": "ms",
+         "baseline": f"median {statistics.median(saturated) * 1000:.0f} ms" if saturated else "-",
+         "target": "<= 1000 ms", "met": bool(saturated) and _p95(saturated) <= 1.0},
+        {"scenario": f"MQTT publish-to-queryable p95 at a steady {offered:,} obs/s for {STEADY_SECONDS} s, {engine} "
+                     f"({len(steady)} probes)",
+         "value": _p95(steady) * 1000, "unit": "ms",
+         "baseline": f"median {statistics.median(steady) * 1000:.0f} ms" if steady else "-",
+         "target": "<= 1000 ms", "met": bool(steady) and _p95(steady) <= 1.0},
     ]
 
 

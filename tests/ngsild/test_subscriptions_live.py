@@ -183,3 +183,68 @@ def test_time_interval_subscriptions_notify_periodically(client: httpx.Client, r
     bodies = receiver.wait(2, timeout=15)
     assert len(bodies) >= 2  # nothing changed, yet it is told every interval
     assert all(b["data"][0]["speed"] == 42 for b in bodies[:2])
+
+
+def test_a_hanging_receiver_does_not_hold_back_other_subscribers(database_url: str, tmp_path) -> None:
+    """A webhook that accepts connections and never answers costs its own notifications a timeout; everybody
+    else's keep arriving promptly, and the hanging receiver's notifications stay queued (not dropped)."""
+    import socket
+
+    from tests.conftest import drop_postgres, fresh_postgres_url
+
+    sqlite = database_url.startswith("sqlite")
+    url = f"sqlite:///{tmp_path / 'hang.db'}" if sqlite else fresh_postgres_url("civicmesh_hang")
+    hanging = socket.socket()
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen(1024)  # the kernel completes the handshakes; nobody ever reads or answers
+    healthy = Receiver().start()
+    broker = start_server(url)
+    try:
+        subs = broker.app.state.platform.extras["subscriptions"]
+        subs._sender.timeout = 2.0
+        api = httpx.Client(base_url=broker.url + "/ngsi-ld/v1", timeout=30)
+        stuck = subscription(f"http://127.0.0.1:{hanging.getsockname()[1]}/notify")
+        assert api.post("/subscriptions", json=stuck).status_code == 201
+        assert api.post("/subscriptions", json=subscription(healthy.url)).status_code == 201
+        fleet = [{**vehicle(n), "id": f"urn:ngsi-ld:Vehicle:F{n}"} for n in range(300)]
+        assert api.post("/entityOperations/upsert", json=fleet).status_code == 201
+        assert len(healthy.wait(300, timeout=30)) == 300
+        # Before the outage breaker a delivery round sent all of the hanging receiver's 300 notifications, 32 at a
+        # time, each waiting for its timeout: ten rounds of timeouts (20 s here, 100 s with the default 10 s)
+        # before anyone else's next notification went out.
+        time.sleep(0.5)
+        started = time.monotonic()
+        api.patch("/entities/urn:ngsi-ld:Vehicle:F7/attrs/speed", json={"value": 1000})
+        deadline = started + 10
+        while time.monotonic() < deadline and not any(b["data"][0]["speed"] == 1000 for _, b in healthy.received):
+            time.sleep(0.02)
+        waited = time.monotonic() - started
+        assert waited < 2 * subs._sender.timeout + 1, f"the healthy receiver waited {waited:.1f} s"
+        status = api.get(f"/subscriptions/{stuck['id']}").json()["notification"]
+        # It was tried by one round's worth of concurrent senders (32) and probes since, not 300 times.
+        assert status["status"] == "failed" and status["timesFailed"] == status["timesSent"] <= 40
+        assert _queued_for(url, stuck["id"]) == 301  # all of the stuck subscription's notifications are kept
+    finally:
+        broker.stop()
+        healthy.stop()
+        hanging.close()
+        if url.startswith("postgresql"):
+            drop_postgres(url)
+
+
+def _queued_for(database_url: str, subscription_id: str) -> int:
+    import asyncio
+
+    from civicmesh.store import open_store
+
+    async def count() -> int:
+        store = open_store(database_url)
+        await store.open()
+        try:
+            rows = await store.fetch_rows("SELECT count(*) FROM notification_queue WHERE subscription = ?",
+                                          [subscription_id])
+            return int(rows[0][0])
+        finally:
+            await store.close()
+
+    return asyncio.run(count())

@@ -136,14 +136,22 @@ class Alerts:
         return compiled
 
     # -- evaluation --------------------------------------------------------------------------------------
-    async def on_event(self, event: ChangeEvent) -> None:
+    async def on_events(self, events: list[ChangeEvent]) -> None:
+        """The change-event consumer: detector states are read once per (rule, entity) in a relayed run of
+        events, stepped through the run in order, and saved in one transaction at its end."""
+        states: dict[tuple[str, str, str], tuple[dict[str, Any], int]] = {}
+        for event in events:
+            await self._evaluate(event, states)
+        await self.store.save_states([(*key, state, seq) for key, (state, seq) in states.items()])
+
+    async def _evaluate(self, event: ChangeEvent, states: dict[tuple[str, str, str], tuple[dict[str, Any], int]]
+                        ) -> None:
         if event.kind not in (ENTITY_CREATED, ENTITY_UPDATED):
             return
         after = event.data.get("after")
         if after is None or ALERT_TYPE in after["type"]:
             return
         touched = set(event.data.get("attributes") or [])
-        states: list[tuple[str, str, str, dict[str, Any], int]] = []
         for compiled in await self._rules(event.tenant):
             if compiled.type_iri not in after["type"] or compiled.attr_iri not in touched:
                 continue
@@ -155,7 +163,8 @@ class Alerts:
                 continue
             value, at = numbers[0]  # the default instance (or the first dataset) is what the rule watches
             rule = compiled.rule
-            saved = await self.store.state(event.tenant, rule["id"], after["id"])
+            key = (event.tenant, rule["id"], after["id"])
+            saved = states.get(key) or await self.store.state(*key)
             state, last_seq = saved if saved else ({"detector": {}, "active": None}, 0)
             if event.seq <= last_seq:
                 continue  # replayed after a crash: this observation is already in the state
@@ -164,8 +173,7 @@ class Alerts:
             state["active"] = severity
             if severity is not None and (previous is None or SEVERITIES.index(severity) > SEVERITIES.index(previous)):
                 await self._raise(event, rule, after, severity, why, at, value)
-            states.append((event.tenant, rule["id"], after["id"], state, event.seq))
-        await self.store.save_states(states)
+            states[key] = (state, event.seq)
 
     async def _raise(self, event: ChangeEvent, rule: dict[str, Any], entity: dict[str, Any], severity: str,
                      why: str, at: str, value: float) -> None:
@@ -223,7 +231,7 @@ class Alerts:
 def mount(app: FastAPI, platform: Any) -> None:
     alerts = Alerts(platform)
     platform.extras["alerts"] = alerts
-    platform.relay.subscribe("alerts", alerts.on_event, durable=True)
+    platform.relay.subscribe_batch("alerts", alerts.on_events, durable=True)
     router = APIRouter(prefix="/alerts", tags=["early warnings"])
 
     async def body(request: Request) -> Any:

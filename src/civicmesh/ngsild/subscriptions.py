@@ -64,6 +64,7 @@ DueRow = tuple[int, str, str, bytes, int]
 DueRows = list[DueRow]
 Outcomes = list[str | None]
 Work = list[tuple[int, str, dict[str, str], bytes]]
+Retries = list[tuple[int, float, str]]  # (queue id, due again at, why)
 
 
 def parse_subscription(body: dict[str, Any], terms: TermMap, *, partial: bool = False,
@@ -224,6 +225,9 @@ class Subscriptions:
         self.relay = platform.relay
         self.retry_base = 1.0
         self._periodic_checked = 0.0
+        # Receivers (origins) that could not be reached: nothing is sent to them until `until`, so one hanging
+        # or vanished webhook cannot hold every other subscriber's notifications behind its timeouts.
+        self._outages: dict[str, _Outage] = {}
 
     # -- storage --------------------------------------------------------------------------------------------
     async def _all(self, tenant: str) -> list[dict[str, Any]]:
@@ -648,13 +652,13 @@ class Subscriptions:
                 except Exception:
                     self._log_failure("periodic notifications failed; retrying")
             try:
-                sent = await self.deliver_due()
+                moved = await self.deliver_due()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 self._log_failure("notification delivery round failed; retrying")
-                sent = 0
-            if sent == 0:
+                moved = 0
+            if moved == 0:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), 0.5)
@@ -662,6 +666,8 @@ class Subscriptions:
                     pass
 
     async def deliver_due(self, limit: int = PER_RECEIVER) -> int:
+        """One delivery round; returns how many due rows it settled (sent, set to retry, or dropped), so the
+        caller goes straight on while a backlog is moving."""
         due = await self.store.due_notifications(time.time(), limit)
         if not due:
             return 0
@@ -682,9 +688,11 @@ class Subscriptions:
         if dropped or held:
             skip = set(dropped) | set(held)
             due = [row for row in due if row[0] not in skip]
+        retry: Retries = [(n, time.time() + 5.0, "subscription not active") for n in held]
+        due, waiting = self._unreachable(due)
+        retry.extend(waiting)
         due, results = await self._send_all(due)
         delivered: list[int] = []
-        retry: list[tuple[int, float, str]] = [(n, time.time() + 5.0, "subscription not active") for n in held]
         outcomes: dict[tuple[str, str], tuple[int, int]] = {}
         for (nid, tenant, sub_id, _payload, attempts), error in zip(due, results, strict=True):
             sent, failed = outcomes.get((tenant, sub_id), (0, 0))
@@ -701,12 +709,34 @@ class Subscriptions:
         updates = [(tenant, KIND, sub_id, _status_change(sent, failed, stamp))
                    for (tenant, sub_id), (sent, failed) in outcomes.items()]
         await self.store.settle_notifications(delivered, retry, dropped, updates)
-        return len(delivered)
+        return len(delivered) + len(retry) + len(dropped)
+
+    def _unreachable(self, due: DueRows) -> tuple[DueRows, Retries]:
+        """Split off the rows for receivers in an outage: they wait (without a send) until the outage's end,
+        when one row probes the receiver again; the rest of that receiver's rows stay due until the probe."""
+        if not self._outages:
+            return due, []
+        now = time.time()
+        kept: DueRows = []
+        waiting: Retries = []
+        probing: set[str] = set()
+        for row in due:
+            origin = _origin(_unqueued(row[1], row[3])[0])
+            outage = self._outages.get(origin)
+            if outage is None:
+                kept.append(row)
+            elif outage.until > now:
+                waiting.append((row[0], outage.until, f"receiver unreachable: {outage.error}"))
+            elif origin not in probing:
+                probing.add(origin)
+                kept.append(row)
+        return kept, waiting
 
     async def _send_all(self, due: DueRows) -> tuple[DueRows, Outcomes]:
         """Send due notifications, a few connections' worth of workers per receiver, at most PER_RECEIVER of them
-        to one receiver per round, so a receiver that hangs delays only its own and only for one round. Returns
-        the rows sent and, for each, None or why it failed; the rest stay due for the next round."""
+        to one receiver per round. A receiver that cannot be reached stops its own workers at the first failure
+        and is left alone for a growing while (`_outages`), so it delays others for one timeout at most.
+        Returns the rows sent and, for each, None or why it failed; the rest stay due for the next round."""
         by_receiver: dict[str, Work] = {}
         for index, row in enumerate(due):
             uri, headers, body = _unqueued(row[1], row[3])
@@ -714,33 +744,63 @@ class Subscriptions:
             if len(group) < PER_RECEIVER:
                 group.append((index, uri, headers, body))
         outcome: dict[int, str | None] = {}
+        round_started = time.time()
 
-        async def worker(queue: Work) -> None:
-            while queue:
+        async def worker(origin: str, queue: Work) -> None:
+            while queue and not self._down(origin, round_started):
                 index, uri, headers, body = queue.pop()
-                outcome[index] = await self._send(uri, headers, body)
+                error, reachable = await self._send(uri, headers, body)
+                outcome[index] = error
+                if not reachable:
+                    self._lost(origin, error or "", round_started)
+                elif error is None:
+                    self._outages.pop(origin, None)
 
-        workers = [worker(group) for group in by_receiver.values() for _ in range(min(SENDERS, len(group)))]
+        workers = [worker(origin, group) for origin, group in by_receiver.items()
+                   for _ in range(min(SENDERS, len(group)))]
         await asyncio.gather(*workers)
         chosen = sorted(outcome)
         return [due[i] for i in chosen], [outcome[i] for i in chosen]
 
-    async def _send(self, uri: str, headers: dict[str, str], body: bytes) -> str | None:
-        """Deliver one notification; None when the receiver took it, else why not."""
+    def _down(self, origin: str, round_started: float) -> bool:
+        """Whether a receiver failed to answer during this round (its workers stop sending)."""
+        outage = self._outages.get(origin)
+        return outage is not None and outage.since >= round_started
+
+    def _lost(self, origin: str, error: str, round_started: float) -> None:
+        """A receiver could not be reached: open (or extend, once per round) its outage, doubling each time."""
+        outage = self._outages.get(origin)
+        if outage is not None and outage.since >= round_started:
+            return
+        failures = outage.failures + 1 if outage is not None else 1
+        now = time.time()
+        self._outages[origin] = _Outage(now, now + min(MAX_BACKOFF, self.retry_base * 2 ** (failures - 1)),
+                                        failures, error)
+
+    async def _send(self, uri: str, headers: dict[str, str], body: bytes) -> tuple[str | None, bool]:
+        """Deliver one notification: (None when the receiver took it, else why not; whether it answered)."""
         try:
             if uri.startswith(("mqtt://", "mqtts://")):
                 await asyncio.to_thread(_publish_mqtt, uri, body, headers)
-                return None
+                return None, True
             if uri.startswith("http://"):
                 status = await self._sender.post(uri, body, headers)
             else:
                 assert self._client is not None
                 status = (await self._client.post(uri, content=body, headers=headers)).status_code
             if 200 <= status < 300:
-                return None
-            return f"HTTP {status}"
+                return None, True
+            return f"HTTP {status}", True
         except Exception as exc:  # a receiver being down is routine here: retried with backoff
-            return f"{type(exc).__name__}: {exc}"[:300]
+            return f"{type(exc).__name__}: {exc}"[:300], False
+
+
+@dataclasses.dataclass
+class _Outage:
+    since: float  # when the receiver last failed to answer (wall clock, like the queue's due times)
+    until: float  # nothing is sent to it before this
+    failures: int  # rounds in a row it failed: the wait doubles with each, up to MAX_BACKOFF
+    error: str
 
 
 def _request(tenant: str, payload: dict[str, Any]) -> tuple[str, dict[str, str], bytes]:

@@ -117,6 +117,34 @@ def _row(attr: str, inst: dict[str, Any], at: str, *, deleted: bool = False) -> 
             _canonical(observed) if observed else None, at, at, at if deleted else None, num, body)
 
 
+def _history_change(event: ChangeEvent) -> tuple[str, str, str, str, list[HistoryRow], str | None] | None:
+    """The history an entity change event adds: (tenant, entity_id, types, created_at, instances, deleted_at)."""
+    if not event.kind.startswith("entity."):
+        return None
+    before: dict[str, Any] | None = event.data.get("before")
+    after: dict[str, Any] | None = event.data.get("after")
+    doc = after or before
+    if doc is None:
+        return None
+    at = event.at
+    rows: list[HistoryRow] = []
+    if event.kind == ENTITY_DELETED:
+        assert before is not None
+        for attr, instances in before["attrs"].items():
+            rows.extend(_row(attr, inst, at, deleted=True) for inst in instances)
+    else:
+        assert after is not None
+        for attr in event.data.get("attributes") or []:
+            new = after["attrs"].get(attr, [])
+            old = before["attrs"].get(attr, []) if before else []
+            rows.extend(_row(attr, inst, at) for inst in new if inst not in old)
+            kept = {i.get("datasetId") for i in new}
+            rows.extend(_row(attr, inst, at, deleted=True) for inst in old if inst.get("datasetId") not in kept)
+    rows.extend(_scope_rows(before, None if event.kind == ENTITY_DELETED else after, at))
+    return (event.tenant, doc["id"], orjson.dumps(doc["type"]).decode(), doc["createdAt"], rows,
+            at if event.kind == ENTITY_DELETED else None)
+
+
 @dataclasses.dataclass
 class Ask:
     """What a temporal read asks for, checked once."""
@@ -267,31 +295,10 @@ class Temporal:
         self.max_body = platform.settings.max_body_bytes
 
     # -- recording ------------------------------------------------------------------------------------------
-    async def on_event(self, event: ChangeEvent) -> None:
-        if not event.kind.startswith("entity."):
-            return
-        before: dict[str, Any] | None = event.data.get("before")
-        after: dict[str, Any] | None = event.data.get("after")
-        doc = after or before
-        if doc is None:
-            return
-        at = event.at
-        rows: list[HistoryRow] = []
-        if event.kind == ENTITY_DELETED:
-            assert before is not None
-            for attr, instances in before["attrs"].items():
-                rows.extend(_row(attr, inst, at, deleted=True) for inst in instances)
-        else:
-            assert after is not None
-            for attr in event.data.get("attributes") or []:
-                new = after["attrs"].get(attr, [])
-                old = before["attrs"].get(attr, []) if before else []
-                rows.extend(_row(attr, inst, at) for inst in new if inst not in old)
-                kept = {i.get("datasetId") for i in new}
-                rows.extend(_row(attr, inst, at, deleted=True) for inst in old if inst.get("datasetId") not in kept)
-        rows.extend(_scope_rows(before, None if event.kind == ENTITY_DELETED else after, at))
-        await self.history.add(event.tenant, doc["id"], orjson.dumps(doc["type"]).decode(), doc["createdAt"], rows,
-                               deleted_at=at if event.kind == ENTITY_DELETED else None)
+    async def on_events(self, events: list[ChangeEvent]) -> None:
+        """The change-event consumer: a relayed run of events becomes history in one transaction."""
+        changes = [change for change in map(_history_change, events) if change is not None]
+        await self.history.add_many(changes)
 
     # -- reading --------------------------------------------------------------------------------------------
     async def _rows(self, tenant: str, entity_id: str, ask: Ask) -> list[tuple[Any, ...]]:
@@ -844,7 +851,7 @@ def _aggregate_rows(rows: list[tuple[Any, ...]], methods: list[str], origin: flo
 
 def mount(app: FastAPI, platform: Any) -> None:
     temporal = Temporal(platform)
-    platform.relay.subscribe("temporal", temporal.on_event, durable=True)
+    platform.relay.subscribe_batch("temporal", temporal.on_events, durable=True)
     router = APIRouter(prefix=PREFIX + "/temporal")
     routes: list[tuple[str, list[str], Callable[..., Any]]] = [
         ("/entities", ["GET"], temporal.query), ("/entities", ["POST"], temporal.create),
