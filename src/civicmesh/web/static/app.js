@@ -235,6 +235,7 @@ function updateCounts() {
 // -- details with history ------------------------------------------------------------------------------
 function formatValue(value) {
   if (value === null || value === undefined) return "–";
+  if (typeof value === "object" && "@value" in value) return escapeHtml(value["@value"]); // a typed literal (DateTime)
   if (typeof value === "object" && !Array.isArray(value) && (value.languageMap || value.zh || value.en)) return escapeHtml(pick(value));
   if (Array.isArray(value)) return value.map((v) => formatValue(v)).join(", ");
   if (typeof value === "object" && value.type && value.coordinates) return escapeHtml(value.type);
@@ -245,11 +246,12 @@ function formatValue(value) {
 async function showDetails(id, withHistory = true) {
   if (!id) return;
   let entity = map.entities.get(id);
-  if (!entity) {
+  // Opened (not refreshed by a live change): ask for the whole entity, the map holds only what it draws.
+  if (!entity || withHistory) {
     try {
       entity = shortNames(await getJson(`/ngsi-ld/v1/entities/${encodeURIComponent(id)}?options=keyValues`, { ngsi: true }));
     } catch (error) {
-      entity = { id, type: "?", error: error.message };
+      entity = entity || { id, type: "?", error: error.message };
     }
   }
   map.select(id);
@@ -257,7 +259,8 @@ async function showDetails(id, withHistory = true) {
   panel.hidden = false;
   panel.dataset.id = id;
   document.getElementById("details-title").textContent = map.titleOf(entity);
-  document.getElementById("details-sub").textContent = `${entity.type} · ${entity.id}`;
+  const type = String(entity.type).startsWith("http") ? String(entity.type).split("/").pop() : entity.type;
+  document.getElementById("details-sub").textContent = `${type} · ${entity.id}`;
   const rows = Object.entries(entity).filter(([k]) => !["id", "type", "location", "@context"].includes(k));
   document.getElementById("details-attrs").innerHTML = `<tbody>${rows.map(([k, v]) => `<tr data-attr="${escapeHtml(k)}"><td>${escapeHtml(k)}</td><td>${formatValue(v)}</td></tr>`).join("")}</tbody>`;
   if (withHistory) await showHistory(entity);
