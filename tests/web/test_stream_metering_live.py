@@ -118,3 +118,39 @@ def test_a_page_opened_after_the_limit_receives_nothing_of_that_agreement(gated:
         watcher.close()
     with demo_client(gated.live, key) as freight:
         assert freight.get(f"/exchange/requests/{agreement}").json()["uses"] == 1
+
+
+def test_a_long_open_page_is_metered_while_it_stays_open(gated: GatedCity, monkeypatch: pytest.MonkeyPatch) -> None:
+    from civicmesh.web import live
+
+    monkeypatch.setattr(live, "METER_SECONDS", 0.3)  # a minute in production
+    org, key, agreement = limited_agreement(gated, uses=5)
+    stream = SseReader(gated.live, {"X-API-Key": key})
+    try:
+        stream.next("hello")
+        for value in (51.0, 52.0):
+            speed(gated, value)
+            stream.next("entities", where=showing(value))
+            time.sleep(0.5)
+        speed(gated, 53.0)  # the sender wakes, finds the interval over and writes what it delivered so far
+        stream.next("entities", where=showing(53.0))
+        records: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 10
+        with demo_client(gated.live, gated.admin) as admin:
+            while time.monotonic() < deadline and sum(r["entities"] for r in records) < 2:
+                records = [r for r in admin.get("/exchange/metering", params={"agreement": agreement}).json()
+                           if r["operation"] == "stream"]
+                time.sleep(0.2)
+        assert sum(r["entities"] for r in records) >= 2 and all(r["consumer"] == org for r in records)
+        assert len(records) <= 3  # per interval, not per message
+    finally:
+        stream.close()
+    with demo_client(gated.live, gated.admin) as admin:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            records = [r for r in admin.get("/exchange/metering", params={"agreement": agreement}).json()
+                       if r["operation"] == "stream"]
+            if sum(r["entities"] for r in records) == 3:
+                break
+            time.sleep(0.2)
+    assert sum(r["entities"] for r in records) == 3  # everything delivered, each once
