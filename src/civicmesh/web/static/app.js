@@ -266,6 +266,14 @@ async function showDetails(id, withHistory = true) {
   if (withHistory) await showHistory(entity);
 }
 
+async function historyOf(id, attribute, timeproperty) {
+  const params = new URLSearchParams({ attrs: attribute, options: "temporalValues", lastN: "60", timeproperty });
+  const history = await getJson(`/ngsi-ld/v1/temporal/entities/${encodeURIComponent(id)}?${params}`, { ngsi: true });
+  let series = history[attribute];
+  if (Array.isArray(series)) series = series.find((s) => !s.datasetId) || series[0];
+  return series?.values || [];
+}
+
 async function showHistory(entity) {
   const box = document.getElementById("history");
   const attribute = (HISTORY_ATTRIBUTES[entity.type] || []).find((a) => a in entity)
@@ -273,11 +281,9 @@ async function showHistory(entity) {
   if (!attribute) { box.innerHTML = ""; return; }
   box.innerHTML = `<div class="msg">${t("loading")}</div>`;
   try {
-    const params = new URLSearchParams({ attrs: attribute, options: "temporalValues", lastN: "60" });
-    const history = await getJson(`/ngsi-ld/v1/temporal/entities/${encodeURIComponent(entity.id)}?${params}`, { ngsi: true });
-    let series = history[attribute];
-    if (Array.isArray(series)) series = series.find((s) => !s.datasetId) || series[0];
-    const values = series?.values || [];
+    let values = await historyOf(entity.id, attribute, "observedAt");
+    // Readings written without observedAt have no time in that history: draw them by when they were stored.
+    if (values.length && values.every(([, at]) => !at)) values = await historyOf(entity.id, attribute, "modifiedAt");
     if (document.getElementById("details").dataset.id !== entity.id) return;
     box.replaceChildren(lineChart(values, `${t("history")} · ${attribute}`, lang() === "zh" ? "zh-CN" : "en-GB"));
     if (!values.length) box.insertAdjacentHTML("beforeend", `<div class="msg">${t("noHistory")}</div>`);
