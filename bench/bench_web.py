@@ -16,7 +16,8 @@ own performance API:
   every station, and the lag in the last third of the run is no worse than in the first.
   Baseline: the round trip of the writes themselves.
 
-Run: `python -m bench web` (BENCH_ENGINES=sqlite by default here; add postgres with BENCH_ENGINES=sqlite,postgres).
+Run: `python -m bench web` (BENCH_ENGINES=sqlite by default here; add postgres with BENCH_ENGINES=sqlite,postgres;
+BENCH_WEB_RATE sets the live updates per second, 100 by default).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 LOADS = int(os.environ.get("BENCH_WEB_LOADS", "5"))
 SECONDS = float(os.environ.get("BENCH_WEB_SECONDS", "15"))
-RATE = 100  # updates per second
+RATE = int(os.environ.get("BENCH_WEB_RATE", "100"))  # updates per second (the target is about 100)
 DRAWN_TARGET = 1000
 
 
