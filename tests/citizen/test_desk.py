@@ -15,15 +15,16 @@ from civicmesh.citizen.service import CitizenDesk, CitizenError, SubmitInput
 from .conftest import API_KEY, CST, Clock, run_desk
 
 START = dt.datetime(2026, 9, 30, 10, 0, tzinfo=CST)  # the day before National Day
-RIVERSIDE = ("30.0400", "120.1500")
+# The Binjiang air-quality station of the demo city, in Binjiang District.
+BINJIANG = ("30.2090", "120.2045")
 
 
 def pothole(**extra: Any) -> SubmitInput:
     form = SubmitInput(
         api_key=API_KEY,
         service_code="pothole",
-        lat=RIVERSIDE[0],
-        long=RIVERSIDE[1],
+        lat=BINJIANG[0],
+        long=BINJIANG[1],
         description="江滨路上有个大坑，晚上电动车骑过去差点摔倒",
         attributes={"size": ["large"]},
     )
@@ -34,7 +35,7 @@ def pothole(**extra: Any) -> SubmitInput:
 
 def general(text: str) -> SubmitInput:
     return SubmitInput(
-        api_key=API_KEY, service_code="general", address_string="老城区中山街 12 号", description=text
+        api_key=API_KEY, service_code="general", address_string="上城区中山中路 12 号", description=text
     )
 
 
@@ -42,7 +43,7 @@ def test_pothole_goes_to_the_district_department_with_a_holiday_aware_deadline(d
     async def scenario(desk: CitizenDesk, clock: Clock) -> None:
         row = await desk.submit(pothole())
         assert row["state"] == "dispatched"
-        assert row["lead_department"] == "riverside_gov"
+        assert row["lead_department"] == "binjiang_gov"
         assert row["co_departments"] == ["transport"]
         assert row["dispatch_method"] == "district"
         # complaint = 10 working days, skipping 1-7 Oct and counting Sat 10 Oct.
@@ -109,20 +110,20 @@ def test_duplicates_are_linked_to_a_master_and_follow_it(database_url: str) -> N
         master = await desk.submit(pothole())
         clock.now += dt.timedelta(hours=5)
         # ~20 m north, similar words: the same pothole.
-        dup = await desk.submit(pothole(lat="30.0402", description="江滨路大坑，电动车差点摔倒，快修"))
+        dup = await desk.submit(pothole(lat="30.2092", description="江滨路大坑，电动车差点摔倒，快修"))
         assert dup["master_id"] == master["id"]
         assert dup["lead_department"] == master["lead_department"]
         assert dup["expected_at"] == master["expected_at"]
         # ~500 m away: a different pothole.
-        far = await desk.submit(pothole(lat="30.0445"))
+        far = await desk.submit(pothole(lat="30.2135"))
         assert far["master_id"] is None
         # Same place, another category: not a duplicate.
         light = await desk.submit(
             SubmitInput(
                 api_key=API_KEY,
                 service_code="streetlight",
-                lat=RIVERSIDE[0],
-                long=RIVERSIDE[1],
+                lat=BINJIANG[0],
+                long=BINJIANG[1],
                 description="江滨路路灯不亮",
             )
         )
@@ -150,7 +151,7 @@ def test_duplicates_are_linked_to_a_master_and_follow_it(database_url: str) -> N
 def test_state_machine_return_visit_and_department_rates(database_url: str) -> None:
     async def scenario(desk: CitizenDesk, clock: Clock) -> None:
         a = await desk.submit(pothole())
-        b = await desk.submit(pothole(lat="30.0700", description="科技大道人行道塌陷"))
+        b = await desk.submit(pothole(lat="30.1950", description="长河路人行道塌陷"))
         dept = a["lead_department"]
         assert b["lead_department"] == dept
         with pytest.raises(CitizenError):

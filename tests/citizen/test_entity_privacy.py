@@ -13,10 +13,10 @@ ROW = {
     "service_name": "道路坑洼 Pothole",
     "description": "大坑，联系我 13912345678 或 wang@example.org",
     "status_notes": None,
-    "lead_department": "riverside_gov",
+    "lead_department": "binjiang_gov",
     "address_string": None,
-    "lat": 30.04,
-    "lon": 120.15,
+    "lat": 30.209,
+    "lon": 120.2045,
     "media_url": "https://img.example/1.jpg",
     "master_id": 3,
     "first_name": "王",
@@ -50,7 +50,7 @@ def test_entity_is_normalized_expanded_and_public() -> None:
         "@type": "DateTime",
         "@value": "2026-10-20T23:59:59+08:00",
     }
-    assert entity[NGSI_LD_LOCATION]["value"] == {"type": "Point", "coordinates": [120.15, 30.04]}
+    assert entity[NGSI_LD_LOCATION]["value"] == {"type": "Point", "coordinates": [120.2045, 30.209]}
     assert entity[SDM + "agency_responsible"]["value"] == "滨江区人民政府"
     assert entity[SDM + "duplicateOf"] == {"type": "Relationship", "object": "urn:ngsi-ld:service_requests:3"}
     text = repr(entity)

@@ -18,7 +18,7 @@ def test_request_milestones_reach_the_ledger(live_server: LiveServer) -> None:
     live_server.app.state.citizen_desk.clock = Clock(dt.datetime(2026, 9, 30, 10, 0, tzinfo=CST))
     with httpx.Client(base_url=live_server.url, timeout=30) as http:
         created = http.post("/open311/v2/requests.json", data={
-            "api_key": API_KEY, "service_code": "pothole", "lat": "30.04", "long": "120.15",
+            "api_key": API_KEY, "service_code": "pothole", "lat": "30.209", "long": "120.2045",
             "description": "江滨路上有个大坑", "attribute[size]": "large"})
         assert created.status_code == 200, created.text
         rid = created.json()[0]["service_request_id"]

@@ -22,6 +22,32 @@ def test_hj633_breakpoints() -> None:
     assert aqi(35, 200) == 125  # PM10 200 µg/m³ dominates: 100 + 50 * (200 - 150) / 100
 
 
+# HJ 633-2012 AQI categories (shared/reference/scenarios-feasibility.md): upper bound of each, and its name.
+CATEGORIES = ((50, "excellent"), (100, "good"), (150, "lightlyPolluted"), (200, "moderatelyPolluted"),
+              (300, "heavilyPolluted"), (float("inf"), "severelyPolluted"))
+
+
+def category(index: int) -> str:
+    return next(name for top, name in CATEGORIES if index <= top)
+
+
+def test_every_station_reading_carries_the_level_of_its_index() -> None:
+    sim = Simulator(demo_entities(), seed=3, speed=60.0, start=START)
+    levels = set()
+    for n in range(70):  # the pollution episode runs from tick 20 to 60
+        for _, payload in sim.readings(START + timedelta(seconds=5 * n)):
+            fields = payload.split("|")
+            if fields[0] != "p25":
+                continue
+            reading = dict(zip(fields[::2], fields[1::2], strict=True))
+            assert reading["lvl"] == category(int(reading["aqi"])), payload
+            levels.add(reading["lvl"])
+    assert len(levels) >= 2, levels  # the index moves across categories, and the level with it
+    stations = [d for d in sim.devices() if d["entity_type"] == "AirQualityObserved"]
+    assert all({"object_id": "lvl", "name": "airQualityLevel", "type": "Text"} in d["attributes"]
+               for d in stations)
+
+
 def test_readings_follow_the_day_are_seeded_and_the_bridge_jumps() -> None:
     def run(seed: int) -> list[list[tuple[str, str]]]:
         sim = Simulator(demo_entities(), seed=seed, jump_after=5, speed=60.0, start=START)
@@ -66,6 +92,13 @@ def test_the_demo_city_moves_through_the_agent_and_raises_bridge_alerts(tmp_path
         assert len({v for v, _ in history}) >= 3, "the simulator did not move the bridge"
         assert bridge_alerts, "the bridge jumped and no alert was raised"
         assert {a["subCategory"] for a in bridge_alerts} == {"structuralDeformation"}
+        # The stations' level moved with their index.
+        stations = api.get("/entities", params={"type": "AirQualityObserved", "options": "keyValues", "limit": 100},
+                           headers={"Link": '<urn:civicmesh:context:demo-city>; '
+                                            'rel="http://www.w3.org/ns/json-ld#context"'}).json()
+        assert len(stations) == 10
+        for station in stations:
+            assert station["airQualityLevel"] == category(station["airQualityIndex"]), station
         stats = httpx.get(f"{server.url}/iot/stats").json()
         assert stats["agent"]["stored"] > 90 and stats["devices"]["hz-bridge-displacement-3"]["stored"] >= 3
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -89,6 +90,7 @@ class SseReader:
         self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.status: int | None = None
         self.problem: Any = None
+        self._socket: Any = None
         self._client = httpx.Client(base_url=live.url, headers=headers or {}, timeout=httpx.Timeout(30, read=60))
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(params or {},), daemon=True)
@@ -99,6 +101,7 @@ class SseReader:
         try:
             with self._client.stream("GET", "/web/events", params=params) as response:
                 self.status = response.status_code
+                self._socket = response.extensions["network_stream"].get_extra_info("socket")
                 if response.status_code != 200:
                     self.problem = orjson.loads(response.read())
                     self._ready.set()
@@ -134,6 +137,13 @@ class SseReader:
                 return data
 
     def close(self) -> None:
+        """Hang up, as a closed page does (closing the client alone leaves a connection in use open)."""
+        if self._socket is not None:
+            try:
+                self._socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._thread.join(5)
         self._client.close()
 
 

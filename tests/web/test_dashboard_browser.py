@@ -140,10 +140,18 @@ def test_panels_show_kpis_citizen_requests_ledger_and_catalog(page: Any, city_sq
     key = open311_key(city_sqlite)
     with demo_client(city_sqlite) as api:
         r = api.post("/open311/v2/requests.json", data={
-            "api_key": key, "service_code": "streetlight", "lat": "30.04", "long": "120.15",
+            "api_key": key, "service_code": "streetlight", "lat": "30.209", "long": "120.2045",
             "description": "Jiangling Road streetlight out near the metro exit", "first_name": "Li"})
         assert r.status_code in (200, 201), r.text
+        filed = r.json()[0]["service_request_id"]
     open_dashboard(page, city_sqlite)
+    # Filed at the demo city's Binjiang station, the request is in a district, dispatched and on the map.
+    request_id = f"urn:ngsi-ld:service_requests:{filed}"
+    page.wait_for_selector(f'g.layer-citizen g.feature[data-id="{request_id}"]', timeout=5000)
+    assert int(page.locator('#layer-list li[data-layer="citizen"]').get_attribute("data-count")) >= 1
+    page.click(f'g.feature[data-id="{request_id}"]')
+    page.wait_for_selector('#details-attrs tr[data-attr="service_code"]')
+    assert "streetlight" in page.locator('#details-attrs tr[data-attr="service_code"]').inner_text()
     page.wait_for_selector("#kpis .kpi")
     assert page.locator("#kpis .kpi").count() == 6
     page.click('.tabs button[data-tab="citizen"]')

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -99,9 +100,16 @@ def test_page_files_and_base_map_need_no_credential(gated: GatedCity) -> None:
     with httpx.Client(base_url=gated.live.url, timeout=10) as c:
         page = c.get("/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-        assert '<script type="module" src="/web/static/app.js">' in page.text
-        js = c.get("/web/static/app.js")
+        found = re.search(r'<script type="module" src="(/web/static/[0-9a-f]{12}/app\.js)">', page.text)
+        assert found, page.text
+        # The page's files carry a version in their path, so a browser may keep them for good...
+        js = c.get(found.group(1), headers={"Accept-Encoding": "gzip"})
         assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+        assert "immutable" in js.headers["cache-control"] and js.headers["content-encoding"] == "gzip"
+        # ...the unversioned path is revalidated, and an unchanged file costs a 304.
+        plain = c.get("/web/static/app.js")
+        assert plain.content == js.content and plain.headers["cache-control"] == "no-cache"
+        assert c.get("/web/static/app.js", headers={"If-None-Match": plain.headers["etag"]}).status_code == 304
         base = c.get("/web/basemap")
         assert base.headers["content-type"] == "application/geo+json"
         assert base.json() == city_basemap()
@@ -111,6 +119,36 @@ def test_page_files_and_base_map_need_no_credential(gated: GatedCity) -> None:
         # ...but the city data they draw still does: anonymous reads of owned data come back empty.
         assert c.get("/ngsi-ld/v1/entities", params={"type": "AirQualityObserved"},
                      headers={"Link": f'<{config["context"]}>'}).json() == []
+
+
+def test_the_layer_snapshot_is_what_ngsi_ld_queries_show_each_caller(gated: GatedCity) -> None:
+    """/web/layers (all layers in one request) screens exactly like one NGSI-LD query per type, caller by caller."""
+    for key in (None, gated.enterprise_key, gated.bureau_key, gated.admin):
+        with demo_client(gated.live, key) as c:
+            r = c.get("/web/layers", headers={"Accept-Encoding": "gzip"})
+            assert r.status_code == 200, r.text
+            assert r.headers["cache-control"] == "no-store"
+            snapshot = r.json()["layers"]
+            for layer in c.get("/web/config").json()["layers"]:
+                expected = []
+                for entity_type in layer["types"]:
+                    q = c.get("/ngsi-ld/v1/entities", params={"type": entity_type, "options": "keyValues",
+                                                              "limit": 1000})
+                    assert q.status_code == 200, q.text
+                    expected += q.json()
+                # Compact: what the layer draws (its attrs and the location) of what the caller may read.
+                drawn = None if layer["attrs"] is None else {"id", "type", "location", *layer["attrs"]}
+                by_id = {e["id"]: e for e in snapshot[layer["id"]]}
+                assert len(by_id) == len(snapshot[layer["id"]])
+                assert by_id == {e["id"]: {k: v for k, v in e.items() if drawn is None or k in drawn}
+                                 for e in expected}, (key, layer["id"])
+    with demo_client(gated.live, gated.enterprise_key) as c:
+        air = c.get("/web/layers").json()["layers"]["air"]
+    # The enterprise's stations: granted and drawn (the index, the name), never pm25 or the other masked ones.
+    assert len(air) == 10 and all(set(e) - {"id", "type"} == {"airQualityIndex", "name", "location"} for e in air)
+    with demo_client(gated.live) as c:
+        assert all(not entities for entities in c.get("/web/layers").json()["layers"].values())
+        problem(c.get("/web/layers", params={"tenant": "no such tenant!"}), 400, "BadRequestData")
 
 
 def test_alerts_are_acknowledged_once_through_the_api(gated: GatedCity) -> None:

@@ -382,8 +382,12 @@ def iaqi(pollutant: str, concentration: float) -> float:
 def china_aqi(concentrations: dict[str, float]) -> tuple[int, str]:
     """AQI (the largest IAQI, rounded up as most bulletins do) and its category name."""
     aqi = math.ceil(max(iaqi(p, c) for p, c in concentrations.items()) - 1e-9)
-    level = next(name for top, name in AQI_LEVELS if aqi <= top)
-    return aqi, level
+    return aqi, aqi_level(aqi)
+
+
+def aqi_level(aqi: int) -> str:
+    """The HJ 633-2012 category of an AQI (the `airQualityLevel` of AirQualityObserved)."""
+    return next(name for top, name in AQI_LEVELS if aqi <= top)
 
 
 # ---------------------------------------------------------------------------------------------------

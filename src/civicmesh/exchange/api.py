@@ -34,6 +34,8 @@ NO_AUTH_CALLER = ExchangeCaller(subject="no-auth", organization="platform", role
                                 via="no-auth")
 ANONYMOUS_HTTP = ExchangeCaller(subject="anonymous", organization=None, roles=frozenset(), scopes=frozenset(),
                                 via="anonymous")
+# The dashboard's reads of city data (its layer snapshot and live stream), screened per caller like NGSI-LD reads.
+_WEB_DATA = ("/web/layers", "/web/events")
 _ADMIN_ONLY_NGSI = ("/ngsi-ld/v1/csourceRegistrations", "/ngsi-ld/v1/csourceSubscriptions", "/ngsi-ld/v1/types",
                     "/ngsi-ld/v1/attributes")
 _CITIZEN_DEPT = re.compile(r"^/citizen/departments/([^/]+)/requests$")
@@ -164,13 +166,14 @@ class IdentityMiddleware:
         if read and (path.startswith("/ngsi-ld/v1/jsonldContexts") or path.startswith("/ledger/")
                      or path.startswith("/exchange/catalog") or path.startswith("/exchange/dcat")):
             return "anonymous" if caller is None else None
-        # The dashboard's page, files, base map and layer list hold no city data; its live stream is screened.
-        if read and (path == "/" or path.startswith("/web/")) and path != "/web/events":
+        # The dashboard's page, files, base map and layer list hold no city data; its layer snapshot and live
+        # stream do, and are screened.
+        if read and (path == "/" or path.startswith("/web/")) and path not in _WEB_DATA:
             return "anonymous" if caller is None else None
-        # Reads of city data, current and past, and the dashboard's live stream: screened per entity by the gate
-        # (public open data for anonymous callers).
+        # Reads of city data, current and past, and the dashboard's layers and live stream: screened per entity by
+        # the gate (public open data for anonymous callers).
         public_data = (read and (path.startswith(("/ngsi-ld/v1/entities", "/ngsi-ld/v1/temporal/entities"))
-                                 or path == "/web/events")) or \
+                                 or path in _WEB_DATA)) or \
             (method == "POST" and path in ("/ngsi-ld/v1/entityOperations/query",
                                            "/ngsi-ld/v1/temporal/entityOperations/query"))
         if caller is None:

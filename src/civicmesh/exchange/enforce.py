@@ -46,6 +46,24 @@ class Verdict:
     trace: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(eq=False)
+class Session:
+    """A standing read, such as one open live view of the dashboard: screened batch by batch, used and metered as
+    one read. Each agreement is counted once for the whole session (when the session first receives its data), the
+    way one query counts once however many entities it returns; the entities and bytes delivered are summed per
+    provider, agreement, product and outcome, and `ExchangeGate.meter_session` writes them as metering records."""
+
+    caller: Caller
+    tenant: str
+    operation: str
+    counted: dict[str, str | None] = field(default_factory=dict)
+    # agreement -> its use count before this session's use: the policy is judged as at that use for the whole
+    # session, so a count limit that later reads use up does not cut off a session that already holds its use
+    held: dict[str, int] = field(default_factory=dict)
+    # (provider, agreement, product, status) -> [entities, bytes, milliseconds spent screening]
+    tally: dict[tuple[str | None, str | None, str | None, str], list[float]] = field(default_factory=dict)
+
+
 class ExchangeGate(Gate):
     def __init__(self, exchange: Any, platform: Any) -> None:
         self.exchange = exchange
@@ -112,8 +130,10 @@ class ExchangeGate(Gate):
 
     # -- after the store answered: per entity ------------------------------------------------------------
     async def screen(self, caller: Caller, tenant: str, operation: str, docs: list[dict[str, Any]],
-                     *, single: bool = False, decided: list[Verdict] | None = None) -> list[dict[str, Any]]:
-        """Meter, count and mask what the caller gets; `decided`: the verdicts `admits` gave for these docs."""
+                     *, single: bool = False, decided: list[Verdict] | None = None,
+                     session: Session | None = None) -> list[dict[str, Any]]:
+        """Meter, count and mask what the caller gets; `decided`: the verdicts `admits` gave for these docs;
+        `session`: part of a standing read, counted once per agreement and metered by `meter_session`."""
         started = time.perf_counter()
         caller = self.effective(caller)
         if is_admin(caller) or not docs:
@@ -121,14 +141,17 @@ class ExchangeGate(Gate):
         if decided is None:
             owners = await self.store.owners(tenant, [d["id"] for d in docs])
             context = await self._context(caller)
+            if session is not None and session.held:
+                context["agreements"] = [{**a, "uses": session.held.get(a["id"], a["uses"])}
+                                         for a in context["agreements"]]
             decided = [await self.decide(caller, tenant, doc, owners.get(doc["id"]), context) for doc in docs]
         out: list[dict[str, Any]] = []
         groups: dict[tuple[str | None, str | None, str | None, str], list[dict[str, Any]]] = {}
         last: Verdict | None = None
-        counted: dict[str, str | None] = {}
+        counted: dict[str, str | None] = {} if session is None else session.counted
         for doc, verdict in zip(docs, decided, strict=True):
             if verdict.count_limit is not None or verdict.agreement and verdict.status != "denied":
-                verdict = await self._count(verdict, counted)
+                verdict = await self._count(verdict, counted, session)
             last = verdict
             if verdict.status == "denied":
                 continue
@@ -136,7 +159,14 @@ class ExchangeGate(Gate):
                 **doc, "attrs": {k: v for k, v in doc["attrs"].items() if k in verdict.visible}}
             out.append(shown)
             groups.setdefault((verdict.provider, verdict.agreement, verdict.product, verdict.status), []).append(shown)
-        for (provider, agreement, product, status), shown_docs in groups.items():
+        for key, shown_docs in groups.items():
+            provider, agreement, product, status = key
+            if session is not None:
+                summed = session.tally.setdefault(key, [0, 0, 0.0])
+                summed[0] += len(shown_docs)
+                summed[1] += len(orjson.dumps(shown_docs))
+                summed[2] += (time.perf_counter() - started) * 1000
+                continue
             self._meter(caller, tenant, operation, status, "", started, provider=provider, agreement=agreement,
                         product=product, entities=len(shown_docs), size=len(orjson.dumps(shown_docs)))
         if single and not out and last is not None:
@@ -145,6 +175,16 @@ class ExchangeGate(Gate):
             raise Problem("Forbidden", f"{docs[0]['id']}: {last.reason}",
                           extra={"explain": f"/exchange/explain?entity={docs[0]['id']}"})
         return out
+
+    def meter_session(self, session: Session) -> None:
+        """Write what a session delivered since the last call: one metering record per provider, agreement,
+        product and outcome."""
+        caller = self.effective(session.caller)
+        for (provider, agreement, product, status), (entities, size, spent) in session.tally.items():
+            self._meter(caller, session.tenant, session.operation, status, "", time.perf_counter() - spent / 1000,
+                        provider=provider, agreement=agreement, product=product, entities=int(entities),
+                        size=int(size))
+        session.tally.clear()
 
     async def admits(self, caller: Caller, tenant: str, docs: list[dict[str, Any]]) -> list[Verdict | None]:
         """Which of these entities `screen` would show (None: denied), without metering or counting a use: how a
@@ -161,13 +201,16 @@ class ExchangeGate(Gate):
             out.append(None if verdict.status == "denied" else verdict)
         return out
 
-    async def _count(self, verdict: Verdict, counted: dict[str, str | None]) -> Verdict:
-        """One use per request and agreement, checked atomically against the policy's count limit."""
+    async def _count(self, verdict: Verdict, counted: dict[str, str | None],
+                     session: Session | None = None) -> Verdict:
+        """One use per request (or session) and agreement, checked atomically against the policy's count limit."""
         assert verdict.agreement is not None
         if verdict.agreement not in counted:
             uses = await self.store.use(verdict.agreement, verdict.count_limit)
             counted[verdict.agreement] = None if uses is not None else (
                 f"agreement {verdict.agreement}: count limit of {verdict.count_limit} uses reached")
+            if session is not None and uses is not None:
+                session.held[verdict.agreement] = int(uses) - 1
         reason = counted[verdict.agreement]
         if reason:
             return Verdict("denied", reason, provider=verdict.provider, agreement=verdict.agreement,

@@ -6,7 +6,8 @@ tilt gauges. Each tick it sends one UltraLight measurement per device, over MQTT
 (the same path a real sensor takes), otherwise into the agent's HTTP path in-process.
 
 The curves: traffic follows two rush hours; PM2.5/PM10 follow traffic with a night-time inversion and, from
-tick 20 to 60, a pollution episode at one station; the AQI is computed from them (HJ 633-2012). The bridge
+tick 20 to 60, a pollution episode at one station; the AQI is computed from them (HJ 633-2012), and the station's
+`airQualityLevel` is the AQI's category, so the two never disagree. The bridge
 creeps (displacement grows 0.02 mm per tick with a diurnal thermal swing) and at `jump_after` one span jumps
 by 10 mm with a matching strain step: what the early-warning rules are for. Simulated time runs `speed` times
 faster than the wall clock so a day passes in 24 minutes by default. Same seed, same readings.
@@ -21,6 +22,7 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
+from civicmesh.demo.generate import aqi_level
 from civicmesh.ingest.agent import Measurement
 
 log = logging.getLogger("civicmesh.ingest.simulator")
@@ -81,7 +83,8 @@ class Simulator:
             if e["type"] == "AirQualityObserved":
                 attributes = [{"object_id": "p25", "name": "pm25", "type": "Number", "unitCode": "GQ"},
                               {"object_id": "p10", "name": "pm10", "type": "Number", "unitCode": "GQ"},
-                              {"object_id": "aqi", "name": "airQualityIndex", "type": "Integer"}]
+                              {"object_id": "aqi", "name": "airQualityIndex", "type": "Integer"},
+                              {"object_id": "lvl", "name": "airQualityLevel", "type": "Text"}]
             elif e["type"] == "TrafficFlowObserved":
                 attributes = [{"object_id": "i", "name": "intensity", "type": "Integer"},
                               {"object_id": "o", "name": "occupancy", "type": "Number", "unitCode": "C62"},
@@ -119,7 +122,8 @@ class Simulator:
                     episode = 1.0 + 3.0 * math.sin(math.pi * (self.tick - 20) / 40)
                 pm25 = round(base * (0.55 + 1.1 * load + night) * episode * self.rng.uniform(0.92, 1.08), 1)
                 pm10 = round(pm25 * self.rng.uniform(1.6, 1.9), 1)
-                out.append((_local(eid), f"p25|{pm25}|p10|{pm10}|aqi|{aqi(pm25, pm10)}"))
+                index = aqi(pm25, pm10)
+                out.append((_local(eid), f"p25|{pm25}|p10|{pm10}|aqi|{index}|lvl|{aqi_level(index)}"))
             elif e["type"] == "TrafficFlowObserved":
                 flow = min(1.0, load * self.rng.uniform(0.85, 1.12))
                 occupancy = round(min(0.97, 0.9 * flow), 3)

@@ -1,22 +1,16 @@
-"""HTTP of the dashboard: the page at `/`, its static files, the base map, its layer list and the live stream.
+"""HTTP of the dashboard: the page at `/`, its static files, the base map, the layers and the live stream.
 
-`/web/events` is a server-sent-events stream fed by the change events. The hub is a (non-durable) relay
-subscriber: a live view starts at the tip and a reconnecting page reloads its layers, so nothing needs replaying.
-Each connected page has its own bounded queue; its sender drains the queue in batches and passes each batch
-through the exchange gate's `screen` as the page's caller, so a user receives only the entities, and only the
-attributes, the gate lets that user read. Screening a batch at once keeps the gate's cost (and its metering: one
-record per batch, operation `stream`) proportional to batches, not to single changes.
+Static files are served under a version derived from their content (`/web/static/<version>/<name>`), so a browser
+keeps them as immutable and asks again only after an upgrade; the modules import each other by relative path, so
+the whole page moves to a new version at once. The page itself, the base map, the layer snapshot and the static
+files are gzip-compressed for clients that accept it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
+import gzip
+import hashlib
 import re
-import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import datetime
 from importlib import resources
 from typing import Any
 
@@ -26,142 +20,64 @@ from starlette.responses import Response, StreamingResponse
 
 from civicmesh.demo.basemap import city_basemap
 from civicmesh.errors import Problem
-from civicmesh.events import ENTITY_CREATED, ENTITY_DELETED, ENTITY_UPDATED, ChangeEvent
-from civicmesh.exchange.enforce import current_caller
-from civicmesh.exchange.gate import ANONYMOUS, AccessRequest, Caller
-from civicmesh.ngsild import DEMO_CONTEXT_URN, demo_context_url
+from civicmesh.exchange.gate import ANONYMOUS, AccessRequest
+from civicmesh.ngsild import demo_context_url
 from civicmesh.ngsild.http import tenant_of
-from civicmesh.ngsild.render import SIMPLIFIED, View, render_entity
-
-log = logging.getLogger("civicmesh.web")
+from civicmesh.web.layers import LAYERS, snapshot
+from civicmesh.web.live import Listener, LiveHub
 
 STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
                 ".svg": "image/svg+xml", ".html": "text/html; charset=utf-8"}
 _STATIC_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*\.(js|css|svg)$")
-# What the map draws: layer id -> the entity types it shows, its names and whether it is on at first.
-LAYERS: list[dict[str, Any]] = [
-    {"id": "air", "types": ["AirQualityObserved"], "zh": "空气质量", "en": "Air quality", "on": True},
-    {"id": "traffic", "types": ["TrafficFlowObserved"], "zh": "交通流量", "en": "Traffic flow", "on": True},
-    {"id": "streetlights", "types": ["Streetlight"], "zh": "路灯", "en": "Streetlights", "on": True},
-    {"id": "parking", "types": ["OffStreetParking"], "zh": "停车场", "en": "Parking", "on": True},
-    {"id": "energy", "types": ["SolarEnergy", "StorageBatteryDevice", "EVChargingStation"],
-     "zh": "能源设施", "en": "Energy assets", "on": True},
-    {"id": "bridge", "types": ["Bridge", "DeviceMeasurement"], "zh": "桥梁监测", "en": "Bridge monitoring",
-     "on": True},
-    {"id": "weather", "types": ["WeatherObserved"], "zh": "气象站", "en": "Weather", "on": False},
-    {"id": "buildings", "types": ["Building"], "zh": "建筑", "en": "Buildings", "on": False},
-    {"id": "alerts", "types": ["Alert"], "zh": "告警", "en": "Alerts", "on": True},
-]
-QUEUE_LIMIT = 5000  # events a slow page may lag behind before it is told to reload instead
-BATCH_LIMIT = 500
-KEEPALIVE_SECONDS = 15.0
+_TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+NO_CACHE = {"Cache-Control": "no-cache"}
+IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
+GZIP_MIN_BYTES = 1024
 
 
-def _epoch_ms(text: str) -> float:
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000
-    except ValueError:
-        return time.time() * 1000
+class StaticFile:
+    """One file of the page, with its gzip form and validator computed once."""
+
+    def __init__(self, name: str, body: bytes) -> None:
+        self.name = name
+        self.body = body
+        self.gzipped = gzip.compress(body, compresslevel=9, mtime=0)
+        self.etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+        self.media_type = STATIC_TYPES["." + name.rsplit(".", 1)[1]]
 
 
-@dataclass(eq=False)
-class Listener:
-    """One connected page."""
-
-    caller: Caller
-    tenant: str
-    queue: asyncio.Queue[ChangeEvent] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
-    overflowed: bool = False
-
-
-class LiveHub:
-    """Fans entity change events out to the connected pages."""
-
-    def __init__(self, platform: Any) -> None:
-        self.platform = platform
-        self.listeners: set[Listener] = set()
-        self.delivered = 0
-
-    async def on_event(self, event: ChangeEvent) -> None:
-        if event.kind not in (ENTITY_CREATED, ENTITY_UPDATED, ENTITY_DELETED):
-            return
-        for listener in self.listeners:
-            if listener.tenant != event.tenant:
-                continue
-            try:
-                listener.queue.put_nowait(event)
-            except asyncio.QueueFull:
-                listener.overflowed = True
-
-    def terms(self) -> Any:
-        return self.platform.extras["contexts"].term_map(DEMO_CONTEXT_URN)
-
-    async def screened(self, listener: Listener, events: list[ChangeEvent]) -> dict[str, Any]:
-        """The batch as this listener may see it: entities (keyValues, demo names) and ids of deleted ones."""
-        latest: dict[str, ChangeEvent] = {}
-        for event in events:  # a page needs only the newest state of each entity in the batch
-            latest.pop(event.subject, None)
-            latest[event.subject] = event
-        current = [e.data["after"] for e in latest.values() if e.data.get("after") is not None]
-        gone = [e.data["before"] for e in latest.values() if e.data.get("after") is None and e.data.get("before")]
-        screen = getattr(self.platform.gate, "screen", None)
-        if screen is not None:
-            # Screen as this page's caller, also where the gate falls back on the ambient caller.
-            token = current_caller.set(listener.caller)
-            try:
-                current = await screen(listener.caller, listener.tenant, "stream", current) if current else []
-                gone = await screen(listener.caller, listener.tenant, "stream", gone) if gone else []
-            finally:
-                current_caller.reset(token)
-        view = View(self.terms(), SIMPLIFIED)
-        entities = []
-        for doc in current:
-            shown = render_entity(doc, view)
-            shown["modifiedAt"] = doc.get("modifiedAt")
-            entities.append(shown)
-        return {"seq": events[-1].seq, "at": _epoch_ms(events[-1].at), "sent": time.time() * 1000,
-                "entities": entities, "deleted": [d["id"] for d in gone]}
-
-    async def stream(self, listener: Listener) -> AsyncIterator[bytes]:
-        self.listeners.add(listener)
-        try:
-            yield b"retry: 2000\n" + _message("hello", {"subject": listener.caller.subject,
-                                                         "organization": listener.caller.organization,
-                                                         "tenant": listener.tenant})
-            while True:
-                try:
-                    first = await asyncio.wait_for(listener.queue.get(), KEEPALIVE_SECONDS)
-                except TimeoutError:
-                    yield b": keep-alive\n\n"
-                    continue
-                if listener.overflowed:
-                    while not listener.queue.empty():
-                        listener.queue.get_nowait()
-                    listener.overflowed = False
-                    yield _message("resync", {"reason": f"more than {QUEUE_LIMIT} changes waited for this page"})
-                    continue
-                batch = [first]
-                while len(batch) < BATCH_LIMIT and not listener.queue.empty():
-                    batch.append(listener.queue.get_nowait())
-                try:
-                    shown = await self.screened(listener, batch)
-                except Problem as problem:  # e.g. a count limit reached: say so, keep the stream
-                    yield _message("denied", {"detail": problem.detail})
-                    continue
-                if shown["entities"] or shown["deleted"]:
-                    self.delivered += len(shown["entities"]) + len(shown["deleted"])
-                    yield _message("entities", shown)
-        finally:
-            self.listeners.discard(listener)
-
-
-def _message(kind: str, data: Any) -> bytes:
-    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
-
-
-def _static_files() -> dict[str, bytes]:
+def _static_files() -> dict[str, StaticFile]:
     folder = resources.files(__package__).joinpath("static")
-    return {item.name: item.read_bytes() for item in folder.iterdir() if item.is_file()}
+    return {item.name: StaticFile(item.name, item.read_bytes()) for item in folder.iterdir() if item.is_file()}
+
+
+def static_version(files: dict[str, StaticFile]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name].body + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def accepts_gzip(request: Request) -> bool:
+    return "gzip" in request.headers.get("accept-encoding", "").lower()
+
+
+def compressed(request: Request, body: bytes, media_type: str, headers: dict[str, str],
+               gzipped: bytes | None = None) -> Response:
+    headers = {**headers, "Vary": "Accept-Encoding"}
+    if len(body) >= GZIP_MIN_BYTES and accepts_gzip(request):
+        # Level 5: most of level 9's saving on JSON at a fraction of its time, for answers built per request.
+        packed = gzipped if gzipped is not None else gzip.compress(body, compresslevel=5, mtime=0)
+        return Response(packed, media_type=media_type, headers={**headers, "Content-Encoding": "gzip"})
+    return Response(body, media_type=media_type, headers=headers)
+
+
+def _chosen_tenant(request: Request, tenant: str | None) -> str:
+    if tenant is None:
+        return tenant_of(request)
+    if tenant and not _TENANT.match(tenant):
+        raise Problem("BadRequestData", f"tenant name {tenant!r} may use only letters, digits, '_', '-' and '.'")
+    return tenant
 
 
 def router(hub: LiveHub, platform: Any) -> APIRouter:
@@ -169,33 +85,54 @@ def router(hub: LiveHub, platform: Any) -> APIRouter:
     files = _static_files()
     if "index.html" not in files:
         raise RuntimeError("the dashboard's static/index.html is missing from the installed package")
-    no_cache = {"Cache-Control": "no-cache"}
+    version = static_version(files)
+    index_html = StaticFile("index.html", files["index.html"].body.replace(
+        b'"/web/static/', f'"/web/static/{version}/'.encode()))
+    basemap_json = orjson.dumps(city_basemap())
+    basemap_gzipped = gzip.compress(basemap_json, compresslevel=9, mtime=0)
 
     @r.get("/", include_in_schema=False)
-    async def index() -> Response:
-        return Response(files["index.html"], media_type=STATIC_TYPES[".html"], headers=no_cache)
+    async def index(request: Request) -> Response:
+        return compressed(request, index_html.body, index_html.media_type, NO_CACHE, index_html.gzipped)
 
-    @r.get("/web/static/{name}", include_in_schema=False)
-    async def static(name: str) -> Response:
+    def serve(request: Request, name: str, headers: dict[str, str]) -> Response:
         if not _STATIC_NAME.match(name) or name not in files:
             raise Problem("ResourceNotFound", f"the dashboard has no static file {name!r}")
-        return Response(files[name], media_type=STATIC_TYPES["." + name.rsplit(".", 1)[1]], headers=no_cache)
+        found = files[name]
+        headers = {**headers, "ETag": found.etag}
+        if request.headers.get("if-none-match") == found.etag:
+            return Response(status_code=304, headers=headers)
+        return compressed(request, found.body, found.media_type, headers, found.gzipped)
+
+    @r.get("/web/static/{name}", include_in_schema=False)
+    async def static(request: Request, name: str) -> Response:
+        return serve(request, name, NO_CACHE)
+
+    @r.get("/web/static/{wanted}/{name}", include_in_schema=False)
+    async def static_versioned(request: Request, wanted: str, name: str) -> Response:
+        # A page of an older version still gets files, but must not keep them.
+        return serve(request, name, IMMUTABLE if wanted == version else NO_CACHE)
 
     @r.get("/web/basemap", summary="The demo city's base map (GeoJSON): districts, the river, main roads")
-    async def basemap() -> Response:
-        return Response(orjson.dumps(city_basemap()), media_type="application/geo+json")
+    async def basemap(request: Request) -> Response:
+        return compressed(request, basemap_json, "application/geo+json", NO_CACHE, basemap_gzipped)
 
     @r.get("/web/config", summary="What the dashboard needs to start: its layers and the demo @context")
     async def config() -> dict[str, Any]:
         return {"context": demo_context_url(platform.settings), "layers": LAYERS,
                 "auth": not platform.settings.no_auth}
 
+    @r.get("/web/layers", summary="Every map layer's entities, as the exchange gate lets the caller read them "
+                                  "(keyValues, demo @context names), in one answer")
+    async def layers(request: Request, tenant: str | None = None) -> Response:
+        caller = getattr(request.state, "caller", ANONYMOUS)
+        shown = await snapshot(platform, caller, _chosen_tenant(request, tenant))
+        return compressed(request, orjson.dumps(shown), "application/json", {"Cache-Control": "no-store"})
+
     @r.get("/web/events", summary="Server-sent events: entity changes, screened by the gate for the caller")
     async def events(request: Request, tenant: str | None = None) -> Response:
         caller = getattr(request.state, "caller", ANONYMOUS)
-        chosen = tenant_of(request) if tenant is None else tenant
-        if tenant is not None and tenant and not re.match(r"^[A-Za-z0-9_.-]{1,64}$", tenant):
-            raise Problem("BadRequestData", f"tenant name {tenant!r} may use only letters, digits, '_', '-' and '.'")
+        chosen = _chosen_tenant(request, tenant)
         decision = await platform.gate.check(AccessRequest(caller, chosen, "query"))
         if not decision.allowed:
             raise Problem("Forbidden", decision.reason or "the access gate denied the live stream")
@@ -210,5 +147,5 @@ def mount(app: FastAPI, platform: Any) -> None:
     hub = LiveHub(platform)
     platform.extras["web"] = hub
     if platform.relay is not None:
-        platform.relay.subscribe("web", hub.on_event)
+        platform.relay.subscribe_batch("web", hub.on_events)
     app.include_router(router(hub, platform))

@@ -5,6 +5,7 @@ let contextUrl = null;
 
 export function setContext(url) { contextUrl = url; }
 export function signedIn() { return credential !== ""; }
+export function currentCredential() { return credential; }
 
 export function setCredential(value) {
   credential = (value || "").trim();
@@ -31,6 +32,10 @@ export async function request(path, { method = "GET", body, ngsi = false, text =
   if (ngsi && contextUrl) headers.Link = `<${contextUrl}>; rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal });
+  return read(response, text);
+}
+
+async function read(response, text = false) {
   if (!response.ok) {
     let problem = null;
     try { problem = await response.json(); } catch { /* not a problem document */ }
@@ -40,6 +45,9 @@ export async function request(path, { method = "GET", body, ngsi = false, text =
   const payload = text ? await response.text() : await response.json();
   return { payload, headers: response.headers };
 }
+
+// The JSON of a response fetched elsewhere (index.html's early requests), with the same errors as getJson.
+export async function answerOf(pending) { return (await read(await pending)).payload; }
 
 export async function getJson(path, options) { return (await request(path, options)).payload; }
 

@@ -1,13 +1,19 @@
 // The operations centre page: boot, sign-in, layers, the live stream, details with history.
-import { ApiError, entitiesOfType, getJson, openStream, setContext, setCredential, signedIn } from "./api.js";
+import { ApiError, answerOf, currentCredential, entitiesOfType, getJson, openStream, setContext, setCredential, signedIn } from "./api.js";
 import { HISTORY_ATTRIBUTES, lineChart } from "./chart.js";
 import { applyStatic, lang, onLanguage, pick, setLanguage, t } from "./i18n.js";
 import { CityMap, legendHtml } from "./map.js";
 import { AlertsPanel, escapeHtml, renderCatalog, renderCitizen, renderKpis, renderLedger } from "./panels.js";
 
-// Ask for the layer list and the base map before anything else; the rest of the start-up overlaps with them.
+// index.html asked for the layer list, the base map and the layers before the modules loaded; take its answers.
 performance.mark("civicmesh-module-start");
-const starting = Promise.all([getJson("/web/config"), getJson("/web/basemap")]);
+const boot0 = window.civicmeshBoot || {};
+const starting = Promise.all([boot0.config ? answerOf(boot0.config) : getJson("/web/config"),
+  boot0.basemap ? answerOf(boot0.basemap) : getJson("/web/basemap")]);
+// The early layer request carried the credential stored then; it stands for the page only while that holds.
+let earlyLayers = boot0.layers || null;
+// ?layers=ngsi loads the map the old way, one NGSI-LD query per layer (the benchmark compares the two).
+const perTypeQueries = new URLSearchParams(location.search).get("layers") === "ngsi";
 
 // What tests and the benchmark read: when the map was drawn, how far rendering lags behind the server's events.
 // serverLags: the server's send time minus the event time (relay and gate); lags: paint time minus the event time.
@@ -37,8 +43,11 @@ async function boot() {
   setUpSignIn();
   setUpTabs();
   document.getElementById("details-close").addEventListener("click", () => { document.getElementById("details").hidden = true; map.select(null); });
-  if (signedIn()) await identify();
-  await loadLayers();
+  // Who is signed in and what the map shows are asked at once; a credential the platform refuses clears itself in
+  // identify(), and the layers are asked again, anonymously.
+  const credentialAtStart = boot0.credential;
+  await Promise.all([signedIn() ? identify() : null, loadLayers()]);
+  if (credentialAtStart && !signedIn()) await loadLayers();
   stats.mapReadyMs = performance.now();
   performance.mark("civicmesh-map-drawn");
   window.civicmesh.ready = true;
@@ -53,7 +62,37 @@ function tickClock() {
   document.getElementById("clock").textContent = new Date().toLocaleTimeString(lang() === "zh" ? "zh-CN" : "en-GB", { hour12: false });
 }
 
+// Every layer in one request (/web/layers, screened by the gate like an NGSI-LD query for this caller).
+async function fetchLayers() {
+  const early = earlyLayers;
+  earlyLayers = null;
+  try {
+    if (early && boot0.credential === currentCredential()) return (await answerOf(early)).layers;
+    return (await getJson("/web/layers")).layers;
+  } catch (error) {
+    if (error instanceof ApiError) return Object.fromEntries(config.layers.map((layer) => [layer.id, []]));
+    throw error;
+  }
+}
+
 async function loadLayers() {
+  if (perTypeQueries) return loadLayersPerType();
+  const layers = await fetchLayers();
+  performance.mark("civicmesh-fetched-layers");
+  for (const layer of config.layers) {
+    const entities = (layers[layer.id] || []).map(shortNames);
+    if (layer.id === "alerts") {
+      alerts.alerts = new Map(entities.map((a) => [a.id, a]));
+      alerts.render();
+    }
+    map.setLayer(layer.id, entities);
+  }
+  for (const alert of alerts.alerts.values()) map.noteAlert(alert);
+  renderLayerList();
+  showAnonymousHint();
+}
+
+async function loadLayersPerType() {
   const seen = new Set();
   await Promise.all(config.layers.map(async (layer) => {
     // One query per layer: NGSI-LD's type list ("A,B") selects entities of any of the types.
@@ -89,7 +128,7 @@ function renderLayerList() {
   const list = document.getElementById("layer-list");
   const hidden = new Set([...list.querySelectorAll("input:not(:checked)")].map((i) => i.dataset.layer));
   const firstTime = !list.children.length;
-  const swatch = { air: "#00e400", traffic: "#ff8c1a", streetlights: "#ffd75e", parking: "#2f8fdf", energy: "#f5b942", bridge: "#d8e3ee", weather: "#9fc9e8", buildings: "#2f4a63", alerts: "#ef5b5b" };
+  const swatch = { air: "#00e400", traffic: "#ff8c1a", streetlights: "#ffd75e", parking: "#2f8fdf", energy: "#f5b942", bridge: "#d8e3ee", weather: "#9fc9e8", buildings: "#2f4a63", citizen: "#c77dff", alerts: "#ef5b5b" };
   list.innerHTML = config.layers.map((layer) => {
     const on = firstTime ? layer.on : !hidden.has(layer.id);
     return `<li data-layer="${layer.id}" data-count="${counts[layer.id]}"><label><input type="checkbox" data-layer="${layer.id}" ${on ? "checked" : ""}>
@@ -131,11 +170,13 @@ function connect() {
 
 // Alert attributes come from the core @context; where the demo @context gives a term (category) another IRI, the
 // answer keeps the full default-context IRI. Show those under their short names.
-const DEFAULT_CONTEXT = "https://uri.etsi.org/ngsi-ld/default-context/";
+// Citizen requests (Smart Data Models IssueTracking) have no terms in the demo @context either.
+const LONG_PREFIXES = ["https://uri.etsi.org/ngsi-ld/default-context/", "https://smartdatamodels.org/dataModel.IssueTracking/"];
 export function shortNames(entity) {
   for (const key of Object.keys(entity)) {
-    if (key.startsWith(DEFAULT_CONTEXT)) {
-      const short = key.slice(DEFAULT_CONTEXT.length);
+    const prefix = LONG_PREFIXES.find((p) => key.startsWith(p));
+    if (prefix) {
+      const short = key.slice(prefix.length);
       if (!(short in entity)) entity[short] = entity[key];
       delete entity[key];
     }
@@ -155,16 +196,21 @@ function applyPending() {
   const began = performance.now();
   const messages = pending.splice(0);
   let detailsTouched = false;
+  // Several messages may wait for this frame: draw each entity once, in its newest state (null: deleted).
+  const newest = new Map();
   for (const message of messages) {
-    for (const entity of message.entities.map(shortNames)) {
-      map.upsert(entity);
-      if (entity.type === "Alert") alerts.upsert(entity);
-      if (entity.id === map.selected) detailsTouched = true;
-      stats.rendered += 1;
-    }
-    for (const id of message.deleted) { map.remove(id); alerts.remove(id); }
-    countsDirty = true;
+    for (const entity of message.entities) { newest.delete(entity.id); newest.set(entity.id, entity); }
+    for (const id of message.deleted) { newest.delete(id); newest.set(id, null); }
+    stats.rendered += message.changes ?? message.entities.length + message.deleted.length;
   }
+  for (const [id, entity] of newest) {
+    if (entity === null) { map.remove(id); alerts.remove(id); continue; }
+    shortNames(entity);
+    map.upsert(entity);
+    if (entity.type === "Alert") alerts.upsert(entity);
+    if (id === map.selected) detailsTouched = true;
+  }
+  if (newest.size) countsDirty = true;
   // The frame that shows these changes is being painted now: lag = paint time - the server's event time.
   const now = performance.timeOrigin + performance.now();
   for (const message of messages) {
@@ -189,6 +235,7 @@ function updateCounts() {
 // -- details with history ------------------------------------------------------------------------------
 function formatValue(value) {
   if (value === null || value === undefined) return "–";
+  if (typeof value === "object" && "@value" in value) return escapeHtml(value["@value"]); // a typed literal (DateTime)
   if (typeof value === "object" && !Array.isArray(value) && (value.languageMap || value.zh || value.en)) return escapeHtml(pick(value));
   if (Array.isArray(value)) return value.map((v) => formatValue(v)).join(", ");
   if (typeof value === "object" && value.type && value.coordinates) return escapeHtml(value.type);
@@ -199,11 +246,12 @@ function formatValue(value) {
 async function showDetails(id, withHistory = true) {
   if (!id) return;
   let entity = map.entities.get(id);
-  if (!entity) {
+  // Opened (not refreshed by a live change): ask for the whole entity, the map holds only what it draws.
+  if (!entity || withHistory) {
     try {
       entity = shortNames(await getJson(`/ngsi-ld/v1/entities/${encodeURIComponent(id)}?options=keyValues`, { ngsi: true }));
     } catch (error) {
-      entity = { id, type: "?", error: error.message };
+      entity = entity || { id, type: "?", error: error.message };
     }
   }
   map.select(id);
@@ -211,10 +259,19 @@ async function showDetails(id, withHistory = true) {
   panel.hidden = false;
   panel.dataset.id = id;
   document.getElementById("details-title").textContent = map.titleOf(entity);
-  document.getElementById("details-sub").textContent = `${entity.type} · ${entity.id}`;
+  const type = String(entity.type).startsWith("http") ? String(entity.type).split("/").pop() : entity.type;
+  document.getElementById("details-sub").textContent = `${type} · ${entity.id}`;
   const rows = Object.entries(entity).filter(([k]) => !["id", "type", "location", "@context"].includes(k));
   document.getElementById("details-attrs").innerHTML = `<tbody>${rows.map(([k, v]) => `<tr data-attr="${escapeHtml(k)}"><td>${escapeHtml(k)}</td><td>${formatValue(v)}</td></tr>`).join("")}</tbody>`;
   if (withHistory) await showHistory(entity);
+}
+
+async function historyOf(id, attribute, timeproperty) {
+  const params = new URLSearchParams({ attrs: attribute, options: "temporalValues", lastN: "60", timeproperty });
+  const history = await getJson(`/ngsi-ld/v1/temporal/entities/${encodeURIComponent(id)}?${params}`, { ngsi: true });
+  let series = history[attribute];
+  if (Array.isArray(series)) series = series.find((s) => !s.datasetId) || series[0];
+  return series?.values || [];
 }
 
 async function showHistory(entity) {
@@ -224,11 +281,9 @@ async function showHistory(entity) {
   if (!attribute) { box.innerHTML = ""; return; }
   box.innerHTML = `<div class="msg">${t("loading")}</div>`;
   try {
-    const params = new URLSearchParams({ attrs: attribute, options: "temporalValues", lastN: "60" });
-    const history = await getJson(`/ngsi-ld/v1/temporal/entities/${encodeURIComponent(entity.id)}?${params}`, { ngsi: true });
-    let series = history[attribute];
-    if (Array.isArray(series)) series = series.find((s) => !s.datasetId) || series[0];
-    const values = series?.values || [];
+    let values = await historyOf(entity.id, attribute, "observedAt");
+    // Readings written without observedAt have no time in that history: draw them by when they were stored.
+    if (values.length && values.every(([, at]) => !at)) values = await historyOf(entity.id, attribute, "modifiedAt");
     if (document.getElementById("details").dataset.id !== entity.id) return;
     box.replaceChildren(lineChart(values, `${t("history")} · ${attribute}`, lang() === "zh" ? "zh-CN" : "en-GB"));
     if (!values.length) box.insertAdjacentHTML("beforeend", `<div class="msg">${t("noHistory")}</div>`);

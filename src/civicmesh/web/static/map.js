@@ -8,6 +8,7 @@ const M_PER_DEG = 111320;
 export const AQI_BANDS = [[50, "#00e400"], [100, "#ffff00"], [150, "#ff7e00"], [200, "#ff0000"], [300, "#99004c"], [Infinity, "#7e0023"]];
 export function aqiCategory(aqi) { return AQI_BANDS.findIndex(([top]) => aqi <= top); }
 export function aqiColour(aqi) { return typeof aqi === "number" ? AQI_BANDS[aqiCategory(aqi)][1] : "#7d8d9c"; }
+export const SERVICE_REQUEST = "https://smartdatamodels.org/dataModel.IssueTracking/service_requests";
 export const SPEED_BANDS = [[15, "#ef3b3b"], [30, "#ff8c1a"], [45, "#f5d142"], [Infinity, "#4cc38a"]];
 export function speedColour(speed) { return typeof speed === "number" ? SPEED_BANDS.find(([top]) => speed < top)[1] : "#7d8d9c"; }
 
@@ -62,7 +63,7 @@ export class CityMap {
     container.appendChild(this.svg);
     this.base = el("g", { class: "base" }, this.svg);
     this.groups = new Map();
-    for (const id of ["buildings", "traffic", "bridge", "streetlights", "parking", "energy", "weather", "air", "alerts"]) {
+    for (const id of ["buildings", "traffic", "bridge", "streetlights", "parking", "energy", "weather", "air", "citizen", "alerts"]) {
       this.groups.set(id, el("g", { class: `layer layer-${id}`, "data-layer": id }, this.svg));
     }
     for (const layer of layers) if (!this.groups.has(layer.id)) this.groups.set(layer.id, el("g", { class: `layer layer-${layer.id}`, "data-layer": layer.id }, this.svg));
@@ -192,7 +193,7 @@ export class CityMap {
   titleOf(entity) {
     if (!entity) return "";
     if (document.documentElement.lang.startsWith("zh") && typeof entity.alternateName === "string") return entity.alternateName;
-    return pick(entity.name) || entity.id;
+    return pick(entity.name) || entity.service_name || entity.id;
   }
 
   // Replace a whole layer's entities (first load, reload after reconnect).
@@ -346,6 +347,12 @@ export class CityMap {
       case "WeatherObserved": {
         el("circle", { r: 8, fill: "#9fc9e8", stroke: "#0b1622", "stroke-width": 1.5 }, g);
         el("text", { y: 3.5, "text-anchor": "middle", "font-size": 10, "font-weight": 700, fill: "#0b1622" }, g).textContent = "W";
+        break;
+      }
+      case SERVICE_REQUEST: {
+        // A citizen's request (Open311 / 12345): a speech bubble, grey once closed.
+        g.dataset.status = entity.status || "";
+        el("path", { d: "M-8 -8 H8 V4 H-1 L-5 8 V4 H-8 Z", fill: entity.status === "closed" ? "#7d8d9c" : "#c77dff", stroke: "#0b1622", "stroke-width": 1.5, "stroke-linejoin": "round" }, g);
         break;
       }
       case "Alert": {
