@@ -182,6 +182,50 @@ def test_aggregations_over_the_whole_range_and_of_text_values(client: httpx.Clie
     assert [m[0] for m in post.json()[0]["speed"]["max"]] == [50, 70, 90]
 
 
+def aggregated(client: httpx.Client, entity_id: str = CAR, **params: str) -> httpx.Response:
+    return client.get(f"/temporal/entities/{entity_id}", params={"options": "aggregatedValues", **params})
+
+
+def test_aggregated_retrieve_periods_start_at_each_attributes_first_instance(client: httpx.Client) -> None:
+    # speed starts at 10:00, fuel at 10:05: without a window start each attribute's periods begin at its own
+    # first instance.
+    create(client, car(speed=SPEEDS, fuel=FUEL))
+    agg = aggregated(client, aggrMethods="sum,totalCount", aggrPeriodDuration="PT10M").json()
+    assert agg["speed"]["sum"] == [[50, "2024-03-01T10:00:00Z", "2024-03-01T10:10:00Z"],
+                                   [70, "2024-03-01T10:10:00Z", "2024-03-01T10:20:00Z"],
+                                   [90, "2024-03-01T10:20:00Z", "2024-03-01T10:30:00Z"]]
+    assert agg["fuel"]["totalCount"] == [[1, "2024-03-01T10:05:00Z", "2024-03-01T10:15:00Z"],
+                                         [1, "2024-03-01T10:15:00Z", "2024-03-01T10:25:00Z"],
+                                         [1, "2024-03-01T10:25:00Z", "2024-03-01T10:35:00Z"]]
+    # With a window start, both use it; an attribute without instances in the window is left out.
+    window = {"timerel": "between", "timeAt": "2024-03-01T10:12:00Z", "endTimeAt": "2024-03-01T10:19:00Z"}
+    agg = aggregated(client, aggrMethods="max", aggrPeriodDuration="PT5M", **window).json()
+    assert agg["fuel"]["max"] == [[55, "2024-03-01T10:12:00Z", "2024-03-01T10:17:00Z"]]
+    assert "speed" not in agg
+    # The whole window as one period ends at the window's end.
+    whole = aggregated(client, aggrMethods="avg", timerel="after", timeAt="2024-03-01T10:05:00Z").json()
+    assert whole["speed"]["avg"] == [[80.0, "2024-03-01T10:05:00Z", "2024-03-01T10:20:00Z"]]
+
+
+def test_aggregated_retrieve_of_attributes_datasets_and_missing_history(client: httpx.Client) -> None:
+    create(client, car(speed=SPEEDS, fuel=FUEL))
+    only = aggregated(client, attrs="fuel,colour", aggrMethods="min").json()
+    assert set(only) == {"id", "type", "fuel"} and only["fuel"]["min"][0][0] == 40
+    tank = aggregated(client, attrs="fuel", aggrMethods="totalCount,sum",
+                      datasetId="urn:ngsi-ld:Dataset:tank2").json()
+    assert tank["fuel"]["totalCount"][0][0] == 1 and tank["fuel"]["sum"][0][0] == 40
+    default = aggregated(client, attrs="fuel", aggrMethods="sum", datasetId="@none").json()
+    assert default["fuel"]["sum"][0][0] == 115
+    problem(aggregated(client, attrs="colour", aggrMethods="sum"), 404, "ResourceNotFound")
+    problem(aggregated(client, "urn:ngsi-ld:Vehicle:nowhere", aggrMethods="sum"), 404, "ResourceNotFound")
+    # An entity created through the core API has history only once the relay has recorded its change.
+    assert client.post("/entities", json=car("urn:ngsi-ld:Vehicle:TA2", speed={"type": "Property", "value": 5})
+                       ).status_code == 201
+    counted = wait_for(lambda: aggregated(client, "urn:ngsi-ld:Vehicle:TA2", aggrMethods="totalCount",
+                                          timeproperty="createdAt").json().get("speed"))
+    assert counted["totalCount"][0][0] == 1
+
+
 def test_malformed_temporal_queries_are_problems(client: httpx.Client) -> None:
     create(client, car(speed=SPEEDS))
     for body in ({"type": "Query", "entities": [{"type": "Vehicle"}], "attrs": [1, 2]},
