@@ -136,6 +136,48 @@ def test_attribute_and_instance_deletes(client: httpx.Client) -> None:
     assert "fuel" not in client.get(f"/temporal/entities/{CAR}").json()
 
 
+def history_caught_up(client: httpx.Client, speed: int) -> bool:
+    """The relay records changes in order: once this speed is in the history, every earlier change is too."""
+    r = client.get(f"/temporal/entities/{CAR}", params={"options": "temporalValues", "attrs": "speed"})
+    return r.status_code == 200 and speed in [v[0] for v in r.json()["speed"]["values"]]
+
+
+def test_deleting_the_temporal_evolution_keeps_the_entity(client: httpx.Client) -> None:
+    # 5.6.16 removes the temporal evolution; the entity (made by the temporal create) is removed by 5.6.6 only.
+    create(client, car(speed=SPEEDS))
+    assert client.patch(f"/entities/{CAR}/attrs/speed", json={"type": "Property", "value": 95}).status_code == 204
+    assert wait_for(lambda: history_caught_up(client, 95))
+    assert client.delete(f"/temporal/entities/{CAR}").status_code == 204
+    problem(client.get(f"/temporal/entities/{CAR}"), 404, "ResourceNotFound")
+    problem(client.get(f"/temporal/entities/{CAR}", params={"options": "aggregatedValues", "aggrMethods": "sum"}),
+            404, "ResourceNotFound")
+    assert client.get(f"/entities/{CAR}").json()["speed"]["value"] == 95
+    assert client.get("/temporal/entities", params={"type": "Vehicle"}).json() == []
+    # The entity is still known, so deleting its (now empty) temporal evolution again is not an error.
+    assert client.delete(f"/temporal/entities/{CAR}").status_code == 204
+    # Later changes start a new history.
+    assert client.patch(f"/entities/{CAR}/attrs/speed", json={"type": "Property", "value": 30}).status_code == 204
+    assert wait_for(lambda: history_caught_up(client, 30))
+    values = client.get(f"/temporal/entities/{CAR}", params={"options": "temporalValues"}).json()["speed"]["values"]
+    assert [v[0] for v in values] == [30]
+
+
+def test_deleting_the_temporal_evolution_of_an_unknown_entity(client: httpx.Client) -> None:
+    problem(client.delete("/temporal/entities/urn:ngsi-ld:Vehicle:nowhere"), 404, "ResourceNotFound")
+    problem(client.delete("/temporal/entities/not-a-uri"), 400, "BadRequestData")
+    # Deleting the entity keeps its history (with the deletion in it); deleting that history leaves nothing known.
+    create(client, car(speed=SPEEDS[:1]))
+    assert client.patch(f"/entities/{CAR}/attrs/speed", json={"type": "Property", "value": 60}).status_code == 204
+    assert wait_for(lambda: history_caught_up(client, 60))
+    assert client.delete(f"/entities/{CAR}").status_code == 204
+    deleted = wait_for(lambda: client.get(f"/temporal/entities/{CAR}", params={"timeproperty": "deletedAt"}).json()
+                       .get("speed"))
+    assert deleted and deleted[0]["value"] == "urn:ngsi-ld:null"
+    assert client.delete(f"/temporal/entities/{CAR}").status_code == 204
+    problem(client.delete(f"/temporal/entities/{CAR}"), 404, "ResourceNotFound")
+    problem(client.get(f"/temporal/entities/{CAR}"), 404, "ResourceNotFound")
+
+
 def test_malformed_instance_paths_are_rejected_not_missed(client: httpx.Client) -> None:
     create(client, car(speed=SPEEDS))
     instance = client.get(f"/temporal/entities/{CAR}").json()["speed"][0]["instanceId"]

@@ -577,9 +577,11 @@ class Temporal:
         call = read_call(request, self.resolver, allow_geojson=False)
         check_entity_id(entity_id)
         await self.broker.authorize(caller_of(request), call.tenant, "delete")
-        if not await self.history.entities(call.tenant, [entity_id]):
-            raise Problem("ResourceNotFound", f"entity {entity_id} has no history")
-        await self.history.delete(call.tenant, entity_id)
+        # 5.6.16 removes the entity's temporal evolution, not the entity (5.6.6 does that; a temporal create that
+        # made the entity does not change which operation removes it). ResourceNotFound only when neither is known.
+        if not await self.history.delete(call.tenant, entity_id) and \
+                await self.broker.store.get(call.tenant, entity_id) is None:
+            raise Problem("ResourceNotFound", f"entity {entity_id} has neither history nor a current state")
         return Response(status_code=204)
 
     async def delete_attr(self, request: Request, entity_id: str, attr: str) -> Response:
