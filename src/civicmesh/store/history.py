@@ -186,7 +186,9 @@ class History:
         else:
             start = "CAST(? AS DOUBLE PRECISION)"
             params.append(origin)
-        starts = f"starts(attr, origin) AS (SELECT attr, {start} FROM present)"
+        # MATERIALIZED: inlined, the origin's subquery ran again for every instance that used it (SQLite).
+        materialized = "MATERIALIZED " if origin is None else ""
+        starts = f"starts(attr, origin) AS {materialized}(SELECT attr, {start} FROM present)"
         # Counting distinct values sorts them; only done when asked for (0 stands in otherwise).
         aggregates = (f"count(*), count(num), {'count(DISTINCT num)' if distinct else '0'}, sum(num), min(num), "
                       f"max(num), sum(num * num), max({epoch})")
