@@ -266,11 +266,12 @@ class PostgresStore:
         finally:
             self._analyze_task = None
 
-    async def _analyze_tables(self, tables: str, counted: str) -> int | None:
-        """ANALYZE `tables`; the planner's row estimate of `counted` afterwards (None when the ANALYZE failed)."""
+    async def _analyze_tables(self, tables: str, counted: str, *, vacuum: bool = False) -> int | None:
+        """ANALYZE `tables` (with `vacuum`, VACUUM (ANALYZE)); the planner's row estimate of `counted` afterwards
+        (None when it failed)."""
         try:
             async with self._pool.connection() as conn:
-                await conn.execute(f"ANALYZE {tables}")
+                await conn.execute(f"{'VACUUM (ANALYZE)' if vacuum else 'ANALYZE'} {tables}")
                 row = await (await conn.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = %s",
                                                 (counted,))).fetchone()
                 return max(int(row[0]) if row else 0, 0)
@@ -502,10 +503,13 @@ class PostgresStore:
     async def _analyze_history(self) -> None:
         """Fresh planner statistics after bulk history writes: without them the planner reads an entity's whole
         history through the modifiedAt index to answer an observedAt range (45 ms instead of 1.6 ms for a day of
-        minute data among 100,000 instances)."""
+        minute data among 100,000 instances). VACUUM too: it marks the new pages all-visible, so the aggregations'
+        index-only scans stop visiting the table for every instance (1,440 heap fetches for a day of minute data;
+        0.77 -> 0.52 ms per retrieve's statement). Autovacuum would, but may be slow to come or off (it is on these
+        machines)."""
         try:
             self._history_since_analyze = 0
-            size = await self._analyze_tables("history, history_entities", "history")
+            size = await self._analyze_tables("history, history_entities", "history", vacuum=True)
             self._history_analyzed_size = self._history_analyzed_size if size is None else size
         finally:
             self._history_analyze_task = None
