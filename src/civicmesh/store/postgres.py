@@ -505,8 +505,8 @@ class PostgresStore:
         history through the modifiedAt index to answer an observedAt range (45 ms instead of 1.6 ms for a day of
         minute data among 100,000 instances). VACUUM too: it marks the new pages all-visible, so the aggregations'
         index-only scans stop visiting the table for every instance (1,440 heap fetches for a day of minute data;
-        0.77 -> 0.52 ms per retrieve's statement). Autovacuum would, but may be slow to come or off (it is on these
-        machines)."""
+        0.77 -> 0.52 ms per retrieve's statement). Autovacuum would, but may come late, or never: it is off on
+        these machines."""
         try:
             self._history_since_analyze = 0
             size = await self._analyze_tables("history, history_entities", "history", vacuum=True)
