@@ -136,6 +136,48 @@ def test_attribute_and_instance_deletes(client: httpx.Client) -> None:
     assert "fuel" not in client.get(f"/temporal/entities/{CAR}").json()
 
 
+def history_caught_up(client: httpx.Client, speed: int) -> bool:
+    """The relay records changes in order: once this speed is in the history, every earlier change is too."""
+    r = client.get(f"/temporal/entities/{CAR}", params={"options": "temporalValues", "attrs": "speed"})
+    return r.status_code == 200 and speed in [v[0] for v in r.json()["speed"]["values"]]
+
+
+def test_deleting_the_temporal_evolution_keeps_the_entity(client: httpx.Client) -> None:
+    # 5.6.16 removes the temporal evolution; the entity (made by the temporal create) is removed by 5.6.6 only.
+    create(client, car(speed=SPEEDS))
+    assert client.patch(f"/entities/{CAR}/attrs/speed", json={"type": "Property", "value": 95}).status_code == 204
+    assert wait_for(lambda: history_caught_up(client, 95))
+    assert client.delete(f"/temporal/entities/{CAR}").status_code == 204
+    problem(client.get(f"/temporal/entities/{CAR}"), 404, "ResourceNotFound")
+    problem(client.get(f"/temporal/entities/{CAR}", params={"options": "aggregatedValues", "aggrMethods": "sum"}),
+            404, "ResourceNotFound")
+    assert client.get(f"/entities/{CAR}").json()["speed"]["value"] == 95
+    assert client.get("/temporal/entities", params={"type": "Vehicle"}).json() == []
+    # The entity is still known, so deleting its (now empty) temporal evolution again is not an error.
+    assert client.delete(f"/temporal/entities/{CAR}").status_code == 204
+    # Later changes start a new history.
+    assert client.patch(f"/entities/{CAR}/attrs/speed", json={"type": "Property", "value": 30}).status_code == 204
+    assert wait_for(lambda: history_caught_up(client, 30))
+    values = client.get(f"/temporal/entities/{CAR}", params={"options": "temporalValues"}).json()["speed"]["values"]
+    assert [v[0] for v in values] == [30]
+
+
+def test_deleting_the_temporal_evolution_of_an_unknown_entity(client: httpx.Client) -> None:
+    problem(client.delete("/temporal/entities/urn:ngsi-ld:Vehicle:nowhere"), 404, "ResourceNotFound")
+    problem(client.delete("/temporal/entities/not-a-uri"), 400, "BadRequestData")
+    # Deleting the entity keeps its history (with the deletion in it); deleting that history leaves nothing known.
+    create(client, car(speed=SPEEDS[:1]))
+    assert client.patch(f"/entities/{CAR}/attrs/speed", json={"type": "Property", "value": 60}).status_code == 204
+    assert wait_for(lambda: history_caught_up(client, 60))
+    assert client.delete(f"/entities/{CAR}").status_code == 204
+    deleted = wait_for(lambda: client.get(f"/temporal/entities/{CAR}", params={"timeproperty": "deletedAt"}).json()
+                       .get("speed"))
+    assert deleted and deleted[0]["value"] == "urn:ngsi-ld:null"
+    assert client.delete(f"/temporal/entities/{CAR}").status_code == 204
+    problem(client.delete(f"/temporal/entities/{CAR}"), 404, "ResourceNotFound")
+    problem(client.get(f"/temporal/entities/{CAR}"), 404, "ResourceNotFound")
+
+
 def test_malformed_instance_paths_are_rejected_not_missed(client: httpx.Client) -> None:
     create(client, car(speed=SPEEDS))
     instance = client.get(f"/temporal/entities/{CAR}").json()["speed"][0]["instanceId"]
@@ -180,6 +222,50 @@ def test_aggregations_over_the_whole_range_and_of_text_values(client: httpx.Clie
                                            "endTimeAt": "2024-03-01T10:30:00Z"}})
     assert post.status_code == 200, post.text
     assert [m[0] for m in post.json()[0]["speed"]["max"]] == [50, 70, 90]
+
+
+def aggregated(client: httpx.Client, entity_id: str = CAR, **params: str) -> httpx.Response:
+    return client.get(f"/temporal/entities/{entity_id}", params={"options": "aggregatedValues", **params})
+
+
+def test_aggregated_retrieve_periods_start_at_each_attributes_first_instance(client: httpx.Client) -> None:
+    # speed starts at 10:00, fuel at 10:05: without a window start each attribute's periods begin at its own
+    # first instance.
+    create(client, car(speed=SPEEDS, fuel=FUEL))
+    agg = aggregated(client, aggrMethods="sum,totalCount", aggrPeriodDuration="PT10M").json()
+    assert agg["speed"]["sum"] == [[50, "2024-03-01T10:00:00Z", "2024-03-01T10:10:00Z"],
+                                   [70, "2024-03-01T10:10:00Z", "2024-03-01T10:20:00Z"],
+                                   [90, "2024-03-01T10:20:00Z", "2024-03-01T10:30:00Z"]]
+    assert agg["fuel"]["totalCount"] == [[1, "2024-03-01T10:05:00Z", "2024-03-01T10:15:00Z"],
+                                         [1, "2024-03-01T10:15:00Z", "2024-03-01T10:25:00Z"],
+                                         [1, "2024-03-01T10:25:00Z", "2024-03-01T10:35:00Z"]]
+    # With a window start, both use it; an attribute without instances in the window is left out.
+    window = {"timerel": "between", "timeAt": "2024-03-01T10:12:00Z", "endTimeAt": "2024-03-01T10:19:00Z"}
+    agg = aggregated(client, aggrMethods="max", aggrPeriodDuration="PT5M", **window).json()
+    assert agg["fuel"]["max"] == [[55, "2024-03-01T10:12:00Z", "2024-03-01T10:17:00Z"]]
+    assert "speed" not in agg
+    # The whole window as one period ends at the window's end.
+    whole = aggregated(client, aggrMethods="avg", timerel="after", timeAt="2024-03-01T10:05:00Z").json()
+    assert whole["speed"]["avg"] == [[80.0, "2024-03-01T10:05:00Z", "2024-03-01T10:20:00Z"]]
+
+
+def test_aggregated_retrieve_of_attributes_datasets_and_missing_history(client: httpx.Client) -> None:
+    create(client, car(speed=SPEEDS, fuel=FUEL))
+    only = aggregated(client, attrs="fuel,colour", aggrMethods="min").json()
+    assert set(only) == {"id", "type", "fuel"} and only["fuel"]["min"][0][0] == 40
+    tank = aggregated(client, attrs="fuel", aggrMethods="totalCount,sum",
+                      datasetId="urn:ngsi-ld:Dataset:tank2").json()
+    assert tank["fuel"]["totalCount"][0][0] == 1 and tank["fuel"]["sum"][0][0] == 40
+    default = aggregated(client, attrs="fuel", aggrMethods="sum", datasetId="@none").json()
+    assert default["fuel"]["sum"][0][0] == 115
+    problem(aggregated(client, attrs="colour", aggrMethods="sum"), 404, "ResourceNotFound")
+    problem(aggregated(client, "urn:ngsi-ld:Vehicle:nowhere", aggrMethods="sum"), 404, "ResourceNotFound")
+    # An entity created through the core API has history only once the relay has recorded its change.
+    assert client.post("/entities", json=car("urn:ngsi-ld:Vehicle:TA2", speed={"type": "Property", "value": 5})
+                       ).status_code == 201
+    counted = wait_for(lambda: aggregated(client, "urn:ngsi-ld:Vehicle:TA2", aggrMethods="totalCount",
+                                          timeproperty="createdAt").json().get("speed"))
+    assert counted["totalCount"][0][0] == 1
 
 
 def test_malformed_temporal_queries_are_problems(client: httpx.Client) -> None:

@@ -61,6 +61,7 @@ _SIMPLIFIED_KEY = {"Property": "values", "GeoProperty": "values", "Relationship"
 _NULL_VALUE: dict[str, Any] = {"LanguageProperty": {"@none": NULL_URI}, "ListProperty": [NULL_URI],
                                "ListRelationship": [NULL_URI]}
 SCOPE_IRI = "https://uri.etsi.org/ngsi-ld/scope"
+_WHOLE = 1e12  # the period (seconds) of an aggregation over the whole window: longer than any history
 # Row columns (see History.rows): attr, instance id, dataset id, observed, created, modified, deleted, num, JSON, time
 _ATTR, _IID, _DATASET, _OBSERVED, _CREATED, _MODIFIED, _DELETED, _NUM, _JSON, _TIME = range(10)
 
@@ -322,28 +323,38 @@ class Temporal:
                 out[name] = [_normalized(row, view) for row in items]
         return _project(out, ask)
 
+    @staticmethod
+    def _window(ask: Ask) -> tuple[float | None, float]:
+        """The aggregation's origin (the window's start, else each attribute's first instance) and period; no
+        aggrPeriodDuration (or PT0S) is one period over the whole window, or the whole history."""
+        origin = _parse_time(ask.lower).timestamp() if ask.lower else None
+        period = ask.period.total_seconds() if ask.period else 0.0
+        return origin, period if period > 0 else _WHOLE
+
     async def _aggregated_body(self, tenant: str, entity_id: str, types: str, terms: TermMap,
                                ask: Ask) -> dict[str, Any]:
+        origin, period = self._window(ask)
+        found = await self.history.aggregate(tenant, entity_id, ask.attrs, ask.timeproperty, ask.lower, ask.upper,
+                                             origin, period, ask.dataset_ids, distinct="distinctCount" in ask.methods)
+        return await self._aggregated_from(tenant, entity_id, types, terms, ask, found)
+
+    async def _aggregated_from(self, tenant: str, entity_id: str, types: str, terms: TermMap, ask: Ask,
+                               found: list[tuple[Any, ...]]) -> dict[str, Any]:
+        """aggregatedValues from the engine's per-period sums (see History.aggregate)."""
         out: dict[str, Any] = {"id": entity_id, "type": _types(orjson.loads(types), terms)}
-        lower, upper = ask.lower, ask.upper
-        origin = _parse_time(lower).timestamp() if lower else None
-        period = ask.period.total_seconds() if ask.period else 0.0
-        whole = period <= 0
-        if whole:  # no aggrPeriodDuration (or PT0S): one period over the whole window, or the whole history
-            period = 1e12
-        found = await self.history.aggregate(tenant, entity_id, ask.attrs, ask.timeproperty, lower, upper, origin,
-                                             period, ask.dataset_ids, distinct="distinctCount" in ask.methods)
+        origin, period = self._window(ask)
+        upper = ask.upper if period == _WHOLE else None
         by_attr: dict[str, list[tuple[Any, ...]]] = {}
         for row in found:
             by_attr.setdefault(row[0], []).append(row)
         for attr, buckets in by_attr.items():
             if any(b[3] != b[4] for b in buckets) and set(ask.methods) - {"totalCount"}:
                 # Non-numeric values: aggregated from the instances themselves.
-                rows = await self.history.rows(tenant, entity_id, [attr], ask.timeproperty, lower, upper, None,
-                                               ask.dataset_ids)
-                out[terms.compact(attr)] = _aggregate_rows(rows, ask.methods, origin, period, upper if whole else None)
+                rows = await self.history.rows(tenant, entity_id, [attr], ask.timeproperty, ask.lower, ask.upper,
+                                               None, ask.dataset_ids)
+                out[terms.compact(attr)] = _aggregate_rows(rows, ask.methods, origin, period, upper)
             else:
-                out[terms.compact(attr)] = _aggregate_buckets(buckets, ask.methods, period, upper if whole else None)
+                out[terms.compact(attr)] = _aggregate_buckets(buckets, ask.methods, period, upper)
         return _project(out, ask)
 
     async def retrieve(self, request: Request, entity_id: str) -> Response:
@@ -353,26 +364,38 @@ class Temporal:
         ask = parse_ask(request.query_params, call.terms)
         caller = caller_of(request)
         await self.broker.authorize(caller, call.tenant, "read")
-        found = await self.history.entities(call.tenant, [entity_id])
         # EXCHANGE: history is screened like the entity itself (owner, agreements, masked attributes).
         readable = await self.broker.readable(call.tenant, [entity_id], caller, "temporal")
         screened = screened_ask(ask, readable[entity_id]) if entity_id in readable else None
-        if screened is None and (found or await self.broker.store.get(call.tenant, entity_id)):
-            raise Problem("Forbidden", f"{entity_id}: no agreement lets this caller read its history",
-                          extra={"explain": f"/exchange/explain?entity={entity_id}"})
-        if not found or screened is None:
+        if screened is None:
+            if await self.history.entities(call.tenant, [entity_id]) or \
+                    await self.broker.store.get(call.tenant, entity_id):
+                raise Problem("Forbidden", f"{entity_id}: no agreement lets this caller read its history",
+                              extra={"explain": f"/exchange/explain?entity={entity_id}"})
             raise Problem("ResourceNotFound", f"entity {entity_id} has no history")
         ask = screened
-        if ask.attrs and not set(ask.attrs) & set(await self.history.attributes(call.tenant, entity_id)):
-            raise Problem("ResourceNotFound", f"entity {entity_id} has no history of the attributes asked for")
         page = None
         if ask.form == "aggregated":
-            body = await self._aggregated_body(call.tenant, entity_id, found[0][1], call.terms, ask)
+            # The entity, its attributes and their aggregation come from one statement (one round trip).
+            origin, period = self._window(ask)
+            answer = await self.history.aggregate_entity(
+                call.tenant, entity_id, ask.attrs, ask.timeproperty, ask.lower, ask.upper, origin, period,
+                ask.dataset_ids, distinct="distinctCount" in ask.methods)
+            if answer is None:
+                raise Problem("ResourceNotFound", f"entity {entity_id} has no history")
+            types, present, found = answer
+            _check_attrs_present(entity_id, ask, present)
+            body = await self._aggregated_from(call.tenant, entity_id, types, call.terms, ask, found)
         else:
+            entity = await self.history.entities(call.tenant, [entity_id])
+            if not entity:
+                raise Problem("ResourceNotFound", f"entity {entity_id} has no history")
+            if ask.attrs:
+                _check_attrs_present(entity_id, ask, await self.history.attributes(call.tenant, entity_id))
             rows = await self._rows(call.tenant, entity_id, ask)
-            present = _present(rows)
+            present_kinds = _present(rows)
             kept, page = cut_page({entity_id: rows}, ask, self.page_size)
-            body = self._body(entity_id, found[0][1], call.terms, ask, kept[entity_id], present)
+            body = self._body(entity_id, entity[0][1], call.terms, ask, kept[entity_id], present_kinds)
         if not body:
             raise Problem("ResourceNotFound", f"nothing of entity {entity_id} is left after pick and omit")
         if page:
@@ -561,9 +584,11 @@ class Temporal:
         call = read_call(request, self.resolver, allow_geojson=False)
         check_entity_id(entity_id)
         await self.broker.authorize(caller_of(request), call.tenant, "delete")
-        if not await self.history.entities(call.tenant, [entity_id]):
-            raise Problem("ResourceNotFound", f"entity {entity_id} has no history")
-        await self.history.delete(call.tenant, entity_id)
+        # 5.6.16 removes the entity's temporal evolution, not the entity (5.6.6 does that; a temporal create that
+        # made the entity does not change which operation removes it). ResourceNotFound only when neither is known.
+        if not await self.history.delete(call.tenant, entity_id) and \
+                await self.broker.store.get(call.tenant, entity_id) is None:
+            raise Problem("ResourceNotFound", f"entity {entity_id} has neither history nor a current state")
         return Response(status_code=204)
 
     async def delete_attr(self, request: Request, entity_id: str, attr: str) -> Response:
@@ -635,6 +660,11 @@ def _scope_rows(before: dict[str, Any] | None, after: dict[str, Any] | None, at:
     if new:
         return [_row(SCOPE_IRI, {"type": "Property", "value": new}, at)]
     return [_row(SCOPE_IRI, {"type": "Property"}, at, deleted=True)]
+
+
+def _check_attrs_present(entity_id: str, ask: Ask, present: list[str]) -> None:
+    if ask.attrs and not set(ask.attrs) & set(present):
+        raise Problem("ResourceNotFound", f"entity {entity_id} has no history of the attributes asked for")
 
 
 def _check_instance_path(entity_id: str, attr: str, instance_id: str) -> None:
@@ -760,7 +790,7 @@ def _period_bounds(origin: float, index: int, period: float, last: float,
     """The period's start and end; the single period of a whole-range aggregation ends at the window's end, or
     at the last instance."""
     lo = origin + index * period
-    if period >= 1e12:
+    if period >= _WHOLE:
         return _epoch_text(lo), upper and _shown(upper) or _epoch_text(last)
     return _epoch_text(lo), _epoch_text(lo + period)
 

@@ -16,10 +16,14 @@ TIME_COLUMNS = {"observedAt": "observed_at", "createdAt": "created_at", "modifie
 # (SQLite's julianday() loses tens of microseconds, so whole seconds and the fraction are taken apart.)
 _EPOCH = {"sqlite": "(CAST(strftime('%s', {col}) AS INTEGER) + CAST(substr({col}, 20, 7) AS REAL))",
           "postgres": "extract(epoch from ({col})::timestamptz)::float8"}
-# Period number of a row: the time since the origin divided by the period, rounded down (never negative here,
-# since rows before the origin are filtered out, so a cast that truncates is a floor).
-_BUCKET = {"sqlite": "CAST(({epoch} - ?) / ? AS INTEGER)",
-           "postgres": "CAST(floor(({epoch} - ?) / ?) AS BIGINT)"}
+# Period number of a row: the time since its attribute's origin divided by the period, rounded down (never
+# negative here, since rows before the origin are filtered out, so a cast that truncates is a floor).
+_PERIOD = {"sqlite": "CAST(({epoch} - s.origin) / ? AS INTEGER)",
+           "postgres": "CAST(floor(({epoch} - s.origin) / ?) AS BIGINT)"}
+
+
+def _period_order(row: tuple[Any, ...]) -> tuple[str, int]:
+    return row[0], row[1]
 
 
 def epoch_seconds(text: str | None) -> float | None:
@@ -162,43 +166,99 @@ class History:
         rows = await self.store.fetch_rows(" UNION ALL ".join(parts), all_params)
         return sorted(rows, key=lambda r: (r[0], r[9] or ""))
 
-    async def aggregate(self, tenant: str, entity_id: str, attrs: list[str] | None, timeproperty: str,
-                        lower: str | None, upper: str | None, origin: float | None, period: float,
-                        dataset_ids: frozenset[str | None] | None = None, *,
-                        distinct: bool = True) -> list[tuple[Any, ...]]:
-        """Per attribute and period: (attr, period number, origin, count, numeric count, distinct numbers, sum,
-        min, max, sum of squares, time of the last instance), computed by the engine. Without an `origin` each
-        attribute's periods start at its own first instance in the window."""
+    def _aggregate_sql(self, tenant: str, entity_id: str, attrs: list[str] | None, timeproperty: str,
+                       lower: str | None, upper: str | None, origin: float | None, period: float,
+                       dataset_ids: frozenset[str | None] | None, distinct: bool) -> tuple[str, list[Any]]:
+        """CTEs `present` (the attributes asked for that have history, or all it has), `starts` (each one's
+        period origin) and `periods` (per attribute and period: attr, period number, origin,
+        count, numeric count, distinct numbers, sum, min, max, sum of squares, time of the last instance)."""
         column = TIME_COLUMNS[timeproperty]
         epoch = _EPOCH[self.engine].format(col=column)
-        # Naming the attributes lets the engine seek the index per attribute instead of reading all of them.
-        names = attrs or await self.attributes(tenant, entity_id)
         bounds: tuple[Any, Any] = (lower, upper)
         if timeproperty == "observedAt":
             # observedAt has its epoch seconds stored beside it, in an index that also holds the numbers.
             column = epoch = "observed_s"
             bounds = (epoch_seconds(lower), epoch_seconds(upper))
+        params: list[Any] = []
+        # The attributes: a loose index scan, one index seek per attribute whatever the number of instances (and
+        # the plan both engines keep; a probe per attribute asked for became a semi-join or a sequential scan in
+        # PostgreSQL's plans).
+        names = ("names(attr) AS (SELECT min(attr) FROM history WHERE tenant = ? AND entity_id = ? UNION ALL "
+                 "SELECT (SELECT min(attr) FROM history WHERE tenant = ? AND entity_id = ? AND attr > names.attr) "
+                 "FROM names WHERE names.attr IS NOT NULL)")
+        params += [tenant, entity_id, tenant, entity_id]
+        if attrs:
+            # Naming the attributes lets the engine seek the index per attribute instead of reading all of them.
+            names += f", present(attr) AS (SELECT attr FROM names WHERE attr IN ({', '.join('?' * len(attrs))}))"
+            params += attrs
+        else:
+            names += ", present(attr) AS (SELECT attr FROM names WHERE attr IS NOT NULL)"
+        window_params: list[Any] = []
+        window = (f" AND {column} IS NOT NULL"
+                  + _window_condition(column, *bounds, lower_inclusive=upper is not None, params=window_params)
+                  + _dataset_condition(dataset_ids, window_params))
+        if origin is None:  # each attribute's periods start at its first instance in the window: one index seek
+            start = (f"(SELECT min({epoch}) FROM history WHERE tenant = ? AND entity_id = ? "
+                     f"AND attr = present.attr{window})")
+            params += [tenant, entity_id, *window_params]
+        else:
+            start = "CAST(? AS DOUBLE PRECISION)"
+            params.append(origin)
+        # MATERIALIZED: inlined, the origin's subquery ran again for every instance that used it (SQLite).
+        materialized = "MATERIALIZED " if origin is None else ""
+        starts = f"starts(attr, origin) AS {materialized}(SELECT attr, {start} FROM present)"
         # Counting distinct values sorts them; only done when asked for (0 stands in otherwise).
         aggregates = (f"count(*), count(num), {'count(DISTINCT num)' if distinct else '0'}, sum(num), min(num), "
                       f"max(num), sum(num * num), max({epoch})")
-        bucket = _BUCKET[self.engine].format(epoch=epoch)
-        result: list[tuple[Any, ...]] = []
-        for name in names:
-            params: list[Any] = [tenant, entity_id, name]
-            where = (f" FROM history WHERE tenant = ? AND entity_id = ? AND attr = ? AND {column} IS NOT NULL"
-                     + _window_condition(column, *bounds, lower_inclusive=upper is not None, params=params)
-                     + _dataset_condition(dataset_ids, params))
-            start = origin
-            if start is None:  # this attribute's first instance: one index seek
-                first = await self.store.fetch_rows(f"SELECT min({epoch}){where}", params)
-                if not first or first[0][0] is None:
-                    continue
-                start = float(first[0][0])
-            found = await self.store.fetch_rows(
-                f"SELECT {bucket} AS bucket, {aggregates}{where} GROUP BY bucket ORDER BY bucket",
-                [start, period, *params])
-            result.extend((name, r[0], start, *r[1:]) for r in found)
-        return result
+        bucket = _PERIOD[self.engine].format(epoch=epoch)
+        # Each attribute's window is one index range (attr is a key column before the time).
+        if self.engine == "postgres":
+            # A lateral subquery per attribute: a plain join was planned as a hash join reading the index range of
+            # every attribute of the entity instead of seeking each one's window.
+            periods = (f"periods AS (SELECT s.attr, a.* FROM starts s CROSS JOIN LATERAL (SELECT {bucket} AS bucket, "
+                       f"s.origin, {aggregates} FROM history WHERE tenant = ? AND entity_id = ? AND attr = s.attr"
+                       f"{window} GROUP BY bucket) AS a)")
+        else:
+            periods = (f"periods AS (SELECT s.attr, {bucket} AS bucket, s.origin, {aggregates} FROM starts s "
+                       f"JOIN history h ON h.attr = s.attr WHERE h.tenant = ? AND h.entity_id = ?{window} "
+                       "GROUP BY s.attr, bucket)")
+        params += [period, tenant, entity_id, *window_params]
+        return f"WITH RECURSIVE {names}, {starts}, {periods}", params
+
+    async def aggregate(self, tenant: str, entity_id: str, attrs: list[str] | None, timeproperty: str,
+                        lower: str | None, upper: str | None, origin: float | None, period: float,
+                        dataset_ids: frozenset[str | None] | None = None, *,
+                        distinct: bool = True) -> list[tuple[Any, ...]]:
+        """Per attribute and period: (attr, period number, origin, count, numeric count, distinct numbers, sum,
+        min, max, sum of squares, time of the last instance), computed by the engine in one statement. Without an
+        `origin` each attribute's periods start at its own first instance in the window."""
+        ctes, params = self._aggregate_sql(tenant, entity_id, attrs, timeproperty, lower, upper, origin, period,
+                                           dataset_ids, distinct)
+        rows = await self.store.fetch_rows(f"{ctes} SELECT * FROM periods", params)
+        return sorted((tuple(r) for r in rows), key=_period_order)  # sorted here: ORDER BY costs SQLite a B-tree
+
+    async def aggregate_entity(self, tenant: str, entity_id: str, attrs: list[str] | None, timeproperty: str,
+                               lower: str | None, upper: str | None, origin: float | None, period: float,
+                               dataset_ids: frozenset[str | None] | None = None, *, distinct: bool = True
+                               ) -> tuple[str, list[str], list[tuple[Any, ...]]] | None:
+        """A temporal retrieve's aggregation in one statement (under CPU contention every round trip to the
+        engine waits to be scheduled again): the entity's types (JSON), the attributes asked for that it has
+        history of (all of them without `attrs`), and the periods as `aggregate` gives them; None when the entity
+        has no history."""
+        ctes, params = self._aggregate_sql(tenant, entity_id, attrs, timeproperty, lower, upper, origin, period,
+                                           dataset_ids, distinct)
+        # Three kinds of rows: periods, attribute names (no period) and the entity's types (first column). The
+        # periods come first so that PostgreSQL takes the column types from them.
+        rows = await self.store.fetch_rows(
+            f"{ctes} SELECT NULL, periods.* FROM periods UNION ALL SELECT NULL, attr{', NULL' * 10} FROM present "
+            f"UNION ALL SELECT types{', NULL' * 11} FROM history_entities "
+            "WHERE tenant = ? AND entity_id = ?", [*params, tenant, entity_id])
+        types = next((r[0] for r in rows if r[0] is not None), None)
+        if types is None:
+            return None
+        present = [r[1] for r in rows if r[0] is None and r[2] is None]
+        periods = sorted((tuple(r[1:]) for r in rows if r[2] is not None), key=_period_order)
+        return types, present, periods
 
     async def delete(self, tenant: str, entity_id: str, *, attr: str | None = None, dataset_id: str | None = None,
                      all_datasets: bool = True, instance_id: str | None = None) -> int:
