@@ -63,8 +63,7 @@ Entities = list[dict[str, Any]]
 # (queue id, tenant, subscription id, payload, attempts so far): one due notification
 DueRow = tuple[int, str, str, bytes, int]
 DueRows = list[DueRow]
-Outcomes = list[str | None]
-Work = list[tuple[int, str, dict[str, str], bytes]]
+Work = list[tuple[DueRow, str, dict[str, str], bytes]]  # due rows with their requests (URI, headers, body)
 Retries = list[tuple[int, float, str]]  # (queue id, due again at, why)
 
 
@@ -692,10 +691,41 @@ class Subscriptions:
         retry: Retries = [(n, time.time() + 5.0, "subscription not active") for n in held]
         due, waiting = self._unreachable(due)
         retry.extend(waiting)
-        due, results = await self._send_all(due)
+        if retry or dropped:
+            await self.store.settle_notifications([], retry, dropped, [])
+        # Each receiver's notifications are sent and settled on their own, so a slow receiver delays neither
+        # the others' sending nor their delivery status (which a client may read as soon as it has been told).
+        settled = await asyncio.gather(*(self._deliver_to(group) for group in _by_receiver(due).values()))
+        return len(retry) + len(dropped) + sum(settled)
+
+    async def _deliver_to(self, group: Work) -> int:
+        """Send one receiver's due notifications (SENDERS at a time, at most PER_RECEIVER) and settle them: the
+        sent ones deleted, the failed ones pushed back with exponential backoff, the subscriptions' status
+        updated, in one transaction. A receiver that fails slowly (no answer within SLOW_FAILURE: it hangs or
+        the network drops packets) stops its workers and is left alone for a growing while (`_outages`); one
+        that fails fast (connection refused) is only retried with each notification's own backoff.
+        Returns how many rows it settled; unsent rows stay due for the next round."""
+        origin = _origin(group[0][1])
+        queue = list(reversed(group[:PER_RECEIVER]))
+        outcome: list[tuple[DueRow, str | None]] = []
+        round_started = time.time()
+
+        async def worker() -> None:
+            while queue and not self._down(origin, round_started):
+                row, uri, headers, body = queue.pop()
+                began = time.monotonic()
+                error, answered = await self._send(uri, headers, body)
+                outcome.append((row, error))
+                if not answered and time.monotonic() - began >= SLOW_FAILURE:
+                    self._lost(origin, error or "", round_started)
+                elif error is None:
+                    self._outages.pop(origin, None)
+
+        await asyncio.gather(*(worker() for _ in range(min(SENDERS, len(queue)))))
         delivered: list[int] = []
+        retry: Retries = []
         outcomes: dict[tuple[str, str], tuple[int, int]] = {}
-        for (nid, tenant, sub_id, _payload, attempts), error in zip(due, results, strict=True):
+        for (nid, tenant, sub_id, _payload, attempts), error in outcome:
             sent, failed = outcomes.get((tenant, sub_id), (0, 0))
             if error is None:
                 delivered.append(nid)
@@ -709,8 +739,9 @@ class Subscriptions:
         # updated in the transaction that settles the queue, on the stored subscription as it is then.
         updates = [(tenant, KIND, sub_id, _status_change(sent, failed, stamp))
                    for (tenant, sub_id), (sent, failed) in outcomes.items()]
-        await self.store.settle_notifications(delivered, retry, dropped, updates)
-        return len(delivered) + len(retry) + len(dropped)
+        if outcome:
+            await self.store.settle_notifications(delivered, retry, [], updates)
+        return len(outcome)
 
     def _unreachable(self, due: DueRows) -> tuple[DueRows, Retries]:
         """Split off the rows for receivers in an outage: they wait (without a send) until the outage's end,
@@ -732,39 +763,6 @@ class Subscriptions:
                 probing.add(origin)
                 kept.append(row)
         return kept, waiting
-
-    async def _send_all(self, due: DueRows) -> tuple[DueRows, Outcomes]:
-        """Send due notifications, a few connections' worth of workers per receiver, at most PER_RECEIVER of them
-        to one receiver per round. A receiver that fails slowly (no answer within SLOW_FAILURE: it hangs or the
-        network drops packets) stops its own workers and is left alone for a growing while (`_outages`), so it
-        delays others for one timeout at most. One that fails fast (connection refused) costs nobody else
-        anything and is only retried with the notification's own backoff.
-        Returns the rows sent and, for each, None or why it failed; the rest stay due for the next round."""
-        by_receiver: dict[str, Work] = {}
-        for index, row in enumerate(due):
-            uri, headers, body = _unqueued(row[1], row[3])
-            group = by_receiver.setdefault(_origin(uri), [])
-            if len(group) < PER_RECEIVER:
-                group.append((index, uri, headers, body))
-        outcome: dict[int, str | None] = {}
-        round_started = time.time()
-
-        async def worker(origin: str, queue: Work) -> None:
-            while queue and not self._down(origin, round_started):
-                index, uri, headers, body = queue.pop()
-                began = time.monotonic()
-                error, answered = await self._send(uri, headers, body)
-                outcome[index] = error
-                if not answered and time.monotonic() - began >= SLOW_FAILURE:
-                    self._lost(origin, error or "", round_started)
-                elif error is None:
-                    self._outages.pop(origin, None)
-
-        workers = [worker(origin, group) for origin, group in by_receiver.items()
-                   for _ in range(min(SENDERS, len(group)))]
-        await asyncio.gather(*workers)
-        chosen = sorted(outcome)
-        return [due[i] for i in chosen], [outcome[i] for i in chosen]
 
     def _down(self, origin: str, round_started: float) -> bool:
         """Whether a receiver failed to answer during this round (its workers stop sending)."""
@@ -872,6 +870,15 @@ def _status_change(sent: int, failed: int, stamp: str) -> Callable[[dict[str, An
             notification["status"] = "failed"
         return sub
     return change
+
+
+def _by_receiver(due: DueRows) -> dict[str, Work]:
+    """Due rows with their requests, grouped by receiver (scheme, host and port), oldest first."""
+    groups: dict[str, Work] = {}
+    for row in due:
+        uri, headers, body = _unqueued(row[1], row[3])
+        groups.setdefault(_origin(uri), []).append((row, uri, headers, body))
+    return groups
 
 
 @lru_cache(maxsize=1024)

@@ -142,6 +142,10 @@ def _history_change(event: ChangeEvent) -> tuple[str, str, str, str, list[Histor
             kept = {i.get("datasetId") for i in new}
             rows.extend(_row(attr, inst, at, deleted=True) for inst in old if inst.get("datasetId") not in kept)
     rows.extend(_scope_rows(before, None if event.kind == ENTITY_DELETED else after, at))
+    if not rows and event.kind != ENTITY_DELETED:
+        # Nothing to record (e.g. the bare entity a temporal create makes): writing its history entity anyway
+        # would bring back a history that a temporal DELETE removed while this event was on its way.
+        return None
     return (event.tenant, doc["id"], orjson.dumps(doc["type"]).decode(), doc["createdAt"], rows,
             at if event.kind == ENTITY_DELETED else None)
 
