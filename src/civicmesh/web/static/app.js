@@ -79,14 +79,20 @@ async function loadLayers() {
   if (perTypeQueries) return loadLayersPerType();
   const layers = await fetchLayers();
   performance.mark("civicmesh-fetched-layers");
-  for (const layer of config.layers) {
-    const entities = (layers[layer.id] || []).map(shortNames);
-    if (layer.id === "alerts") {
-      alerts.alerts = new Map(entities.map((a) => [a.id, a]));
-      alerts.render();
-    }
-    map.setLayer(layer.id, entities);
+  for (const layer of config.layers) drawLayer(layer.id, (layers[layer.id] || []).map(shortNames));
+  layersDrawn();
+}
+
+function drawLayer(id, entities) {
+  if (id === "alerts") {
+    alerts.alerts = new Map(entities.map((a) => [a.id, a]));
+    alerts.render();
   }
+  map.setLayer(id, entities);
+}
+
+function layersDrawn() {
+  // Alerts mark their sources; draw the sources again now that both are loaded.
   for (const alert of alerts.alerts.values()) map.noteAlert(alert);
   renderLayerList();
   showAnonymousHint();
@@ -101,17 +107,9 @@ async function loadLayersPerType() {
       throw error;
     })]);
     performance.mark(`civicmesh-fetched-${layer.id}`);
-    const entities = parts.flat().filter((e) => !seen.has(e.id) && seen.add(e.id)).map(shortNames);
-    if (layer.id === "alerts") {
-      alerts.alerts = new Map(entities.map((a) => [a.id, a]));
-      alerts.render();
-    }
-    map.setLayer(layer.id, entities);
+    drawLayer(layer.id, parts.flat().filter((e) => !seen.has(e.id) && seen.add(e.id)).map(shortNames));
   }));
-  // Alerts mark their sources; draw the sources again now that both are loaded.
-  for (const alert of alerts.alerts.values()) map.noteAlert(alert);
-  renderLayerList();
-  showAnonymousHint();
+  layersDrawn();
 }
 
 // An empty map for an anonymous visitor is the gate at work, not a broken page: say so, and how to sign in.
