@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 from tests.helpers import problem
@@ -280,6 +282,12 @@ def test_hosted_contexts_survive_a_restart(tmp_path) -> None:
 def test_health_and_metrics(client: httpx.Client, server) -> None:
     assert httpx.get(server.url + "/health").json() == {"status": "ok"}
     client.post("/entities", json=vehicle())
+    assert client.get("/entities/urn:ngsi-ld:Vehicle:nobody").status_code == 404
     text = httpx.get(server.url + "/metrics").text
     assert 'civicmesh_http_requests_total{method="POST",route="/ngsi-ld/v1/entities",status="201"}' in text
+    # Labelled by route template, not by path: entity ids do not become label values.
+    assert "urn:ngsi-ld:Vehicle:nobody" not in text
+    assert re.search(r'civicmesh_http_requests_total\{method="GET",route="/ngsi-ld/v1/entities/\{[a-z_:]+\}",'
+                     r'status="404"\}', text)
+    assert 'civicmesh_http_request_seconds_count{method="POST",route="/ngsi-ld/v1/entities"}' in text
     assert "civicmesh_event_relay_position" in text
