@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -248,3 +249,41 @@ def _queued_for(database_url: str, subscription_id: str) -> int:
             await store.close()
 
     return asyncio.run(count())
+
+
+def test_delivery_status_is_visible_as_soon_as_the_receiver_has_the_notification(database_url: str,
+                                                                                  tmp_path) -> None:
+    """A client told of a notification may read the subscription at once (the ETSI suite's 046_12 does, within
+    ms): the status shows the delivery even while the queue's settling transaction is still on its way."""
+    from tests.conftest import drop_postgres, fresh_postgres_url
+
+    sqlite = database_url.startswith("sqlite")
+    url = f"sqlite:///{tmp_path / 'status.db'}" if sqlite else fresh_postgres_url("civicmesh_status")
+    receiver = Receiver().start()
+    broker = start_server(url)
+    try:
+        store = broker.app.state.platform.store
+        settle = store.settle_notifications
+
+        async def slow_settle(*args: Any, **kwargs: Any) -> None:  # a database slow to commit the settling
+            await asyncio.sleep(1.5)
+            await settle(*args, **kwargs)
+
+        store.settle_notifications = slow_settle
+        api = httpx.Client(base_url=broker.url + "/ngsi-ld/v1", timeout=30)
+        sub = subscription(receiver.url)
+        assert api.post("/subscriptions", json=sub).status_code == 201
+        assert api.post("/entities", json=vehicle(3)).status_code == 201
+        assert len(receiver.wait(1)) == 1
+        for read in (api.get(f"/subscriptions/{sub['id']}").json(), api.get("/subscriptions").json()[0]):
+            status = read["notification"]
+            assert status["status"] == "ok" and status["timesSent"] == 1
+            assert "lastNotification" in status and "lastSuccess" in status
+        time.sleep(2.0)  # settled: the stored status says the same, once
+        status = api.get(f"/subscriptions/{sub['id']}").json()["notification"]
+        assert status["status"] == "ok" and status["timesSent"] == 1
+    finally:
+        broker.stop()
+        receiver.stop()
+        if not sqlite:
+            drop_postgres(url)

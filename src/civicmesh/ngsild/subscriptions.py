@@ -228,6 +228,9 @@ class Subscriptions:
         # Receivers (origins) that could not be reached: nothing is sent to them until `until`, so one hanging
         # or vanished webhook cannot hold every other subscriber's notifications behind its timeouts.
         self._outages: dict[str, _Outage] = {}
+        # Delivery outcomes sent but not yet settled, per (tenant, subscription): (sent, failed, last attempt).
+        # Reads of a subscription show them, so a client told of a notification sees it in the status at once.
+        self._unsettled: dict[tuple[str, str], tuple[int, int, str]] = {}
 
     # -- storage --------------------------------------------------------------------------------------------
     async def _all(self, tenant: str) -> list[dict[str, Any]]:
@@ -338,7 +341,11 @@ class Subscriptions:
         """How notifications name things: jsonldContext when the subscriber gave one, else its @context."""
         return self.resolver.term_map(sub["jsonldContext"]) if sub.get("jsonldContext") else self._terms(sub)
 
-    def _show(self, sub: dict[str, Any], sys_attrs: bool, terms: TermMap | None = None) -> dict[str, Any]:
+    def _show(self, tenant: str, sub: dict[str, Any], sys_attrs: bool, terms: TermMap | None = None
+              ) -> dict[str, Any]:
+        unsettled = self._unsettled.get((tenant, sub["id"]))
+        if unsettled is not None:
+            sub = _status_change(*unsettled)({**sub, "notification": dict(sub["notification"])})
         out = {k: v for k, v in sub.items() if k != "@context" and not k.startswith("_")
                and (sys_attrs or k not in ("createdAt", "modifiedAt"))}
         out["status"] = status_of(sub)
@@ -359,7 +366,8 @@ class Subscriptions:
         subs = [s for s in await self.store.list_documents(call.tenant, KIND) if self._mine(caller, s)]
         headers = {"NGSILD-Results-Count": str(len(subs))} if _flag(p.get("count"), "count") else {}
         sys_attrs = "sysAttrs" in (p.get("options") or "")
-        response = json_response(call, [self._show(s, sys_attrs, call.terms) for s in subs[offset:offset + limit]],
+        response = json_response(call, [self._show(call.tenant, s, sys_attrs, call.terms)
+                                              for s in subs[offset:offset + limit]],
                                  headers=headers)
         links = page_links(request, offset, limit, len(subs[offset:offset + limit]), len(subs))
         if links:
@@ -371,8 +379,8 @@ class Subscriptions:
         call = read_call(request, self.resolver, allow_geojson=False)
         caller = await self._authorize(request, call.tenant)
         sub = await self._get_mine(caller, call.tenant, sub_id)
-        return json_response(call, self._show(sub, "sysAttrs" in (request.query_params.get("options") or ""),
-                                              call.terms))
+        sys_attrs = "sysAttrs" in (request.query_params.get("options") or "")
+        return json_response(call, self._show(call.tenant, sub, sys_attrs, call.terms))
 
     async def update(self, request: Request, sub_id: str) -> Response:
         _allow_params(request, set())
@@ -716,6 +724,9 @@ class Subscriptions:
                 began = time.monotonic()
                 error, answered = await self._send(uri, headers, body)
                 outcome.append((row, error))
+                key = (row[1], row[2])
+                sent, failed, _ = self._unsettled.get(key, (0, 0, ""))
+                self._unsettled[key] = (sent + (error is None), failed + (error is not None), now_iso())
                 if not answered and time.monotonic() - began >= SLOW_FAILURE:
                     self._lost(origin, error or "", round_started)
                 elif error is None:
@@ -739,8 +750,12 @@ class Subscriptions:
         # updated in the transaction that settles the queue, on the stored subscription as it is then.
         updates = [(tenant, KIND, sub_id, _status_change(sent, failed, stamp))
                    for (tenant, sub_id), (sent, failed) in outcomes.items()]
-        if outcome:
-            await self.store.settle_notifications(delivered, retry, [], updates)
+        try:
+            if outcome:
+                await self.store.settle_notifications(delivered, retry, [], updates)
+        finally:  # settled now, or due again (and sent again) when the settling failed
+            for key in outcomes:
+                self._unsettled.pop(key, None)
         return len(outcome)
 
     def _unreachable(self, due: DueRows) -> tuple[DueRows, Retries]:
