@@ -17,13 +17,14 @@ from typing import Any
 
 import httpx
 
-from bench.bench_ingest import _database, _wait
+from bench.bench_broker import scratch_database
+from bench.bench_ingest import _wait
 
 SAMPLES = int(os.environ.get("BENCH_ALERT_SAMPLES", "40"))
 
 
 class AlertServer:
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, workdir: Path) -> None:
         import socket
         import subprocess
         import sys
@@ -35,7 +36,7 @@ class AlertServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "civicmesh.cli", "serve", "--port", str(self.port), "--database", database_url,
              "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**os.environ, "CIVICMESH_NO_AUTH": "true"})
+            env={**os.environ, "CIVICMESH_NO_AUTH": "true", "CIVICMESH_DATA_DIR": str(workdir)})
         _wait(lambda: httpx.get(f"{self.url}/health", timeout=2).status_code == 200, 60, "the server")
 
     def stop(self) -> None:
@@ -43,8 +44,8 @@ class AlertServer:
         self.proc.wait(20)
 
 
-def _engine(engine: str, workdir: Path) -> list[dict[str, Any]]:
-    server = AlertServer(_database(engine, workdir, "alerts"))
+def _engine(engine: str, database_url: str, workdir: Path) -> list[dict[str, Any]]:
+    server = AlertServer(database_url, workdir)
     latencies: list[float] = []
     writes: list[float] = []
     try:
@@ -78,8 +79,8 @@ def _engine(engine: str, workdir: Path) -> list[dict[str, Any]]:
 def run() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for engine in os.environ.get("BENCH_ENGINES", "sqlite,postgres").split(","):
-        with tempfile.TemporaryDirectory() as tmp:
-            rows += _engine(engine, Path(tmp))
+        with tempfile.TemporaryDirectory() as tmp, scratch_database(engine) as url:
+            rows += _engine(engine, url, Path(tmp))
     return rows
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import orjson
 
+from bench.bench_broker import scratch_database
 from bench.mqttload import Publisher
 
 DEVICES = 1000
@@ -205,7 +206,7 @@ def _run_engine(engine: str, database_url: str, workdir: Path, seconds: float) -
     finally:
         server.stop()
         broker.stop()
-    raw = asyncio.run(_raw_rate(engine, workdir, published))
+    raw = asyncio.run(_raw_rate(engine, published))
     target = TARGETS[engine]
     saturated, steady = latencies.get("saturation", []), latencies.get("steady", [])
     return [
@@ -267,11 +268,14 @@ def _transport_rate(port: int, count: int) -> float:
     return rate
 
 
-async def _raw_rate(engine: str, workdir: Path, rows: int) -> float:
+async def _raw_rate(engine: str, rows: int) -> float:
     from civicmesh.store import open_store
 
-    url = _database(engine, workdir, "raw")
-    store = open_store(url)
+    with scratch_database(engine) as url:
+        return await _insert_rate(open_store(url), rows)
+
+
+async def _insert_rate(store: Any, rows: int) -> float:
     await store.open()
     try:
         doc = orjson.dumps({"id": "x", "type": ["WeatherObserved"], "attrs": {
@@ -287,36 +291,13 @@ async def _raw_rate(engine: str, workdir: Path, rows: int) -> float:
         await store.close()
 
 
-def _database(engine: str, workdir: Path, name: str) -> str:
-    if engine == "sqlite":
-        return f"sqlite:///{workdir / (name + '.db')}"
-    import psycopg
-
-    db = f"civicmesh_bench_{name}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect("postgresql://root@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{db}"')
-    return f"postgresql://root@127.0.0.1:5432/{db}"
-
-
 def run() -> list[dict[str, Any]]:
     seconds = float(os.environ.get("BENCH_INGEST_SECONDS", "30"))
     rows: list[dict[str, Any]] = []
     for engine in os.environ.get("BENCH_ENGINES", "sqlite,postgres").split(","):
-        with tempfile.TemporaryDirectory() as tmp:
-            url = _database(engine, Path(tmp), "ingest")
-            try:
-                rows += _run_engine(engine, url, Path(tmp), seconds)
-            finally:
-                if url.startswith("postgresql"):
-                    _drop(url)
+        with tempfile.TemporaryDirectory() as tmp, scratch_database(engine) as url:
+            rows += _run_engine(engine, url, Path(tmp), seconds)
     return rows
-
-
-def _drop(url: str) -> None:
-    import psycopg
-
-    with psycopg.connect("postgresql://root@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

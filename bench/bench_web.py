@@ -34,7 +34,8 @@ from typing import Any
 
 import httpx
 
-from bench.bench_ingest import _database, _free_port, _wait
+from bench.bench_broker import scratch_database
+from bench.bench_ingest import _free_port, _wait
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -157,10 +158,10 @@ def _writer(server: WebServer, ids: list[str], stop: threading.Event, round_trip
             time.sleep(max(0.0, tick - time.perf_counter()))
 
 
-def _engine(engine: str, workdir: Path) -> list[dict[str, Any]]:
+def _engine(engine: str, database_url: str, workdir: Path) -> list[dict[str, Any]]:
     from playwright.sync_api import sync_playwright
 
-    server = WebServer(_database(engine, workdir, "web"), workdir)
+    server = WebServer(database_url, workdir)
     rows: list[dict[str, Any]] = []
     try:
         drawn = _populate(server)
@@ -241,8 +242,8 @@ def run() -> list[dict[str, Any]]:
         raise SystemExit(f"{CHROMIUM} is missing: apt-get install chromium (never a downloaded browser)")
     rows: list[dict[str, Any]] = []
     for engine in os.environ.get("BENCH_ENGINES", "sqlite").split(","):
-        with tempfile.TemporaryDirectory() as tmp:
-            rows += _engine(engine, Path(tmp))
+        with tempfile.TemporaryDirectory() as tmp, scratch_database(engine) as url:
+            rows += _engine(engine, url, Path(tmp))
     return rows
 
 
