@@ -52,7 +52,7 @@ NOTIFICATION_STATUS = ("status", "timesSent", "timesFailed", "lastNotification",
 MAX_BACKOFF = 300.0
 SENDERS = 32  # concurrent POSTs (and keep-alive connections) per receiver
 PER_RECEIVER = 400  # notifications per receiver per delivery round
-SLOW_FAILURE = 1.0  # seconds: a send that fails after this long means the receiver hangs (see _send_all)
+SLOW_FAILURE = 1.0  # seconds: a send that fails after this long means the receiver hangs (see _deliver_to)
 FAILURE_LOG_PERIOD = 60.0
 REQUIRED_MEMBERS = frozenset({"notification", "@context"})
 # (tenant, subscription id, dedupe key, payload, due time): one row of the durable notification queue
@@ -697,23 +697,21 @@ class Subscriptions:
             skip = set(dropped) | set(held)
             due = [row for row in due if row[0] not in skip]
         retry: Retries = [(n, time.time() + 5.0, "subscription not active") for n in held]
-        due, waiting = self._unreachable(due)
-        retry.extend(waiting)
+        groups = self._reachable(_by_receiver(due), retry)
         if retry or dropped:
             await self.store.settle_notifications([], retry, dropped, [])
         # Each receiver's notifications are sent and settled on their own, so a slow receiver delays neither
         # the others' sending nor their delivery status (which a client may read as soon as it has been told).
-        settled = await asyncio.gather(*(self._deliver_to(group) for group in _by_receiver(due).values()))
+        settled = await asyncio.gather(*(self._deliver_to(origin, group) for origin, group in groups.items()))
         return len(retry) + len(dropped) + sum(settled)
 
-    async def _deliver_to(self, group: Work) -> int:
+    async def _deliver_to(self, origin: str, group: Work) -> int:
         """Send one receiver's due notifications (SENDERS at a time, at most PER_RECEIVER) and settle them: the
         sent ones deleted, the failed ones pushed back with exponential backoff, the subscriptions' status
         updated, in one transaction. A receiver that fails slowly (no answer within SLOW_FAILURE: it hangs or
         the network drops packets) stops its workers and is left alone for a growing while (`_outages`); one
         that fails fast (connection refused) is only retried with each notification's own backoff.
         Returns how many rows it settled; unsent rows stay due for the next round."""
-        origin = _origin(group[0][1])
         queue = list(reversed(group[:PER_RECEIVER]))
         outcome: list[tuple[DueRow, str | None]] = []
         round_started = time.time()
@@ -758,26 +756,20 @@ class Subscriptions:
                 self._unsettled.pop(key, None)
         return len(outcome)
 
-    def _unreachable(self, due: DueRows) -> tuple[DueRows, Retries]:
-        """Split off the rows for receivers in an outage: they wait (without a send) until the outage's end,
-        when one row probes the receiver again; the rest of that receiver's rows stay due until the probe."""
-        if not self._outages:
-            return due, []
+    def _reachable(self, groups: dict[str, Work], retry: Retries) -> dict[str, Work]:
+        """The receivers' groups to send now. A receiver in an outage sends nothing: its rows wait (appended to
+        `retry`) until the outage's end, when one row probes it and the rest stay due until the probe."""
         now = time.time()
-        kept: DueRows = []
-        waiting: Retries = []
-        probing: set[str] = set()
-        for row in due:
-            origin = _origin(_unqueued(row[1], row[3])[0])
+        kept: dict[str, Work] = {}
+        for origin, group in groups.items():
             outage = self._outages.get(origin)
             if outage is None:
-                kept.append(row)
+                kept[origin] = group
             elif outage.until > now:
-                waiting.append((row[0], outage.until, f"receiver unreachable: {outage.error}"))
-            elif origin not in probing:
-                probing.add(origin)
-                kept.append(row)
-        return kept, waiting
+                retry.extend((row[0], outage.until, f"receiver unreachable: {outage.error}") for row, *_ in group)
+            else:
+                kept[origin] = group[:1]
+        return kept
 
     def _down(self, origin: str, round_started: float) -> bool:
         """Whether a receiver failed to answer during this round (its workers stop sending)."""
