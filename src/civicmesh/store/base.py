@@ -11,10 +11,14 @@ Entities are stored whole (the expanded document, as orjson bytes) and indexed f
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+import psycopg
+import psycopg_pool
 
 from civicmesh.ngsild.model import ATTRIBUTE_TYPES, CORE_MEMBERS
 
@@ -24,35 +28,23 @@ DEFAULT_TENANT = ""
 OUTBOX_LOCK = 7_311_001
 
 
-def _database_errors() -> tuple[type[Exception], ...]:
-    import sqlite3
-
-    errors: list[type[Exception]] = [sqlite3.OperationalError]
-    try:
-        import psycopg
-        import psycopg_pool
-    except ImportError:  # pragma: no cover - the PostgreSQL engine is optional
-        return tuple(errors)
-    return (*errors, psycopg.OperationalError, psycopg_pool.PoolTimeout)
-
-
 # Seconds a request waits for a pooled PostgreSQL connection before it is answered 503 (see `unavailable`).
 CONNECTION_WAIT = 10.0
 
 # The exception classes a database that is out of reach raises (see `unavailable`).
-DATABASE_ERRORS = _database_errors()
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.OperationalError, psycopg.OperationalError,
+                                                psycopg_pool.PoolTimeout)
 
 
 def unavailable(exc: BaseException) -> str | None:
     """Why the database is out of reach for now, when `exc` says so (pool exhausted, connection lost or refused,
     SQLite busy past its timeout), else None. Such a failure is the server's condition, not the request's fault
     nor a bug: callers answer 503 and may retry; nothing was written (each write is one transaction)."""
-    name = type(exc).__name__
-    if name == "PoolTimeout":
+    if isinstance(exc, psycopg_pool.PoolTimeout):
         return "every database connection is busy"
-    if isinstance(exc, DATABASE_ERRORS) and type(exc).__module__.startswith("psycopg"):
+    if isinstance(exc, psycopg.OperationalError):
         return "the database connection failed"
-    if name == "OperationalError" and ("locked" in str(exc) or "busy" in str(exc)):
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
         return "the database is locked by another writer"
     return None
 
