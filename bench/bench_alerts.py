@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.bench_broker import scratch_database
+from bench.bench_broker import each_engine
 from bench.bench_ingest import _wait
 
 SAMPLES = int(os.environ.get("BENCH_ALERT_SAMPLES", "40"))
@@ -78,9 +77,8 @@ def _engine(engine: str, database_url: str, workdir: Path) -> list[dict[str, Any
 
 def run() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for engine in os.environ.get("BENCH_ENGINES", "sqlite,postgres").split(","):
-        with tempfile.TemporaryDirectory() as tmp, scratch_database(engine) as url:
-            rows += _engine(engine, url, Path(tmp))
+    for engine, url, workdir in each_engine():
+        rows += _engine(engine, url, workdir)
     return rows
 
 

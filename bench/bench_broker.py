@@ -236,6 +236,14 @@ def scratch_database(engine: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def each_engine(default: str = "sqlite,postgres") -> Iterator[tuple[str, str, Path]]:
+    """(engine, scratch database URL, scratch folder) for each engine of BENCH_ENGINES, each cleaned up once the
+    loop moves on: for benchmarks that start a server of their own."""
+    for engine in os.environ.get("BENCH_ENGINES", default).split(","):
+        with tempfile.TemporaryDirectory() as tmp, scratch_database(engine) as url:
+            yield engine, url, Path(tmp)
+
+
 def run() -> list[dict[str, Any]]:
     total = int(os.environ.get("BENCH_ENTITIES", "100000"))
     rows: list[dict[str, Any]] = []

@@ -20,7 +20,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -30,7 +29,7 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.bench_broker import scratch_database
+from bench.bench_broker import each_engine, scratch_database
 from bench.mqttload import Publisher
 
 DEVICES = 1000
@@ -294,9 +293,8 @@ async def _insert_rate(store: Any, rows: int) -> float:
 def run() -> list[dict[str, Any]]:
     seconds = float(os.environ.get("BENCH_INGEST_SECONDS", "30"))
     rows: list[dict[str, Any]] = []
-    for engine in os.environ.get("BENCH_ENGINES", "sqlite,postgres").split(","):
-        with tempfile.TemporaryDirectory() as tmp, scratch_database(engine) as url:
-            rows += _run_engine(engine, url, Path(tmp), seconds)
+    for engine, url, workdir in each_engine():
+        rows += _run_engine(engine, url, workdir, seconds)
     return rows
 
 

@@ -26,7 +26,6 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from bench.bench_broker import scratch_database
+from bench.bench_broker import each_engine
 from bench.bench_ingest import _free_port, _wait
 
 CHROMIUM = "/usr/bin/chromium"
@@ -241,9 +240,8 @@ def run() -> list[dict[str, Any]]:
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} is missing: apt-get install chromium (never a downloaded browser)")
     rows: list[dict[str, Any]] = []
-    for engine in os.environ.get("BENCH_ENGINES", "sqlite").split(","):
-        with tempfile.TemporaryDirectory() as tmp, scratch_database(engine) as url:
-            rows += _engine(engine, url, Path(tmp))
+    for engine, url, workdir in each_engine(default="sqlite"):
+        rows += _engine(engine, url, workdir)
     return rows
 
 
