@@ -69,6 +69,19 @@ _INSERT_INSTANCES = (
     "ON CONFLICT (tenant, entity_id, instance_id) DO NOTHING")
 
 
+def _recorded(changes: list[tuple[str, str, str, str, list[HistoryRow], str | None]]
+              ) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The statements recording changes (tenant, entity_id, types, created_at, rows, deleted_at): each entity
+    once (its first created_at, its last types and deletion), then every instance."""
+    entities: dict[tuple[str, str], tuple[str, str, str, str, str | None]] = {}
+    instances: list[tuple[Any, ...]] = []
+    for tenant, entity_id, types, created_at, rows, deleted_at in changes:
+        first = entities.get((tenant, entity_id))
+        entities[(tenant, entity_id)] = (tenant, entity_id, types, first[3] if first else created_at, deleted_at)
+        instances.extend((tenant, entity_id, *row, epoch_seconds(row[3])) for row in rows)
+    return [(_UPSERT_ENTITY, list(entities.values())), (_INSERT_INSTANCES, instances)]
+
+
 class History:
     def __init__(self, store: Any) -> None:
         self.store = store
@@ -78,9 +91,7 @@ class History:
                   *, deleted_at: str | None = None, replace_same_time: bool = False) -> None:
         """Record instances. With `replace_same_time` (temporal writes), an instance of the same attribute and
         datasetId observed at the same time as a new one is replaced by it instead of being kept twice."""
-        statements: list[tuple[str, list[tuple[Any, ...]]]] = [
-            (_UPSERT_ENTITY, [(tenant, entity_id, types, created_at, deleted_at)]),
-        ]
+        statements: list[tuple[str, list[tuple[Any, ...]]]] = []
         timed = [row for row in rows if row[3] is not None]
         if replace_same_time and timed:
             # One index range read finds the instances the new ones replace (usually none: history is mostly
@@ -96,23 +107,15 @@ class History:
             new = {(row[0], row[3], row[2]) for row in timed}
             doomed = [(tenant, entity_id, found[0]) for found in existing if tuple(found[1:]) in new]
             statements.append(("DELETE FROM history WHERE tenant = ? AND entity_id = ? AND instance_id = ?", doomed))
-        statements.append((_INSERT_INSTANCES, [(tenant, entity_id, *row, epoch_seconds(row[3])) for row in rows]))
+        statements += _recorded([(tenant, entity_id, types, created_at, rows, deleted_at)])
         await self.store.run_statements(statements)
 
     async def add_many(self, changes: list[tuple[str, str, str, str, list[HistoryRow], str | None]]) -> None:
         """Record the instances of many changes in one transaction (the change-event consumer's batch). Each change
         is (tenant, entity_id, types, created_at, rows, deleted_at); an entity's last change sets its types and
         deletion, as it would one change at a time."""
-        entities: dict[tuple[str, str], tuple[str, str, str, str, str | None]] = {}
-        instances: list[tuple[Any, ...]] = []
-        for tenant, entity_id, types, created_at, rows, deleted_at in changes:
-            key = (tenant, entity_id)
-            first = entities.get(key)
-            entities[key] = (tenant, entity_id, types, first[3] if first else created_at, deleted_at)
-            instances.extend((tenant, entity_id, *row, epoch_seconds(row[3])) for row in rows)
-        if entities:
-            await self.store.run_statements([(_UPSERT_ENTITY, list(entities.values())),
-                                             (_INSERT_INSTANCES, instances)])
+        if changes:
+            await self.store.run_statements(_recorded(changes))
 
     async def entities(self, tenant: str, ids: list[str] | None = None) -> list[tuple[str, str, str, str | None]]:
         sql = "SELECT entity_id, types, created_at, deleted_at FROM history_entities WHERE tenant = ?"
