@@ -74,6 +74,19 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     drop_postgres(url)
 
 
+@pytest.fixture
+def private_database(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A database of the engine under test for this test alone (a server of its own, restarts, faults), so no
+    other server relays its outbox or shares its queue: a SQLite file, or a fresh PostgreSQL database dropped
+    afterwards."""
+    if database_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'private.db'}"
+        return
+    url = fresh_postgres_url("civicmesh_private")
+    yield url
+    drop_postgres(url)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import LiveServer, drop_postgres, fresh_postgres_url
+from tests.conftest import LiveServer
 from tests.exchange.conftest import bootstrap_key, client, secure_server
 from tests.exchange.test_story_live import AREA, LD, flow, setup_orgs
 from tests.helpers import problem
@@ -119,17 +118,14 @@ def test_history_is_screened_like_the_entity(secure: Any) -> None:
 
 
 @pytest.fixture
-def own_secure(database_url: str, tmp_path: Path) -> Iterator[tuple[LiveServer, str]]:
+def own_secure(private_database: str) -> Iterator[tuple[LiveServer, str]]:
     """A secure server on a database of its own: the notification queue of the session's shared database holds
     the backlog of earlier tests' vanished receivers, which can keep a new notification waiting past the test's
     patience (noted for planning: delivery fairness under a dead-receiver backlog)."""
-    url = f"sqlite:///{tmp_path / 'own.db'}" if database_url.startswith("sqlite") else fresh_postgres_url()
-    admin = bootstrap_key(url)
-    live = secure_server(url)
+    admin = bootstrap_key(private_database)
+    live = secure_server(private_database)
     yield live, admin
     live.stop()
-    if not url.startswith("sqlite"):
-        drop_postgres(url)
 
 
 def test_notifications_are_screened_for_the_subscriber(own_secure: Any) -> None:

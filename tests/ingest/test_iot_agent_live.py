@@ -286,11 +286,11 @@ def private_mosquitto() -> Iterator[PrivateMosquitto]:
 
 
 def test_the_agent_reconnects_after_the_connection_drops_and_the_broker_restarts(
-        tmp_path: Any, database_url: str, tenant: str, private_mosquitto: PrivateMosquitto) -> None:
+        private_database: str, tenant: str, private_mosquitto: PrivateMosquitto) -> None:
     import paho.mqtt.client as mqtt
 
     port = private_mosquitto.port
-    url = f"sqlite:///{tmp_path / 'reconnect.db'}" if database_url.startswith("sqlite") else fresh_postgres_url()
+    url = private_database
     live = start_server(url, mqtt_url=f"mqtt://127.0.0.1:{port}")
     try:
         ingress = live.app.state.platform.extras["iot"].mqtt
@@ -326,5 +326,3 @@ def test_the_agent_reconnects_after_the_connection_drops_and_the_broker_restarts
                  "nothing stored after the broker restart")
     finally:
         live.stop()
-        if url.startswith("postgresql"):
-            drop_postgres(url)

@@ -8,17 +8,17 @@ import time
 import httpx
 import psycopg
 import pytest
-from tests.conftest import PG_ADMIN, drop_postgres, fresh_postgres_url, start_server
+from tests.conftest import PG_ADMIN, start_server
 
 
 def _entity(n: int) -> dict[str, object]:
     return {"id": f"urn:ngsi-ld:Sensor:S{n}", "type": "Sensor", "level": {"type": "Property", "value": n}}
 
 
-def test_lost_database_connections_answer_503_and_recover(database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
+def test_lost_database_connections_answer_503_and_recover(private_database: str) -> None:
+    if not private_database.startswith("postgresql"):
         pytest.skip("connections that the server drops exist on PostgreSQL only")
-    url = fresh_postgres_url("civicmesh_outage")
+    url = private_database
     server = start_server(url)
     try:
         api = httpx.Client(base_url=server.url + "/ngsi-ld/v1", timeout=30)
@@ -50,4 +50,3 @@ def test_lost_database_connections_answer_503_and_recover(database_url: str) -> 
         assert stored == {"urn:ngsi-ld:Sensor:S1"} | created  # a refused create left nothing behind
     finally:
         server.stop()
-        drop_postgres(url)

@@ -144,12 +144,8 @@ def test_subscription_crud_and_errors(client: httpx.Client, receiver: Receiver) 
     problem(client.get("/subscriptions", params={"colour": "red"}), 400, "InvalidRequest")
 
 
-def test_a_receiver_outage_and_a_broker_restart_lose_nothing(database_url: str, tmp_path) -> None:
-    if database_url.startswith("sqlite"):
-        url = f"sqlite:///{tmp_path / 'durable.db'}"
-    else:
-        from tests.conftest import drop_postgres, fresh_postgres_url
-        url = fresh_postgres_url("civicmesh_notify")
+def test_a_receiver_outage_and_a_broker_restart_lose_nothing(private_database: str) -> None:
+    url = private_database
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}/notify"
     broker: LiveServer = start_server(url)
@@ -172,8 +168,6 @@ def test_a_receiver_outage_and_a_broker_restart_lose_nothing(database_url: str, 
     finally:
         restarted.stop()
         receiver.stop()
-        if url.startswith("postgresql"):
-            drop_postgres(url)
 
 
 def test_time_interval_subscriptions_notify_periodically(client: httpx.Client, receiver: Receiver) -> None:
@@ -186,15 +180,12 @@ def test_time_interval_subscriptions_notify_periodically(client: httpx.Client, r
     assert all(b["data"][0]["speed"] == 42 for b in bodies[:2])
 
 
-def test_a_hanging_receiver_does_not_hold_back_other_subscribers(database_url: str, tmp_path) -> None:
+def test_a_hanging_receiver_does_not_hold_back_other_subscribers(private_database: str) -> None:
     """A webhook that accepts connections and never answers costs its own notifications a timeout; everybody
     else's keep arriving promptly, and the hanging receiver's notifications stay queued (not dropped)."""
     import socket
 
-    from tests.conftest import drop_postgres, fresh_postgres_url
-
-    sqlite = database_url.startswith("sqlite")
-    url = f"sqlite:///{tmp_path / 'hang.db'}" if sqlite else fresh_postgres_url("civicmesh_hang")
+    url = private_database
     hanging = socket.socket()
     hanging.bind(("127.0.0.1", 0))
     hanging.listen(1024)  # the kernel completes the handshakes; nobody ever reads or answers
@@ -229,8 +220,6 @@ def test_a_hanging_receiver_does_not_hold_back_other_subscribers(database_url: s
         broker.stop()
         healthy.stop()
         hanging.close()
-        if url.startswith("postgresql"):
-            drop_postgres(url)
 
 
 def _queued_for(database_url: str, subscription_id: str) -> int:
@@ -251,16 +240,11 @@ def _queued_for(database_url: str, subscription_id: str) -> int:
     return asyncio.run(count())
 
 
-def test_delivery_status_is_visible_as_soon_as_the_receiver_has_the_notification(database_url: str,
-                                                                                  tmp_path) -> None:
+def test_delivery_status_is_visible_as_soon_as_the_receiver_has_the_notification(private_database: str) -> None:
     """A client told of a notification may read the subscription at once (the ETSI suite's 046_12 does, within
     ms): the status shows the delivery even while the queue's settling transaction is still on its way."""
-    from tests.conftest import drop_postgres, fresh_postgres_url
-
-    sqlite = database_url.startswith("sqlite")
-    url = f"sqlite:///{tmp_path / 'status.db'}" if sqlite else fresh_postgres_url("civicmesh_status")
     receiver = Receiver().start()
-    broker = start_server(url)
+    broker = start_server(private_database)
     try:
         store = broker.app.state.platform.store
         settle = store.settle_notifications
@@ -285,5 +269,3 @@ def test_delivery_status_is_visible_as_soon_as_the_receiver_has_the_notification
     finally:
         broker.stop()
         receiver.stop()
-        if not sqlite:
-            drop_postgres(url)
