@@ -14,11 +14,12 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from civicmesh import metrics
+from civicmesh import access, metrics
+from civicmesh.access import Gate
+from civicmesh.bodies import BodyLimit
 from civicmesh.config import Settings
 from civicmesh.errors import Problem
 from civicmesh.events import OutboxRelay
-from civicmesh.exchange.gate import Gate
 from civicmesh.store import open_store
 from civicmesh.store.base import DATABASE_ERRORS, unavailable
 
@@ -55,7 +56,7 @@ def problem_response(problem: Problem) -> Response:
     import orjson
 
     return Response(orjson.dumps(problem.to_dict()), status_code=problem.status,
-                    media_type="application/problem+json")
+                    media_type="application/problem+json", headers=problem.headers or None)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -137,13 +138,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_exception_handler(error, _unexpected)
     app.add_exception_handler(Exception, _unexpected)
 
-    @app.get("/health", include_in_schema=False)
+    @app.get("/health", include_in_schema=False, dependencies=[access.public.depends()])
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
     for name in ROOMS:
         importlib.import_module(name).mount(app, platform)
     metrics.install(app, platform)
+    # Outermost: the limit holds before any room reads a body.
+    app.add_middleware(BodyLimit, default=settings.max_body_bytes)
+    access.seal(app)  # every route declares its access rule, or the app is not built
     app.state.startup_hooks.append(start_relay)
     app.state.shutdown_hooks.append(stop_relay)
     return app

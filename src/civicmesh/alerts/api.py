@@ -27,10 +27,11 @@ from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
+from civicmesh.access import caller, scope
 from civicmesh.alerts.detectors import SEVERITIES, RuleError, check_rule, step
+from civicmesh.bodies import limit_body, read_json
 from civicmesh.errors import Problem
 from civicmesh.events import ENTITY_CREATED, ENTITY_UPDATED, ChangeEvent
-from civicmesh.exchange.gate import ANONYMOUS
 from civicmesh.ngsild import qlang
 from civicmesh.ngsild.http import tenant_of
 from civicmesh.ngsild.model import ATTRIBUTE_TYPES, EntityParser, now_iso
@@ -42,6 +43,7 @@ ALERT_TYPE = "https://uri.etsi.org/ngsi-ld/default-context/Alert"
 LOCATION = "https://uri.etsi.org/ngsi-ld/location"
 ACKNOWLEDGED_AT = "https://uri.etsi.org/ngsi-ld/default-context/acknowledgedAt"
 ACKNOWLEDGED_BY = "https://uri.etsi.org/ngsi-ld/default-context/acknowledgedBy"
+RULE_BODY_LIMIT = 64 * 1024
 RULES_TTL = 5.0  # seconds a tenant's compiled rules are trusted (another worker may have changed them)
 
 
@@ -232,13 +234,12 @@ def mount(app: FastAPI, platform: Any) -> None:
     alerts = Alerts(platform)
     platform.extras["alerts"] = alerts
     platform.relay.subscribe_batch("alerts", alerts.on_events, durable=True)
-    router = APIRouter(prefix="/alerts", tags=["early warnings"])
+    # Rules are small JSON objects; 64 KiB is far above the largest demo rule (about 400 bytes).
+    router = APIRouter(prefix="/alerts", tags=["early warnings"],
+                       dependencies=[scope("alerts").depends(), limit_body(RULE_BODY_LIMIT)])
 
     async def body(request: Request) -> Any:
-        try:
-            return orjson.loads(await request.body())
-        except orjson.JSONDecodeError as exc:
-            raise Problem("InvalidRequest", f"the body is not valid JSON: {exc}") from None
+        return await read_json(request, RULE_BODY_LIMIT)
 
     def json(data: Any, status: int = 200) -> Response:
         return Response(orjson.dumps(data), status_code=status, media_type="application/json")
@@ -268,17 +269,13 @@ def mount(app: FastAPI, platform: Any) -> None:
         return Response(status_code=204)
 
     async def acknowledge(request: Request, alert_id: str) -> Response:
-        raw = await request.body()
-        data = {}
-        if raw.strip():
-            data = await body(request)
-            if not isinstance(data, dict):
-                raise Problem("BadRequestData", "the body must be a JSON object, e.g. {\"note\": \"crew sent\"}")
+        data = await read_json(request, RULE_BODY_LIMIT, empty={})
+        if not isinstance(data, dict):
+            raise Problem("BadRequestData", "the body must be a JSON object, e.g. {\"note\": \"crew sent\"}")
         note = data.get("note")
         if note is not None and (not isinstance(note, str) or len(note) > 1000):
             raise Problem("BadRequestData", "note must be a string of at most 1000 characters")
-        caller = getattr(request.state, "caller", ANONYMOUS)
-        return json(await alerts.acknowledge(tenant_of(request), alert_id, caller, note))
+        return json(await alerts.acknowledge(tenant_of(request), alert_id, caller(request), note))
 
     for path, method, endpoint in [("/{alert_id}/acknowledge", "POST", acknowledge),
                                    ("/rules", "POST", add_rule), ("/rules", "GET", list_rules),

@@ -18,6 +18,8 @@ import orjson
 from fastapi import APIRouter, FastAPI, Query, Request
 from starlette.responses import Response
 
+from civicmesh.access import explicit_scope, public, when
+from civicmesh.bodies import read_json
 from civicmesh.errors import Problem
 from civicmesh.ledger import tiles
 from civicmesh.ledger.keys import key_dir_from_env, origin_from_env
@@ -47,15 +49,20 @@ def _hash_param(value: str, name: str) -> bytes:
 
 
 async def _body(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise Problem("InvalidRequest", f"request body is not JSON: {exc}") from None
+    return await read_json(request)  # at most the platform's body limit (CIVICMESH_MAX_BODY_BYTES)
+
+
+def _reading(request: Request) -> bool:
+    return request.method in ("GET", "HEAD")
+
+
+LEDGER_RULE = when(_reading, public, explicit_scope("ledger"))
 
 
 def router(ledger: Ledger) -> APIRouter:
-    r = APIRouter(prefix="/ledger", tags=["ledger"])
+    # Reading the log is public (a transparency log is verified by anyone); writing needs the 'ledger' scope
+    # named explicitly on the credential ("*" is not enough).
+    r = APIRouter(prefix="/ledger", tags=["ledger"], dependencies=[LEDGER_RULE.depends()])
 
     @r.get("/checkpoint", summary="Newest signed checkpoint (C2SP tlog-checkpoint), with cosignatures")
     def checkpoint() -> Response:
@@ -102,18 +109,18 @@ def router(ledger: Ledger) -> APIRouter:
 
     @r.get("/entries", summary="Entries about a subject, each with its inclusion proof")
     def entries(
+        request: Request,
         subject: str,
         kind: str | None = None,
         after: int = -1,
         limit: int = Query(100, ge=1, le=1000),
         proofs: bool = True,
     ) -> Response:
-        return _json(
-            ledger.entries_by_subject(subject, kind=kind, after=after, limit=limit, with_proofs=proofs)
-        )
+        found = ledger.entries_by_subject(subject, kind=kind, after=after, limit=limit, with_proofs=proofs)
+        return _json(found)
 
     @r.get("/entries/{index}", summary="One entry")
-    def entry(index: int) -> Response:
+    def entry(index: int, request: Request) -> Response:
         return _json(ledger.entry(index))
 
     @r.post("/entries", status_code=201, summary="Append one entry (object) or several (array), all or none")

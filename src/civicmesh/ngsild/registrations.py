@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
+from civicmesh.access import platform_admin
 from civicmesh.errors import Problem
 from civicmesh.ngsild.context import TermMap
 from civicmesh.ngsild.http import body_call, json_response, read_call
@@ -123,7 +124,8 @@ def _matches(reg: dict[str, Any], ids: list[str] | None, types: set[str] | None,
 
 
 def mount(app: FastAPI, platform: Any) -> None:
-    router = APIRouter(prefix=PREFIX)
+    # Registrations are not yet screened per organization, so only a platform admin may use them.
+    router = APIRouter(prefix=PREFIX, dependencies=[platform_admin.depends()])
     store = platform.store
     resolver = platform.extras["contexts"]
     broker = platform.extras["broker"]

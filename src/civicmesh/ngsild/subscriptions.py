@@ -26,9 +26,9 @@ from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
+from civicmesh.access import Caller, authenticated
 from civicmesh.errors import Problem
 from civicmesh.events import ENTITY_CREATED, ENTITY_DELETED, ChangeEvent
-from civicmesh.exchange.gate import Caller
 from civicmesh.ngsild import geoquery, qlang, typequery
 from civicmesh.ngsild.context import CORE_CONTEXT_URL, ContextResolver, TermMap
 from civicmesh.ngsild.http import CONTEXT_REL, JSONLD, body_call, json_response, page_links, read_call
@@ -1056,7 +1056,7 @@ def mount(app: FastAPI, platform: Any) -> None:
     subs = Subscriptions(platform)
     platform.extras["subscriptions"] = subs
     platform.relay.subscribe_batch("subscriptions", subs.on_events, durable=True)
-    router = APIRouter(prefix=PREFIX)
+    router = APIRouter(prefix=PREFIX, dependencies=[authenticated.depends()])  # each sees only its own
     routes: list[tuple[str, list[str], Callable[..., Any]]] = [
         ("/subscriptions", ["POST"], subs.create), ("/subscriptions", ["GET"], subs.list),
         ("/subscriptions/{sub_id}", ["GET"], subs.retrieve), ("/subscriptions/{sub_id}", ["PATCH"], subs.update),
