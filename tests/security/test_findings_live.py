@@ -1,0 +1,64 @@
+"""Regression tests for the access findings of the red-team pass (issue 13: 5, 7, 8, 11, 16, 17, 19, CORS), each
+replaying the attack against a live server with authentication on and the demo organizations, on both engines."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.exchange.conftest import client
+from tests.helpers import problem
+from tests.security.conftest import DemoPlatform
+
+pytestmark = pytest.mark.live
+
+TRAFFIC = "urn:ngsi-ld:TrafficFlowObserved:hz-jiangnan-avenue-1-forward"
+OPEN311_KEY = "security-suite-client"
+
+
+def key(platform: DemoPlatform, org: str, roles: list[str], scopes: list[str]) -> str:
+    with client(platform.live, platform.admin) as c:
+        r = c.post(f"/exchange/organizations/{org}/keys", json={
+            "subject": f"{org}-{uuid.uuid4().hex[:6]}", "roles": roles, "scopes": scopes})
+        assert r.status_code == 201, r.text
+        return str(r.json()["key"])
+
+
+def traffic_request(platform: DemoPlatform) -> tuple[str, str]:
+    """hz-logistics asks hz-transport for the live traffic product: (request id, the logistics steward's key)."""
+    logistics = key(platform, "hz-logistics", ["org_admin", "data_steward"], ["*"])
+    with client(platform.live, logistics) as c:
+        [product] = [p for p in c.get("/exchange/catalog", params={"q": "traffic"}).json()
+                     if p["provider"] == "hz-transport"]
+        r = c.post("/exchange/requests", json={"product": product["id"], "purpose": "city-planning"})
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"]), logistics
+
+
+# -- 5: alert rules have an owner ------------------------------------------------------------------------------
+def test_5_only_its_owner_or_a_platform_admin_changes_an_alert_rule(demo_platform: DemoPlatform) -> None:
+    stranger = key(demo_platform, "zju-urban-lab", ["org_admin"], ["*"])
+    transport = key(demo_platform, "hz-transport", ["org_admin"], ["*"])
+    with client(demo_platform.live, stranger) as lab:
+        bridge = lab.get("/alerts/rules/bridge-displacement").json()
+        # The red team's move: replace or delete the bridge safety rule of another organization.
+        refused = problem(lab.put("/alerts/rules/bridge-displacement", json={**bridge, "tiers": [
+            {"severity": "critical", "above": 1e9}]}), 403, "Forbidden")
+        assert "belongs to hz-transport" in refused["detail"]
+        problem(lab.delete("/alerts/rules/bridge-displacement"), 403, "Forbidden")
+        assert bridge["owner"] == "hz-transport"  # the demo's bridge safety rules are the bridges' owner's
+        # A rule the lab makes is its own; it cannot make one in another's name.
+        mine = {"id": f"lab-{uuid.uuid4().hex[:6]}", "entityType": "AirQualityObserved", "attribute": "pm25",
+                "kind": "threshold", "tiers": [{"severity": "high", "above": 150}]}
+        problem(lab.post("/alerts/rules", json={**mine, "owner": "hz-transport"}), 403, "Forbidden")
+        assert lab.post("/alerts/rules", json=mine).status_code == 201
+        assert lab.get(f"/alerts/rules/{mine['id']}").json()["owner"] == "zju-urban-lab"
+    with client(demo_platform.live, transport) as owner:
+        assert owner.get("/alerts/rules/bridge-displacement").json()["tiers"] == bridge["tiers"]
+        problem(owner.delete(f"/alerts/rules/{mine['id']}"), 403, "Forbidden")
+        # The owner may change its own rule, and it stays its own.
+        assert owner.put("/alerts/rules/bridge-displacement", json=bridge).status_code == 204
+        assert owner.get("/alerts/rules/bridge-displacement").json()["owner"] == "hz-transport"
+    with client(demo_platform.live, demo_platform.admin) as admin:
+        assert admin.delete(f"/alerts/rules/{mine['id']}").status_code == 204
