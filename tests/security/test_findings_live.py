@@ -62,3 +62,25 @@ def test_5_only_its_owner_or_a_platform_admin_changes_an_alert_rule(demo_platfor
         assert owner.get("/alerts/rules/bridge-displacement").json()["owner"] == "hz-transport"
     with client(demo_platform.live, demo_platform.admin) as admin:
         assert admin.delete(f"/alerts/rules/{mine['id']}").status_code == 204
+
+
+# -- 7: the exchange scope and roles -----------------------------------------------------------------------------
+def test_7_an_analyst_of_the_provider_cannot_approve_a_request(demo_platform: DemoPlatform) -> None:
+    nid, _ = traffic_request(demo_platform)
+    decision = {"permission": [{"action": "use"}], "reason": "looks fine"}
+    # The red team's key: the provider's analyst, scopes ["entities:read"].
+    reader = key(demo_platform, "hz-transport", ["analyst"], ["entities:read"])
+    with client(demo_platform.live, reader) as c:
+        assert "exchange" in problem(c.post(f"/exchange/requests/{nid}/approve", json=decision), 403,
+                                     "Forbidden")["detail"]
+        problem(c.get("/exchange/requests"), 403, "Forbidden")
+    # With the scope but only the analyst role: still not a decision it may take.
+    analyst = key(demo_platform, "hz-transport", ["analyst"], ["*"])
+    with client(demo_platform.live, analyst) as c:
+        assert "data_steward" in problem(c.post(f"/exchange/requests/{nid}/approve", json=decision), 403,
+                                         "Forbidden")["detail"]
+    steward = key(demo_platform, "hz-transport", ["data_steward"], ["exchange"])
+    with client(demo_platform.live, steward) as c:
+        assert c.get(f"/exchange/requests/{nid}").json()["state"] == "REQUESTED"
+        r = c.post(f"/exchange/requests/{nid}/approve", json={"reason": "planning use agreed"})
+        assert r.status_code == 200 and r.json()["state"] == "AGREED", r.text
