@@ -3,10 +3,13 @@ replaying the attack against a live server with authentication on and the demo o
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
+import httpx
 import pytest
 
+from civicmesh.store.citizen import open_citizen_store
 from tests.exchange.conftest import client
 from tests.helpers import problem
 from tests.security.conftest import DemoPlatform
@@ -84,3 +87,62 @@ def test_7_an_analyst_of_the_provider_cannot_approve_a_request(demo_platform: De
         assert c.get(f"/exchange/requests/{nid}").json()["state"] == "REQUESTED"
         r = c.post(f"/exchange/requests/{nid}/approve", json={"reason": "planning use agreed"})
         assert r.status_code == 200 and r.json()["state"] == "AGREED", r.text
+
+
+# -- 8: citizen personal data across departments ----------------------------------------------------------------
+def _open311_key(database_url: str) -> None:
+    async def add() -> None:
+        store = open_citizen_store(database_url)
+        await store.connect()
+        try:
+            await store.migrate()
+            await store.add_api_key(OPEN311_KEY, "security suite", None, "2026-01-01T00:00:00Z")
+        except Exception:  # already added by an earlier test on this database
+            pass
+        finally:
+            await store.close()
+
+    asyncio.run(add())
+
+
+def _department(platform: DemoPlatform, citizen_department: str) -> str:
+    org = f"dept-{citizen_department.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
+    with client(platform.live, platform.admin) as c:
+        r = c.post("/exchange/organizations", json={
+            "id": org, "kind": "department", "sector": "government", "tenants": [""],
+            "name": {"zh": "部门", "en": org}, "citizen_department": citizen_department})
+        assert r.status_code == 201, r.text
+    return key(platform, org, ["analyst"], ["citizen"])
+
+
+def test_8_another_department_does_not_see_the_reporters_contact(demo_platform: DemoPlatform,
+                                                                 database_url: str) -> None:
+    _open311_key(database_url)
+    with httpx.Client(base_url=demo_platform.live.url, timeout=30) as citizen:
+        created = citizen.post("/open311/v2/requests.json", data={
+            "api_key": OPEN311_KEY, "service_code": "pothole", "lat": "30.209", "long": "120.2045",
+            "description": "江滨路上有个大坑", "attribute[size]": "large", "first_name": "小明",
+            "last_name": "王", "email": "xiaoming@example.cn", "phone": "13812345678"})
+        assert created.status_code == 200, created.text
+        rid = created.json()[0]["service_request_id"]
+    handling, other = _department(demo_platform, "binjiang_gov"), _department(demo_platform, "housing")
+    with client(demo_platform.live, handling) as c:
+        full = c.get(f"/citizen/requests/{rid}").json()
+        assert full["lead_department"] == "binjiang_gov"
+        assert (full["contact"]["first_name"], full["contact"]["email"], full["contact"]["phone"]) == \
+            ("小明", "xiaoming@example.cn", "13812345678")
+    with client(demo_platform.live, other) as c:
+        # The red team's move: a housing-bureau key reads a request dispatched to binjiang_gov...
+        seen = c.get(f"/citizen/requests/{rid}")
+        assert seen.status_code == 200
+        assert seen.json()["contact"]["phone"] is None and seen.json()["contact"]["email"] is None
+        for secret in ("小明", "xiaoming@example.cn", "13812345678"):
+            assert secret not in seen.text
+        # ... and walks the sequential ids: none shows a reporter's contact to a department not handling it.
+        for walked in range(1, int(rid) + 1):
+            r = c.get(f"/citizen/requests/{walked}")
+            if r.status_code == 200 and r.json()["lead_department"] != "housing":
+                assert r.json()["contact"]["phone"] is None and "13812345678" not in r.text
+        # The triage queue (not yet dispatched) is the hotline's to read in full, not a department's.
+        for row in c.get("/citizen/triage").json():
+            assert row["contact"]["phone"] is None

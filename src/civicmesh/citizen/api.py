@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
-from civicmesh.access import Caller, Rule, organization_of, public
+from civicmesh.access import Caller, Rule, caller, is_admin, organization_of, public
 from civicmesh.bodies import read_json, read_object
 from civicmesh.citizen import open311
 from civicmesh.citizen.catalogue import load_catalogue
@@ -363,6 +363,23 @@ DEPARTMENT = Rule("citizen-department", check=_own_department)
 HOTLINE = Rule("citizen-hotline", check=_hotline_only)
 
 
+def _party_view(request: Request, desk: CitizenDesk, row: dict[str, Any]) -> dict[str, Any]:
+    """The department view, with the reporter's contact only for the hotline and the departments handling the
+    request: ids are sequential, so any other department walking them sees no more than Open311 publishes."""
+    view = department_view(desk, row)
+    who = caller(request)
+    if is_admin(who):
+        return view
+    own = (organization_of(request) or {}).get("citizen_department")
+    if own and own in {row["lead_department"], *(row["co_departments"] or [])}:
+        return view
+    reporter = view["contact"]
+    view["contact"] = {"first_name": None, "last_name": None, "email": None, "phone": None,
+                       "anonymous": reporter["anonymous"], "hidden": "only the departments handling this request "
+                       "and the hotline see the reporter's contact"}
+    return view
+
+
 def _text(body: dict[str, Any], name: str, required: bool = True) -> str:
     value = body.get(name)
     if value is None or value == "":
@@ -419,13 +436,13 @@ def _desk_router(desk_of: Any) -> APIRouter:
     @router.get("/triage", dependencies=mine)
     async def triage(request: Request) -> list[dict[str, Any]]:
         desk = desk_of()
-        return [department_view(desk, r) for r in await desk.triage_queue()]
+        return [_party_view(request, desk, r) for r in await desk.triage_queue()]
 
     @router.get("/requests/{request_id}", dependencies=mine)
     async def get_one(request_id: int, request: Request) -> dict[str, Any]:
         desk = desk_of()
         row = await act(desk.get(request_id))
-        return {**department_view(desk, row), "history": await desk.store.events(request_id)}
+        return {**_party_view(request, desk, row), "history": await desk.store.events(request_id)}
 
     @router.get("/requests/{request_id}/entity", dependencies=mine)
     async def entity(request_id: int) -> dict[str, Any]:
@@ -457,41 +474,41 @@ def _desk_router(desk_of: Any) -> APIRouter:
         rows = await desk.store.query_requests(
             department=department, only_masters=True, states=[state] if state else None, limit=1000
         )
-        return [department_view(desk, r) for r in rows]
+        return [_party_view(request, desk, r) for r in rows]
 
     @router.post("/requests/{request_id}/assign", dependencies=mine)
     async def assign(request_id: int, request: Request) -> dict[str, Any]:
         body = await _json_body(request)
         desk = desk_of()
         row = await act(desk.assign(request_id, _text(body, "department"), _text(body, "note", False)))
-        return department_view(desk, row)
+        return _party_view(request, desk, row)
 
     @router.post("/requests/{request_id}/accept", dependencies=mine)
     async def accept(request_id: int, request: Request) -> dict[str, Any]:
         body = await _json_body(request)
         desk = desk_of()
-        return department_view(desk, await act(desk.accept(request_id, _text(body, "department"))))
+        return _party_view(request, desk, await act(desk.accept(request_id, _text(body, "department"))))
 
     @router.post("/requests/{request_id}/return", dependencies=mine)
     async def return_(request_id: int, request: Request) -> dict[str, Any]:
         body = await _json_body(request)
         desk = desk_of()
         row = await act(desk.return_request(request_id, _text(body, "department"), _text(body, "reason")))
-        return department_view(desk, row)
+        return _party_view(request, desk, row)
 
     @router.post("/requests/{request_id}/progress", dependencies=mine)
     async def progress(request_id: int, request: Request) -> dict[str, Any]:
         body = await _json_body(request)
         desk = desk_of()
         row = await act(desk.progress(request_id, _text(body, "department"), _text(body, "note")))
-        return department_view(desk, row)
+        return _party_view(request, desk, row)
 
     @router.post("/requests/{request_id}/resolve", dependencies=mine)
     async def resolve(request_id: int, request: Request) -> dict[str, Any]:
         body = await _json_body(request)
         desk = desk_of()
         row = await act(desk.resolve(request_id, _text(body, "department"), _text(body, "note")))
-        return department_view(desk, row)
+        return _party_view(request, desk, row)
 
     @router.post("/requests/{request_id}/visit", dependencies=[HOTLINE.depends()])
     async def visit(request_id: int, request: Request) -> dict[str, Any]:
@@ -503,7 +520,7 @@ def _desk_router(desk_of: Any) -> APIRouter:
             raise Problem("BadRequestData", "'resolved' must be true or false")
         desk = desk_of()
         row = await act(desk.return_visit(request_id, satisfaction, resolved, _text(body, "comment", False)))
-        return department_view(desk, row)
+        return _party_view(request, desk, row)
 
     @router.post("/supervision/run", dependencies=[HOTLINE.depends()])
     async def supervise() -> list[dict[str, Any]]:
