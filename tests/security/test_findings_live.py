@@ -4,7 +4,9 @@ replaying the attack against a live server with authentication on and the demo o
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -146,3 +148,34 @@ def test_8_another_department_does_not_see_the_reporters_contact(demo_platform: 
         # The triage queue (not yet dispatched) is the hotline's to read in full, not a department's.
         for row in c.get("/citizen/triage").json():
             assert row["contact"]["phone"] is None
+
+
+# -- 11: the public ledger shows hashes and kinds; details to the parties ---------------------------------------
+def test_11_ledger_payloads_are_for_the_parties(demo_platform: DemoPlatform) -> None:
+    nid, logistics = traffic_request(demo_platform)
+    steward = key(demo_platform, "hz-transport", ["data_steward"], ["*"])
+    with client(demo_platform.live, steward) as c:
+        assert c.post(f"/exchange/requests/{nid}/reject", json={"reason": "secret internal reason"}).status_code \
+            == 200
+
+    def entries(credential: str | None) -> list[dict[str, Any]]:
+        with client(demo_platform.live, credential) as c:
+            deadline = time.monotonic() + 20
+            while True:
+                found = c.get("/ledger/entries", params={"subject": nid}).json()["entries"]
+                if len(found) >= 2 and all(e["integrated"] for e in found) or time.monotonic() > deadline:
+                    return list(found)
+                time.sleep(0.2)
+
+    anonymous = entries(None)
+    assert len(anonymous) >= 2
+    for entry in anonymous:
+        # Anyone still verifies the log: the entry (kind, subject, time, payload hash) and its proof are there.
+        assert entry["entry"] and entry["leaf_hash"] and entry["inclusion"]
+        assert entry["payload"] is None and entry["payload_withheld"]
+    assert "secret internal reason" not in str(anonymous)
+    outsider = key(demo_platform, "zju-urban-lab", ["analyst"], ["*"])
+    assert all(e["payload"] is None for e in entries(outsider))
+    for party in (logistics, steward, demo_platform.admin):
+        shown = entries(party)
+        assert any(e["payload"] and e["payload"]["reason"] == "secret internal reason" for e in shown)

@@ -18,7 +18,7 @@ import orjson
 from fastapi import APIRouter, FastAPI, Query, Request
 from starlette.responses import Response
 
-from civicmesh.access import explicit_scope, public, when
+from civicmesh.access import explicit_scope, is_admin, is_anonymous, public, when
 from civicmesh.bodies import read_json
 from civicmesh.errors import Problem
 from civicmesh.ledger import tiles
@@ -50,6 +50,31 @@ def _hash_param(value: str, name: str) -> bytes:
 
 async def _body(request: Request) -> Any:
     return await read_json(request)  # at most the platform's body limit (CIVICMESH_MAX_BODY_BYTES)
+
+
+# The payload fields that name the organizations a ledger entry is about (exchange and citizen events).
+PARTY_FIELDS = ("provider", "consumer", "organization", "department")
+
+
+def _parties(doc: dict[str, Any]) -> set[str]:
+    payload = doc["payload"] if isinstance(doc.get("payload"), dict) else {}
+    named = {str(payload[f]) for f in PARTY_FIELDS if isinstance(payload.get(f), str)}
+    try:
+        named.add(str(orjson.loads(doc["entry"])["actor"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        pass
+    return named
+
+
+def _for_caller(request: Request, doc: dict[str, Any]) -> dict[str, Any]:
+    """The public log shows every entry (kind, subject, time, actor, the payload's hash) and its proofs; the
+    payload itself (reasons, purposes, per-pair metering) only to a party to it and to a platform admin."""
+    who = getattr(request.state, "caller", None)
+    if doc.get("payload") is None or who is not None and (
+            is_admin(who) or not is_anonymous(who) and who.organization in _parties(doc)):
+        return doc
+    return {**doc, "payload": None, "payload_withheld": "only the parties to this entry see its payload; its "
+                                                        "SHA-256 is in the entry"}
 
 
 def _reading(request: Request) -> bool:
@@ -117,11 +142,11 @@ def router(ledger: Ledger) -> APIRouter:
         proofs: bool = True,
     ) -> Response:
         found = ledger.entries_by_subject(subject, kind=kind, after=after, limit=limit, with_proofs=proofs)
-        return _json(found)
+        return _json({**found, "entries": [_for_caller(request, e) for e in found["entries"]]})
 
     @r.get("/entries/{index}", summary="One entry")
     def entry(index: int, request: Request) -> Response:
-        return _json(ledger.entry(index))
+        return _json(_for_caller(request, ledger.entry(index)))
 
     @r.post("/entries", status_code=201, summary="Append one entry (object) or several (array), all or none")
     async def append(request: Request) -> Response:
