@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from civicmesh import access, metrics
+from civicmesh import access, headers, metrics
 from civicmesh.access import Gate
 from civicmesh.bodies import BodyLimit
 from civicmesh.config import Settings
@@ -145,8 +145,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for name in ROOMS:
         importlib.import_module(name).mount(app, platform)
     metrics.install(app, platform)
-    # Outermost: the limit holds before any room reads a body.
+    # Outermost last: CORS answers preflights, the headers cover every answer, the limit holds before any room.
     app.add_middleware(BodyLimit, default=settings.max_body_bytes)
+    headers.install(app, settings.cors_origins)
     access.seal(app)  # every route declares its access rule, or the app is not built
     app.state.startup_hooks.append(start_relay)
     app.state.shutdown_hooks.append(stop_relay)

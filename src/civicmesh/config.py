@@ -23,6 +23,8 @@ class Settings:
     context_dir: str | None = None
     # Largest request body on any route, authentication on or off (a route may declare its own, bodies.limit_body).
     max_body_bytes: int = 8 * 1024 * 1024
+    # Origins whose pages may call the API from a browser (comma-separated); empty: no cross-origin access.
+    cors_origins: str = ""
     # Largest page a query may ask for with `limit`; default page size is smaller.
     max_limit: int = 1000
     default_limit: int = 20

@@ -11,7 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+from civicmesh.config import Settings
 from civicmesh.store.citizen import open_citizen_store
+from tests.conftest import LiveServer, free_port
 from tests.exchange.conftest import client
 from tests.helpers import problem
 from tests.security.conftest import DemoPlatform
@@ -179,3 +181,42 @@ def test_11_ledger_payloads_are_for_the_parties(demo_platform: DemoPlatform) -> 
     for party in (logistics, steward, demo_platform.admin):
         shown = entries(party)
         assert any(e["payload"] and e["payload"]["reason"] == "secret internal reason" for e in shown)
+
+
+# -- 16: security headers ----------------------------------------------------------------------------------------
+def test_16_pages_and_api_answers_carry_security_headers(demo_platform: DemoPlatform) -> None:
+    with client(demo_platform.live) as c:
+        for path in ("/", "/exchange/catalog", "/ngsi-ld/v1/entities?type=AirQualityObserved", "/exchange/kpis",
+                     "/web/static/app.js"):
+            r = c.get(path)
+            assert r.headers["x-content-type-options"] == "nosniff", path
+            assert r.headers["x-frame-options"] == "DENY", path
+            assert r.headers["referrer-policy"] == "no-referrer", path
+            assert "frame-ancestors 'none'" in r.headers["content-security-policy"], path
+        page = c.get("/").headers["content-security-policy"]
+        script = next(d for d in page.split(";") if d.strip().startswith("script-src"))
+        # The page's one inline script runs by its hash; nothing else inline does.
+        assert "'sha256-" in script and "unsafe-inline" not in script
+        assert c.get("/exchange/catalog").headers["content-security-policy"].startswith("default-src 'none'")
+
+
+# -- CORS: no cross-origin reads unless configured -----------------------------------------------------------------
+def test_cross_origin_is_refused_by_default_and_allowed_only_where_configured(demo_platform: DemoPlatform,
+                                                                                tmp_path: Any) -> None:
+    evil = {"Origin": "https://evil.example", "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "x-api-key"}
+    with client(demo_platform.live) as c:
+        preflight = c.options("/exchange/whoami", headers=evil)
+        assert "access-control-allow-origin" not in preflight.headers
+        assert "access-control-allow-origin" not in c.get("/exchange/catalog", headers={"Origin": evil["Origin"]}
+                                                          ).headers
+    configured = LiveServer(Settings(database_url=f"sqlite:///{tmp_path / 'cors.db'}", port=free_port(),
+                                     no_auth=False, cors_origins="https://ops.city.example")).start()
+    try:
+        with httpx.Client(base_url=configured.url, timeout=30) as c:
+            ok = c.options("/exchange/whoami", headers={**evil, "Origin": "https://ops.city.example"})
+            assert ok.status_code == 200
+            assert ok.headers["access-control-allow-origin"] == "https://ops.city.example"
+            assert "access-control-allow-origin" not in c.options("/exchange/whoami", headers=evil).headers
+    finally:
+        configured.stop()

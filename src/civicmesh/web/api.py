@@ -21,6 +21,7 @@ from starlette.responses import Response, StreamingResponse
 from civicmesh.access import ANONYMOUS, AccessRequest, anonymous_data, public
 from civicmesh.demo.basemap import city_basemap
 from civicmesh.errors import Problem
+from civicmesh.headers import page_policy
 from civicmesh.ngsild import demo_context_url
 from civicmesh.ngsild.http import tenant_of
 from civicmesh.web.layers import LAYERS, snapshot
@@ -91,12 +92,13 @@ def router(hub: LiveHub, platform: Any) -> APIRouter:
     version = static_version(files)
     index_html = StaticFile("index.html", files["index.html"].body.replace(
         b'"/web/static/', f'"/web/static/{version}/'.encode()))
+    page_headers = {**NO_CACHE, "Content-Security-Policy": page_policy(index_html.body)}
     basemap_json = orjson.dumps(city_basemap())
     basemap_gzipped = gzip.compress(basemap_json, compresslevel=9, mtime=0)
 
     @r.get("/", include_in_schema=False, dependencies=page)
     async def index(request: Request) -> Response:
-        return compressed(request, index_html.body, index_html.media_type, NO_CACHE, index_html.gzipped)
+        return compressed(request, index_html.body, index_html.media_type, page_headers, index_html.gzipped)
 
     def serve(request: Request, name: str, headers: dict[str, str]) -> Response:
         if not _STATIC_NAME.match(name) or name not in files:
