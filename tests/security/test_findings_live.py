@@ -200,6 +200,42 @@ def test_16_pages_and_api_answers_carry_security_headers(demo_platform: DemoPlat
         assert c.get("/exchange/catalog").headers["content-security-policy"].startswith("default-src 'none'")
 
 
+# -- 17: explain says nothing of a denied entity's attributes -----------------------------------------------------
+def test_17_explain_does_not_list_the_attributes_of_a_denied_entity(demo_platform: DemoPlatform) -> None:
+    lab = key(demo_platform, "zju-urban-lab", ["analyst"], ["*"])
+    environment = key(demo_platform, "hz-environment", ["data_steward"], ["*"])
+    # hz-environment offers a public product (air quality); this entity of its own is in no product.
+    entity = f"urn:ngsi-ld:NoiseLevelObserved:{uuid.uuid4().hex[:8]}"
+    with client(demo_platform.live, environment) as c:
+        r = c.post("/ngsi-ld/v1/entities", json={
+            "id": entity, "type": "NoiseLevelObserved", "sonometerClass": {"type": "Property", "value": "1"},
+            "inspectorNote": {"type": "Property", "value": "meter 7 replaced"}},
+            headers={"Content-Type": "application/json"})
+        assert r.status_code == 201, r.text
+    with client(demo_platform.live, lab) as c:
+        why = c.get("/exchange/explain", params={"entity": entity}).json()
+        assert why["decision"] == "denied"
+        assert why["masked_attributes"] == [] and why["visible_attributes"] == []
+        assert "inspectorNote" not in str(why) and "sonometerClass" not in str(why)
+
+
+# -- 19: the citizen's public page is public for everyone ---------------------------------------------------------
+def test_19_a_signed_in_caller_reads_the_public_citizen_page(demo_platform: DemoPlatform, database_url: str) -> None:
+    _open311_key(database_url)
+    with httpx.Client(base_url=demo_platform.live.url, timeout=30) as citizen:
+        created = citizen.post("/open311/v2/requests.json", data={
+            "api_key": OPEN311_KEY, "service_code": "pothole", "lat": "30.209", "long": "120.2045",
+            "description": "路灯不亮", "attribute[size]": "small", "phone": "13900001111"})
+        rid = created.json()[0]["service_request_id"]
+        anonymous = citizen.get(f"/citizen/public/requests/{rid}")
+        assert anonymous.status_code == 200
+    lab = key(demo_platform, "zju-urban-lab", ["analyst"], ["entities:read"])
+    with client(demo_platform.live, lab) as c:
+        signed_in = c.get(f"/citizen/public/requests/{rid}")
+        assert signed_in.status_code == 200 and signed_in.json() == anonymous.json()
+        assert "13900001111" not in signed_in.text
+
+
 # -- CORS: no cross-origin reads unless configured -----------------------------------------------------------------
 def test_cross_origin_is_refused_by_default_and_allowed_only_where_configured(demo_platform: DemoPlatform,
                                                                                 tmp_path: Any) -> None:

@@ -316,8 +316,10 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Any) -> APIRouter:
         return {"entity": entity, "organization": org, "action": action, "purpose": purpose,
                 "decision": verdict.status, "reason": verdict.reason, "agreement": verdict.agreement,
                 "product": verdict.product, "visible_attributes": shown if verdict.status != "denied" else [],
+                # A denied entity's attribute names are its owner's business: only a platform admin sees them.
                 "masked_attributes": sorted(set(doc["attrs"]) - set(shown)) if verdict.status != "denied"
-                else sorted(doc["attrs"]), "obligations": verdict.duties, "rules": verdict.trace}
+                else sorted(doc["attrs"]) if is_admin(c) else [], "obligations": verdict.duties,
+                "rules": verdict.trace}
 
     @r.get("/metering", summary="Access records (X-Road operational-monitoring shape)",
            dependencies=[RULES['exchange']])
