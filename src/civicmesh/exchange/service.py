@@ -12,7 +12,7 @@ import secrets
 import statistics
 import time
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from civicmesh.errors import Problem
 from civicmesh.exchange import odrl
@@ -30,6 +30,9 @@ from civicmesh.exchange.identity import (
     utcnow,
 )
 from civicmesh.store.exchange import Events, ExchangeStore
+
+if TYPE_CHECKING:
+    from civicmesh.platform import Core
 
 log = logging.getLogger("civicmesh.exchange")
 
@@ -70,8 +73,9 @@ def _bilingual(body: dict[str, Any], name: str) -> dict[str, str]:
 
 
 class Exchange:
-    def __init__(self, platform: Any, store: ExchangeStore) -> None:
-        self.platform = platform
+    def __init__(self, platform: Core | None, store: ExchangeStore) -> None:
+        # None offline (`civicmesh exchange bootstrap`), where nothing reaches the entity store or the relay.
+        self._platform = platform
         self.store = store
         self.verifier: JwtVerifier | None = None
         self._orgs: dict[str, dict[str, Any]] = {}
@@ -80,6 +84,12 @@ class Exchange:
         self._public: list[dict[str, Any]] | None = None
         self._metering: list[dict[str, Any]] = []
         self._flusher: asyncio.Task[None] | None = None
+
+    @property
+    def platform(self) -> Core:
+        if self._platform is None:
+            raise RuntimeError("this exchange runs offline: it has no entity store, relay or contexts")
+        return self._platform
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -121,7 +131,7 @@ class Exchange:
         write them itself (an in-memory SQLite database is private to its connection)."""
         if not self.store.shares_outbox:
             await self.emit(events)
-        elif events and self.platform.relay is not None:
+        elif events:
             self.platform.relay.notify()
 
     # -- organizations and keys --------------------------------------------------------------------------
@@ -267,8 +277,8 @@ class Exchange:
                           extra={"problems": problems})
         assert isinstance(types, list) and isinstance(attrs, list)  # the checks above raised otherwise
         context = body.get("@context")
-        terms = self.platform.extras["contexts"].term_map(context) if context else \
-            self.platform.extras["contexts"].core
+        terms = self.platform.contexts.term_map(context) if context else \
+            self.platform.contexts.core
         product_id = f"urn:civicmesh:product:{provider}:{secrets.token_hex(6)}"
         offer.update(uid=product_id + ":offer", assigner=provider, target=product_id)
         doc = {"id": product_id, "provider": provider, "title": title, "description": description,

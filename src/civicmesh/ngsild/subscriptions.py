@@ -15,14 +15,15 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import httpx
 import orjson
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -37,6 +38,7 @@ from civicmesh.ngsild.model import ATTRIBUTE_TYPES, NULL_URI, check_name, is_dat
 from civicmesh.ngsild.render import CONCISE, NORMALIZED, SIMPLIFIED, View, render_entity
 from civicmesh.ngsild.routes import PREFIX, _allow_params, _check_regex, _flag, _int, caller_of
 from civicmesh.ngsild.sender import HttpSender
+from civicmesh.platform import Platform, Room, Subscriber
 from civicmesh.store.base import EntityQuery
 
 log = logging.getLogger("civicmesh.subscriptions")
@@ -203,10 +205,10 @@ def status_of(sub: dict[str, Any]) -> str:
 class Subscriptions:
     """CRUD, matching and delivery for one app."""
 
-    def __init__(self, platform: Any) -> None:
+    def __init__(self, platform: Platform) -> None:
         self.store = platform.store
-        self.broker = platform.extras["broker"]
-        self.resolver: ContextResolver = platform.extras["contexts"]
+        self.broker = platform.broker
+        self.resolver: ContextResolver = platform.contexts
         self.max_body = platform.settings.max_body_bytes
         self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self._generation = 0
@@ -217,7 +219,7 @@ class Subscriptions:
         self._instance, self._numbers = uuid.uuid4().hex, itertools.count(1)
         self._throttle: dict[tuple[str, str], float] = {}
         self._periodic: dict[tuple[str, str], float] = {}
-        self.ngsi = platform.extras["ngsild"]
+        self.ngsi = platform.ngsi
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None  # https:// receivers
@@ -1052,10 +1054,9 @@ def _previous_values(entity: dict[str, Any], before: dict[str, Any], after: dict
                 shown["previous" + member[0].upper() + member[1:]] = value
 
 
-def mount(app: FastAPI, platform: Any) -> None:
+def build(platform: Platform) -> Room:
+    """Serve /subscriptions, match change events to them and deliver the notifications while the app runs."""
     subs = Subscriptions(platform)
-    platform.extras["subscriptions"] = subs
-    platform.relay.subscribe_batch("subscriptions", subs.on_events, durable=True)
     router = APIRouter(prefix=PREFIX)
     routes: list[tuple[str, list[str], Callable[..., Any]]] = [
         ("/subscriptions", ["POST"], subs.create), ("/subscriptions", ["GET"], subs.list),
@@ -1064,6 +1065,14 @@ def mount(app: FastAPI, platform: Any) -> None:
     for path, methods, endpoint in routes:
         router.add_api_route(path, endpoint, methods=methods)
         router.add_api_route(path + "/", endpoint, methods=methods, include_in_schema=False)
-    app.include_router(router)
-    app.state.startup_hooks.append(subs.start)
-    app.state.shutdown_hooks.append(subs.stop)
+
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        await subs.start()
+        try:
+            yield
+        finally:
+            await subs.stop()
+
+    return Room("subscriptions", routers=[router], lifespan=lifespan, services=[subs],
+                subscribers=[Subscriber("subscriptions", on_events=subs.on_events, durable=True)])
