@@ -5,7 +5,6 @@ HTTP lives in api.py and the per-access decision in enforce.py; SQL lives in civ
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import secrets
@@ -30,6 +29,7 @@ from civicmesh.exchange.identity import (
     utcnow,
 )
 from civicmesh.store.exchange import Events, ExchangeStore
+from civicmesh.workers import Periodic
 
 if TYPE_CHECKING:
     from civicmesh.platform import Core
@@ -83,7 +83,8 @@ class Exchange:
         self._products: dict[str, dict[str, Any]] = {}
         self._public: list[dict[str, Any]] | None = None
         self._metering: list[dict[str, Any]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        # Metering is counted in memory and written every half second, with the sweep of expired agreements.
+        self._flusher = Periodic("exchange-metering", self._flush_round, 0.5, wait_first=True)
 
     @property
     def platform(self) -> Core:
@@ -100,22 +101,17 @@ class Exchange:
         oidc = await self.store.get_setting("oidc")
         if oidc:
             self.verifier = JwtVerifier(oidc["issuer"], oidc["audience"], oidc["jwks"])
-        self._flusher = asyncio.create_task(self._flush_loop())
+        self._flusher.start()
 
     async def stop(self) -> None:
-        if self._flusher:
-            self._flusher.cancel()
+        await self._flusher.stop()
         await self.flush()
         await self.store.close()
 
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(0.5)
-            try:
-                await self.flush()
-                await self.sweep()
-            except Exception:  # noqa: BLE001 - a failing flush is retried next round, never kills the loop
-                log.exception("exchange: metering flush failed; will retry")
+    async def _flush_round(self) -> None:
+        # A failing round is logged by the Periodic and retried on the next, never ending the flushing for good.
+        await self.flush()
+        await self.sweep()
 
     async def emit(self, events: Events) -> None:
         """Outbox rows in one transaction of the main store, so the ledger (exchange.*) records them."""

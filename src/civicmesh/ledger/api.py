@@ -11,7 +11,7 @@ import asyncio
 import base64
 import binascii
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -158,7 +158,7 @@ def router(held: LedgerService) -> APIRouter:
     return r
 
 
-def _event_recorder(held: LedgerService) -> Handler:
+def _event_recorder(current: Callable[[], Ledger]) -> Handler:
     """Durable relay subscriber: every exchange.* and citizen.* event becomes one entry, once."""
     from civicmesh.ledger.entries import utc_now
 
@@ -170,7 +170,7 @@ def _event_recorder(held: LedgerService) -> Handler:
         actor = str(data.get("actor") or data.get("organization") or event.tenant or "platform")
         try:
             await asyncio.to_thread(
-                held.ledger.append,
+                current().append,
                 event.kind.lower().replace("_", "-"),  # entry kinds are dotted lowercase words
                 actor,
                 event.subject,
@@ -219,4 +219,4 @@ def build(platform: Platform) -> Room:
                 ledger.close()
 
     return Room("ledger", routers=[router(held)], lifespan=lifespan, services=[held],
-                subscribers=[Subscriber("ledger", on_event=_event_recorder(held), durable=True)])
+                subscribers=[Subscriber("ledger", on_event=_event_recorder(lambda: held.ledger), durable=True)])
