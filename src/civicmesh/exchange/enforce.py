@@ -12,7 +12,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -20,6 +20,10 @@ from civicmesh.access import AccessRequest, Caller, Decision, Gate, current_call
 from civicmesh.errors import Problem
 from civicmesh.exchange import odrl
 from civicmesh.exchange.identity import ExchangeCaller, is_admin, iso
+
+if TYPE_CHECKING:
+    from civicmesh.exchange.service import Exchange
+    from civicmesh.platform import Core
 
 LOCATION = "https://uri.etsi.org/ngsi-ld/location"
 # `current_caller` (civicmesh.access): a room that calls the broker without a caller acts for the HTTP request's
@@ -62,7 +66,7 @@ class Session:
 
 
 class ExchangeGate(Gate):
-    def __init__(self, exchange: Any, platform: Any) -> None:
+    def __init__(self, exchange: Exchange, platform: Core) -> None:
         self.exchange = exchange
         self.store = exchange.store
         self.platform = platform
@@ -321,7 +325,7 @@ class ExchangeGate(Gate):
         return best
 
     def _terms(self, product: dict[str, Any]) -> Any:
-        resolver = self.platform.extras["contexts"]
+        resolver = self.platform.contexts
         return resolver.term_map(product["@context"]) if product.get("@context") else resolver.core
 
     def _meter(self, caller: Caller, tenant: str, operation: str, status: str, reason: str, started: float, *,

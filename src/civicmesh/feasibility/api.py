@@ -6,10 +6,9 @@ Over HTTP a project may not name files (they would resolve on the server); an in
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import orjson
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
@@ -19,6 +18,7 @@ from civicmesh.errors import Problem
 from civicmesh.feasibility.evaluate import as_json, run
 from civicmesh.feasibility.model import ProjectError, load_project
 from civicmesh.feasibility.report import render_html
+from civicmesh.platform import Platform, Room
 
 MAX_BODY = 1_000_000
 MAX_DRAWS = 200_000
@@ -34,7 +34,13 @@ def _draws(raw: str) -> int:
     return draws
 
 
-def mount(app: FastAPI, platform: Any) -> None:
+def build(platform: Platform) -> Room:
+    """Serve /feasibility/evaluate; the evaluator needs nothing from the platform."""
+    return Room("feasibility", routers=[router()])
+
+
+def router() -> APIRouter:
+    """POST /feasibility/evaluate: a project file in, an economic evaluation report out."""
     router = APIRouter(prefix="/feasibility", tags=["feasibility"],
                        dependencies=[scope("feasibility").depends(), limit_body(MAX_BODY)])
 
@@ -69,4 +75,4 @@ def mount(app: FastAPI, platform: Any) -> None:
         return Response(orjson.dumps(as_json(result), option=orjson.OPT_SERIALIZE_NUMPY),
                         media_type="application/json")
 
-    app.include_router(router)
+    return router

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -795,7 +795,8 @@ def _batch_query(request: Request) -> bool:
     return request.path_params.get("operation") == "query"
 
 
-def mount(app: FastAPI, ngsi: NgsiLd) -> None:
+def router(ngsi: NgsiLd) -> APIRouter:
+    """Every /ngsi-ld/v1 route of entities, types, attributes, batch operations and hosted contexts."""
     router = APIRouter(prefix=PREFIX)
     # Reads of city data are screened per entity by the gate (public open data for anonymous callers); writes need
     # a caller (the gate decides which); what is not yet screened per organization is a platform admin's.
@@ -829,4 +830,4 @@ def mount(app: FastAPI, ngsi: NgsiLd) -> None:
     route("/jsonldContexts", ["POST"], ngsi.add_context, admin)
     route("/jsonldContexts/{context_id}", ["GET"], ngsi.get_context, public)
     route("/jsonldContexts/{context_id}", ["DELETE"], ngsi.delete_context, admin)
-    app.include_router(router)
+    return router
