@@ -102,11 +102,11 @@ class Alerts:
         return rule
 
     async def put_rule(self, tenant: str, rule: Any, *, create: bool) -> dict[str, Any]:
-        rule = self.check(rule)
-        if not await self.store.put_rule(tenant, rule, now_iso(), create=create):
-            raise Problem("AlreadyExists", f"rule {rule['id']} already exists")
+        checked = self.check(rule)
+        if not await self.store.put_rule(tenant, checked, now_iso(), create=create):
+            raise Problem("AlreadyExists", f"rule {checked['id']} already exists")
         self._compiled.pop(tenant, None)
-        return rule
+        return checked
 
     async def delete_rule(self, tenant: str, rule_id: str) -> None:
         if not await self.store.delete_rule(tenant, rule_id):

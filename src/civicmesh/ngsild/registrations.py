@@ -189,7 +189,7 @@ def build(platform: Platform) -> Room:
         reg = await store.get_document(tenant, KIND, reg_id)
         if reg is None:
             raise Problem("ResourceNotFound", f"registration {reg_id} does not exist")
-        return reg  # type: ignore[no-any-return]
+        return reg
 
     routes: list[tuple[str, list[str], Callable[..., Any]]] = [
         ("/csourceRegistrations", ["POST"], create), ("/csourceRegistrations", ["GET"], query),

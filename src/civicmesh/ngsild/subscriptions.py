@@ -243,7 +243,7 @@ class Subscriptions:
         subs = await self.store.list_documents(tenant, KIND)
         if generation == self._generation:  # a create/patch/delete during the read must not be cached over
             self._cache[tenant] = (time.monotonic(), subs)
-        return subs  # type: ignore[no-any-return]
+        return subs
 
     def _changed(self, tenant: str) -> None:
         self._generation += 1
@@ -253,7 +253,7 @@ class Subscriptions:
         self._changed(tenant)
         saved = await self.store.put_document(tenant, KIND, sub["id"], sub, create=create)
         self._changed(tenant)
-        return saved  # type: ignore[no-any-return]
+        return saved
 
     async def _get(self, tenant: str, sub_id: str) -> dict[str, Any]:
         if not is_uri(sub_id):
@@ -261,7 +261,7 @@ class Subscriptions:
         sub = await self.store.get_document(tenant, KIND, sub_id)
         if sub is None:
             raise Problem("ResourceNotFound", f"subscription {sub_id} does not exist")
-        return sub  # type: ignore[no-any-return]
+        return sub
 
     # -- who may see which subscription (EXCHANGE) ------------------------------------------------------------
     # A subscription is a standing query: any organization may subscribe, and each notification is screened by

@@ -13,7 +13,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -78,7 +78,7 @@ class ExchangeStore:
 
     dialect = ""
 
-    def transaction(self) -> Any:
+    def transaction(self) -> AbstractAsyncContextManager[Tx]:
         raise NotImplementedError
 
     async def connect(self) -> None:
