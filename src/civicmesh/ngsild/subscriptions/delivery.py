@@ -26,6 +26,7 @@ from civicmesh.ngsild.http import CONTEXT_REL, JSONLD
 from civicmesh.ngsild.model import now_iso
 from civicmesh.ngsild.sender import HttpSender
 from civicmesh.ngsild.subscriptions.matcher import KIND, status_of
+from civicmesh.workers import Worker
 
 log = logging.getLogger("civicmesh.subscriptions")
 
@@ -54,7 +55,7 @@ class Delivery:
         self.retry_base = 1.0
         self._logged: dict[str, float] = {}
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._sending = Worker("notifications", self._deliver_forever)
         self._client: httpx.AsyncClient | None = None  # https:// receivers
         self._sender = HttpSender()  # http:// receivers: pooled keep-alive connections, little CPU per POST
         self._periodic_checked = 0.0
@@ -73,15 +74,10 @@ class Delivery:
 
     async def start(self) -> None:
         self._client = httpx.AsyncClient(timeout=10.0, limits=httpx.Limits(max_connections=50))
-        self._task = asyncio.create_task(self._deliver_forever(), name="notifications")
+        self._sending.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await self._sending.stop()
         if self._client:
             await self._client.aclose()
         await self._sender.aclose()
