@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 
 # Nothing a test starts may write into the checkout's ./civicmesh-data (where `make run` keeps the real data);
-# set before civicmesh is imported, since the default data directory is read at import.
+# Settings read it whenever they are made (tests that need another data directory set it themselves).
 os.environ.setdefault("CIVICMESH_DATA_DIR", tempfile.mkdtemp(prefix="civicmesh-test-data-"))
 
 from civicmesh.app import create_app  # noqa: E402
