@@ -147,6 +147,27 @@ def test_history_queries_and_aggregations_cannot_probe_a_masked_attribute(city: 
         assert r.status_code == 200 and r.json() == [] and r.headers["NGSILD-Results-Count"] == "0", r.text
 
 
+def test_explain_names_no_attribute_the_caller_may_not_read(city: dict[str, Any]) -> None:
+    live = city["live"]
+    with client(live, city["admin"], **city["ctx"]) as admin:
+        weather = _ids(admin, type="WeatherObserved", limit=1)[0]
+        air = _ids(admin, type="AirQualityObserved", limit=1)[0]
+        assert admin.get("/exchange/explain", params={"entity": weather, "organization": "hz-logistics"}
+                         ).json()["masked_attributes"]  # an admin is told everything
+    with client(live, city["keys"]["hz-logistics"], **city["ctx"], **PURPOSE) as b:
+        # hz-environment has a public product, so explain answers for its weather stations, which it denies:
+        # before the fix the answer listed every attribute name of the denied entity.
+        denied = b.get("/exchange/explain", params={"entity": weather}).json()
+        assert denied["decision"] == "denied" and denied["masked_attributes"] == [] == denied["visible_attributes"]
+        # Read through the open product: what it leaves out (co, the data provider, ...) is not named either.
+        open_data = b.get("/exchange/explain", params={"entity": air}).json()
+        assert open_data["decision"] == "masked" and open_data["masked_attributes"] == []
+        assert not any(a.endswith("/co") for a in open_data["visible_attributes"])
+        # The party to an agreement is told what that agreement masks, as before.
+        agreed = b.get("/exchange/explain", params={"entity": city["flow"]}).json()
+        assert agreed["decision"] == "masked" and any(a.endswith("occupancy") for a in agreed["masked_attributes"])
+
+
 @pytest.fixture
 def own_secure(private_database: str) -> Iterator[tuple[LiveServer, str]]:
     """A secure server on a database of its own, so no earlier test's backlog delays its notifications."""
