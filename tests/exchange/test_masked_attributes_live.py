@@ -248,3 +248,29 @@ def test_deleting_a_masked_attribute_notifies_nobody_who_may_not_read_it(own_sec
         assert gone[0]["speed"]["previousValue"] == 55
     finally:
         changes.stop()
+
+
+def test_the_live_stream_is_silent_about_changes_to_masked_attributes(city: dict[str, Any]) -> None:
+    from tests.web.conftest import SseReader
+
+    live, flow_id = city["live"], city["flow"]
+
+    def about_flow(data: dict[str, Any]) -> bool:
+        return any(e["id"] == flow_id for e in data["entities"])
+
+    stream = SseReader(live, {"X-API-Key": city["keys"]["hz-logistics"], **PURPOSE})
+    try:
+        assert stream.next("hello")["organization"] == "hz-logistics"
+        with client(live, city["keys"]["hz-transport"], **city["ctx"]) as owner:
+            r = owner.patch(f"/ngsi-ld/v1/entities/{flow_id}/attrs",
+                            json={"occupancy": {"type": "Property", "value": 0.9}})
+            assert r.status_code == 204, r.text
+            time.sleep(2.0)  # the stream would have sent that change by now: before the fix, it did
+            r = owner.patch(f"/ngsi-ld/v1/entities/{flow_id}/attrs",
+                            json={"intensity": {"type": "Property", "value": 130}})
+            assert r.status_code == 204, r.text
+        got = stream.next("entities", timeout=30, where=about_flow)
+        [shown] = [e for e in got["entities"] if e["id"] == flow_id]
+        assert shown["intensity"] == 130 and "occupancy" not in shown  # the first word of the flow is this change
+    finally:
+        stream.close()
