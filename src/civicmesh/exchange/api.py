@@ -432,11 +432,14 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Platform) -> APIRou
         context = await gate._context(who)
         verdict = await gate.decide(who, tenant, doc, owners.get(entity), context, action=action, dry_run=True)
         shown = sorted(verdict.visible) if verdict.visible is not None else sorted(doc["attrs"])
+        # The names of attributes the caller may not read are shown only to an admin and to the party of the
+        # agreement that masks them: a denied entity, or one seen through a public product, lists none of them.
+        hidden = sorted(doc["attrs"]) if verdict.status == "denied" else sorted(set(doc["attrs"]) - set(shown))
+        told = is_admin(c) or verdict.status != "denied" and verdict.agreement is not None
         return {"entity": entity, "organization": org, "action": action, "purpose": purpose,
                 "decision": verdict.status, "reason": verdict.reason, "agreement": verdict.agreement,
                 "product": verdict.product, "visible_attributes": shown if verdict.status != "denied" else [],
-                "masked_attributes": sorted(set(doc["attrs"]) - set(shown)) if verdict.status != "denied"
-                else sorted(doc["attrs"]), "obligations": verdict.duties, "rules": verdict.trace}
+                "masked_attributes": hidden if told else [], "obligations": verdict.duties, "rules": verdict.trace}
 
     @r.get("/metering", summary="Access records (X-Road operational-monitoring shape)")
     async def metering(request: Request, agreement: str | None = None, since: str | None = None,

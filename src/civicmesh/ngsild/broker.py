@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from civicmesh.errors import Problem
 from civicmesh.exchange.gate import ANONYMOUS, AccessRequest, Caller, Gate
+from civicmesh.ngsild import masking
 from civicmesh.ngsild import operations as ops
 from civicmesh.ngsild.model import clone, now_iso
 from civicmesh.store.base import Change, EntityQuery
@@ -250,11 +251,14 @@ class Broker:
         decided: list[Any] = []
         seen, skip, at = 0, query.offset, 0
         chunk = max(100, query.offset + query.limit)
+        # Filter terms on attributes the caller may not read act as if those attributes were absent (masking).
+        terms = masking.plan(query)
         while True:
-            batch, _ = await self.store.query(tenant, dataclasses.replace(query, offset=at, limit=chunk, count=False))
+            batch, _ = await self.store.query(tenant, dataclasses.replace(terms.store_query, offset=at, limit=chunk,
+                                                                          count=False))
             at += len(batch)
             for doc, verdict in zip(batch, await self.gate.admits(caller, tenant, batch), strict=True):
-                if verdict is None:
+                if verdict is None or not masking.matches_seen(terms, doc, getattr(verdict, "visible", None)):
                     continue
                 seen += 1
                 if skip:
