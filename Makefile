@@ -4,8 +4,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+# The fast lane: every test that starts no server, browser or database server (tests/conftest.py marks them).
+FAST_LANE := not live and not postgres and not browser
 
-.PHONY: install run test bench lint conformance clean
+.PHONY: install run test test-fast bench lint conformance clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +22,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q
+
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -q -m "$(FAST_LANE)"
 
 bench: $(STAMP)
 	$(PY) -m bench
