@@ -25,6 +25,8 @@ from civicmesh.config import Settings  # noqa: E402
 # Room tests exercise behaviour with authentication off; tests/exchange/ turns it on and checks every room's
 # endpoints behind it.
 os.environ.setdefault("CIVICMESH_NO_AUTH", "true")
+# The test receivers (webhooks, Mosquitto) listen on loopback, which the endpoint policy refuses unless allowed.
+os.environ.setdefault("CIVICMESH_ENDPOINT_ALLOW", "127.0.0.1")
 
 IN_CI = os.environ.get("CI") == "true"
 PG_ADMIN = os.environ.get("CIVICMESH_TEST_PG", "postgresql://root@127.0.0.1:5432/postgres")

@@ -26,6 +26,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
+from civicmesh import endpoints
 from civicmesh.errors import Problem
 from civicmesh.events import ENTITY_CREATED, ENTITY_DELETED, ChangeEvent
 from civicmesh.exchange.gate import Caller
@@ -180,6 +181,7 @@ def _check_notification(value: Any) -> None:
         items = endpoint.get(info, [])
         if not isinstance(items, list) or not all(isinstance(i, dict) and "key" in i and "value" in i for i in items):
             raise Problem("BadRequestData", f"notification.endpoint.{info} must be a list of {{key, value}}")
+        endpoints.check_header_items(items, f"notification.endpoint.{info}")
 
 
 def _projection(notification: dict[str, Any], key: str) -> Projection | None:
@@ -208,6 +210,7 @@ class Subscriptions:
         self.broker = platform.extras["broker"]
         self.resolver: ContextResolver = platform.extras["contexts"]
         self.max_body = platform.settings.max_body_bytes
+        self.endpoint_allow: str = platform.settings.endpoint_allow  # what the endpoint policy admits besides public
         self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self._generation = 0
         self._term_maps: dict[Any, TermMap] = {}
@@ -316,6 +319,7 @@ class Subscriptions:
         call, body = await body_call(request, self.resolver, self.max_body)
         caller = await self._authorize(request, call.tenant)
         sub = parse_subscription(body, call.terms, resolver=self.resolver)
+        endpoints.check_uri(sub["notification"]["endpoint"]["uri"], self.endpoint_allow)
         if not self.broker.gate.sees_everything(caller):
             sub["_owner"] = {"organization": caller.organization, "subject": caller.subject,
                              "roles": sorted(caller.roles)}
@@ -398,6 +402,8 @@ class Subscriptions:
         # A notification member replaces the old one whole (clause 5.8.2), so it must be complete by itself.
         patch = {k: v for k, v in body.items() if v is not None and k not in ("id", "type")}
         changes = parse_subscription(patch, call.terms, partial=True, resolver=self.resolver)
+        endpoints.check_uri(changes.get("notification", sub["notification"])["endpoint"]["uri"],
+                            self.endpoint_allow)
         # The fragment's names are meant in the request's @context; keep the stored ones in the subscription's own.
         own = self._terms(sub)
         _rename(changes, lambda name: own.compact(call.terms.expand(name)))
@@ -789,14 +795,16 @@ class Subscriptions:
     async def _send(self, uri: str, headers: dict[str, str], body: bytes) -> tuple[str | None, bool]:
         """Deliver one notification: (None when the receiver took it, else why not; whether it answered at all)."""
         try:
+            address = await endpoints.resolve(uri, self.endpoint_allow)
             if uri.startswith(("mqtt://", "mqtts://")):
-                await asyncio.to_thread(_publish_mqtt, uri, body, headers)
+                await asyncio.to_thread(_publish_mqtt, uri, body, headers, address)
                 return None, True
             if uri.startswith("http://"):
-                status = await self._sender.post(uri, body, headers)
+                status = await self._sender.post(uri, body, headers, address=address)
             else:
                 assert self._client is not None
-                status = (await self._client.post(uri, content=body, headers=headers)).status_code
+                request = endpoints.pinned_request(self._client, uri, body, headers, address)
+                status = (await self._client.send(request)).status_code
             if 200 <= status < 300:
                 return None, True
             return f"HTTP {status}", True
@@ -993,7 +1001,7 @@ def _deleted_entity_attrs(sub: dict[str, Any], before: dict[str, Any], fired: se
     return {a: [_nulled(i, deleted_at, plain=True) for i in before["attrs"][a]] for a in names}
 
 
-def _publish_mqtt(uri: str, body: bytes, headers: dict[str, str]) -> None:
+def _publish_mqtt(uri: str, body: bytes, headers: dict[str, str], address: str | None = None) -> None:
     import paho.mqtt.publish as publish
 
     parts = urlparse(uri)
@@ -1001,7 +1009,7 @@ def _publish_mqtt(uri: str, body: bytes, headers: dict[str, str]) -> None:
     message = b'{"metadata":' + orjson.dumps(headers) + b',"body":' + body + b"}"
     # mqtt://user:password@host:port/topic: the credentials are the broker's login (NGSI-LD 1.8 clause 5.2.22)
     auth = {"username": parts.username, "password": parts.password} if parts.username else None
-    publish.single(topic, message, qos=1, hostname=parts.hostname or "127.0.0.1", port=parts.port or 1883,
+    publish.single(topic, message, qos=1, hostname=address or parts.hostname or "127.0.0.1", port=parts.port or 1883,
                    auth=auth)  # type: ignore[arg-type]
 
 
