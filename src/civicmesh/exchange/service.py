@@ -200,12 +200,17 @@ class Exchange:
         org = claims.get("org")
         if not isinstance(org, str) or await self.org(org) is None:
             raise AuthError(f"the JWT's 'org' claim {org!r} names no registered organization")
+        if org == "platform" and not self.platform.settings.jwt_platform_org:
+            # The identity provider is another party: acting as the platform itself takes an API key, unless the
+            # operator says otherwise (CIVICMESH_JWT_PLATFORM_ORG=true).
+            raise AuthError("a JWT may not act for the platform organization (org: platform)")
         roles = claims.get("roles", [])
         roles = [r for r in roles if r in ROLES and r != "platform_admin"] if isinstance(roles, list) else []
-        scope = claims.get("scope", "*")
+        # OAuth 2.0 scope (RFC 8693 section 4.2): a space-separated string. No claim grants nothing, not '*'.
+        scope = claims.get("scope")
+        scopes = frozenset(scope.split()) & SCOPES if isinstance(scope, str) else frozenset()
         return ExchangeCaller(subject=str(claims["sub"]), organization=org, roles=frozenset(roles),
-                              scopes=frozenset(str(scope).split()), via="jwt", purpose=purpose,
-                              credential=claims.get("jti"))
+                              scopes=scopes, via="jwt", purpose=purpose, credential=claims.get("jti"))
 
     async def configure_oidc(self, body: dict[str, Any]) -> dict[str, Any]:
         issuer, audience, jwks = body.get("issuer"), body.get("audience"), body.get("jwks")
