@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import jwt
 import orjson
+import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.exchange.conftest import client
+from tests.exchange.conftest import bootstrap_key, client, secure_server
 from tests.exchange.test_story_live import LD, flow, setup_orgs
 from tests.helpers import problem
 
@@ -91,3 +93,105 @@ def test_ledger_entries_carry_the_callers_organization_and_platform_kinds_are_th
         r = c.post("/ledger/entries", json={"kind": "data-rights.registered", "actor": s["a"], "subject": subject,
                                             "payload": {"owner": s["a"]}})
         assert r.status_code == 201, r.text
+
+
+# -- finding 14: the failed-login limiter ----------------------------------------------------------------------
+def test_failed_logins_neither_lock_out_valid_keys_nor_evade_by_forwarded_headers(database_url: str) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the limiter is in memory and engine-independent; one engine is enough")
+    admin = bootstrap_key(database_url)
+    live = secure_server(database_url)
+    try:
+        s = setup_orgs(live, admin)
+        with client(live) as c:
+            # A spray of unknown keys, each claiming another client address: X-Forwarded-For is not believed
+            # (no trusted proxy is configured), so they all count against the real address.
+            codes = [c.get("/exchange/whoami", headers={"X-API-Key": f"cmk_{uuid.uuid4().hex[:16]}_guess",
+                                                        "X-Forwarded-For": f"198.51.100.{i}"}).status_code
+                     for i in range(25)]
+            assert codes[:20] == [401] * 20 and set(codes[20:]) == {429}, codes
+            r = c.get("/exchange/whoami", headers={"X-API-Key": "cmk_0123456789abcdef_guess"})
+            assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+            # ... and a valid key from that same address still works.
+            assert c.get("/exchange/whoami", headers={"X-API-Key": s["key_b"]}).json()["organization"] == s["b"]
+            # Wrong secrets for B's key id slow that key id's failures, never B's own key.
+            key_id = s["key_b"].split("_")[1]
+            wrong = [c.get("/exchange/whoami", headers={"X-API-Key": f"cmk_{key_id}_wrong{i}"}).status_code
+                     for i in range(22)]
+            assert wrong[-1] == 429
+            assert c.get("/exchange/whoami", headers={"X-API-Key": s["key_b"]}).status_code == 200
+        with client(live, admin) as c:
+            failed = c.get("/exchange/audit", params={"kind": "auth.failed", "limit_rows": 1000}).json()
+            assert {row["subject"] for row in failed} >= {"address 127.0.0.1", f"key {key_id}"}
+            assert not any("198.51.100." in row["subject"] for row in failed)
+    finally:
+        live.stop()
+
+
+# -- finding 15: quotas ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def quotas(database_url: str) -> Iterator[tuple[Any, str]]:
+    admin = bootstrap_key(database_url)
+    live = secure_server(database_url, rate_per_second=1.0, rate_burst=40, max_subscriptions_per_org=3,
+                         max_batch_entities=5, max_sse_per_identity=2)
+    yield live, admin
+    live.stop()
+
+
+def test_requests_per_key_are_rate_limited_with_retry_after(quotas: Any) -> None:
+    live, admin = quotas
+    s = setup_orgs(live, admin)
+    with client(live, s["key_b"]) as b, client(live, s["key_a"]) as a:
+        codes = [b.get("/exchange/whoami").status_code for _ in range(50)]
+        assert codes[:35] == [200] * 35 and codes[-1] == 429, codes
+        r = b.get("/exchange/whoami")
+        assert r.status_code == 429 and 1 <= int(r.headers["Retry-After"]) <= 2
+        assert "requests a second" in r.json()["detail"]
+        assert a.get("/exchange/whoami").status_code == 200  # another key has its own bucket
+        time.sleep(2.1)
+        assert b.get("/exchange/whoami").status_code == 200  # the bucket refills
+
+
+# -- key revocation, rotation and the audit trail ------------------------------------------------------------
+def test_rotation_and_revocation_take_effect_at_once_and_are_audited(secure: Any) -> None:
+    live, admin = secure
+    s = setup_orgs(live, admin)
+    issued = _key(live, admin, s["b"], roles=["analyst"], scopes=["entities:read"])
+    with client(live, issued["key"]) as old:
+        assert old.get("/exchange/whoami").status_code == 200  # used once: nothing may keep it alive after this
+        with client(live, s["key_a"]) as a:  # A's org admin may not rotate B's keys
+            problem(a.post(f"/exchange/keys/{issued['id']}/rotate"), 404, "ResourceNotFound")
+        with client(live, admin) as c:
+            problem(c.post(f"/exchange/keys/{issued['id']}/rotate", json={"grace_seconds": -1}), 400,
+                    "BadRequestData")
+            rotated = c.post(f"/exchange/keys/{issued['id']}/rotate").json()
+        assert rotated["replaces"] == issued["id"] and rotated["subject"] == issued["subject"]
+        assert rotated["roles"] == ["analyst"] and rotated["scopes"] == ["entities:read"]
+        assert "revoked" in problem(old.get("/exchange/whoami"), 401, "Unauthorized")["detail"]
+    with client(live, rotated["key"]) as new:
+        assert new.get("/exchange/whoami").json()["subject"] == issued["subject"]
+        with client(live, admin) as c:  # a grace period keeps the old key working beside the new one
+            graced = c.post(f"/exchange/keys/{rotated['id']}/rotate", json={"grace_seconds": 600}).json()
+            listed = {k["id"]: k for k in c.get(f"/exchange/organizations/{s['b']}/keys").json()}
+            assert listed[rotated["id"]]["revoked_at"] is None
+            assert listed[rotated["id"]]["expires_at"] == graced["old_key_valid_until"]
+        assert new.get("/exchange/whoami").status_code == 200
+        with client(live, graced["key"]) as newer:
+            assert newer.get("/exchange/whoami").status_code == 200
+            with client(live, s["key_b"].split("_")[0] + "_" + s["key_b"].split("_")[1] + "_x") as bad:
+                assert bad.get("/exchange/whoami").status_code == 401
+            with client(live, admin) as c:
+                assert c.post(f"/exchange/keys/{graced['id']}/revoke").json()["revoked"] is True
+            assert "revoked" in problem(newer.get("/exchange/whoami"), 401, "Unauthorized")["detail"]
+    with client(live, s["key_b"]) as b:
+        problem(b.get("/exchange/audit"), 403, "Forbidden")
+    with client(live, admin) as c:
+        rows = c.get("/exchange/audit", params={"organization": "platform", "limit_rows": 1000}).json()
+        mine = [(r["kind"], r["subject"]) for r in rows if r["subject"] in (issued["id"], rotated["id"],
+                                                                             graced["id"])]
+        assert ("key.issued", issued["id"]) in mine and ("key.rotated", issued["id"]) in mine
+        assert ("key.rotated", rotated["id"]) in mine and ("key.revoked", graced["id"]) in mine
+        assert {r["actor"] for r in rows if r["subject"] == issued["id"]} == {"bootstrap-admin"}
+        failed = c.get("/exchange/audit", params={"kind": "auth", "limit_rows": 1000}).json()
+        assert any(r["kind"] == "auth.failed" and r["subject"] == f"key {issued['id']}" for r in failed)
+        problem(c.get("/exchange/audit", params={"limit_rows": 0}), 400, "BadRequestData")
