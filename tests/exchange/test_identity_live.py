@@ -152,6 +152,65 @@ def test_requests_per_key_are_rate_limited_with_retry_after(quotas: Any) -> None
         assert b.get("/exchange/whoami").status_code == 200  # the bucket refills
 
 
+def test_subscriptions_per_organization_are_limited(quotas: Any) -> None:
+    live, admin = quotas
+    s = setup_orgs(live, admin)
+    tenant = {"NGSILD-Tenant": s["tenant"]}
+
+    def sub() -> dict[str, Any]:
+        return {"id": f"urn:ngsi-ld:Subscription:{uuid.uuid4().hex[:8]}", "type": "Subscription",
+                "entities": [{"type": "TrafficFlowObserved"}],
+                "notification": {"endpoint": {"uri": "http://93.184.216.34/notify"}}}
+
+    with client(live, s["key_b"]) as b, client(live, admin) as c:
+        made = [b.post("/ngsi-ld/v1/subscriptions", json=sub(), headers=tenant) for _ in range(3)]
+        assert [r.status_code for r in made] == [201] * 3, made[0].text
+        body = problem(b.post("/ngsi-ld/v1/subscriptions", json=sub(), headers=tenant), 403, "Forbidden")
+        assert "limit is 3" in body["detail"]
+        assert len(b.get("/ngsi-ld/v1/subscriptions", headers=tenant).json()) == 3
+        # Another organization and the platform admin are not held by B's count.
+        assert c.post("/ngsi-ld/v1/subscriptions", json=sub(), headers=tenant).status_code == 201
+        first = made[0].headers["Location"].rsplit("/", 1)[1]
+        assert b.delete(f"/ngsi-ld/v1/subscriptions/{first}", headers=tenant).status_code == 204
+        assert b.post("/ngsi-ld/v1/subscriptions", json=sub(), headers=tenant).status_code == 201
+
+
+def test_batch_size_is_limited_for_callers_that_are_not_platform_admins(quotas: Any) -> None:
+    live, admin = quotas
+    s = setup_orgs(live, admin)
+    tenant = {"NGSILD-Tenant": s["tenant"]}
+    tag = uuid.uuid4().hex[:6]
+    batch = [flow(f"urn:ngsi-ld:TrafficFlowObserved:{tag}-{i}", 120.1, 30.1) for i in range(6)]
+    with client(live, s["key_a"]) as a, client(live, admin) as c:
+        body = problem(a.post("/ngsi-ld/v1/entityOperations/upsert", json=batch, headers={**LD, **tenant}), 400,
+                       "BadRequestData")
+        assert "limit is 5" in body["detail"]
+        assert a.get(f"/ngsi-ld/v1/entities/{batch[0]['id']}", headers=tenant).status_code == 404  # none written
+        assert a.post("/ngsi-ld/v1/entityOperations/upsert", json=batch[:5], headers={**LD, **tenant}).status_code \
+            in (201, 204)
+        assert c.post("/ngsi-ld/v1/entityOperations/upsert", json=batch, headers={**LD, **tenant}).status_code \
+            in (201, 204)
+
+
+def test_live_streams_per_identity_are_limited(quotas: Any) -> None:
+    live, admin = quotas
+    s = setup_orgs(live, admin)
+    with client(live, s["key_b"]) as b, client(live, s["key_a"]) as a:
+        with b.stream("GET", "/web/events") as one, b.stream("GET", "/web/events") as two:
+            assert one.status_code == 200 and two.status_code == 200
+            with b.stream("GET", "/web/events") as third:  # a stream: on a server without the limit it never ends
+                assert third.status_code == 429 and "live streams" in orjson.loads(third.read())["detail"]
+            with a.stream("GET", "/web/events") as other:  # another identity has its own share
+                assert other.status_code == 200
+        deadline = time.monotonic() + 10  # the server notices the closed streams and frees their slots
+        while True:
+            with b.stream("GET", "/web/events") as again:
+                if again.status_code == 200 or time.monotonic() > deadline:
+                    break
+            time.sleep(0.2)
+        assert again.status_code == 200
+
+
 # -- key revocation, rotation and the audit trail ------------------------------------------------------------
 def test_rotation_and_revocation_take_effect_at_once_and_are_audited(secure: Any) -> None:
     live, admin = secure

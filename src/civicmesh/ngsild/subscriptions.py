@@ -29,6 +29,7 @@ from starlette.responses import Response
 from civicmesh import endpoints
 from civicmesh.errors import Problem
 from civicmesh.events import ENTITY_CREATED, ENTITY_DELETED, ChangeEvent
+from civicmesh.exchange import limits
 from civicmesh.exchange.gate import Caller
 from civicmesh.ngsild import geoquery, qlang, typequery
 from civicmesh.ngsild.context import CORE_CONTEXT_URL, ContextResolver, TermMap
@@ -211,6 +212,7 @@ class Subscriptions:
         self.resolver: ContextResolver = platform.extras["contexts"]
         self.max_body = platform.settings.max_body_bytes
         self.endpoint_allow: str = platform.settings.endpoint_allow  # what the endpoint policy admits besides public
+        self.max_subscriptions: int = platform.settings.max_subscriptions_per_org
         self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self._generation = 0
         self._term_maps: dict[Any, TermMap] = {}
@@ -319,6 +321,7 @@ class Subscriptions:
         call, body = await body_call(request, self.resolver, self.max_body)
         caller = await self._authorize(request, call.tenant)
         sub = parse_subscription(body, call.terms, resolver=self.resolver)
+        limits.check_subscriptions(caller, await self._all(call.tenant), self.max_subscriptions)
         endpoints.check_uri(sub["notification"]["endpoint"]["uri"], self.endpoint_allow)
         if not self.broker.gate.sees_everything(caller):
             sub["_owner"] = {"organization": caller.organization, "subject": caller.subject,
