@@ -119,7 +119,7 @@ class IdentityMiddleware:
             await _problem(status, kind, verdict, extra)(scope, receive, send)
             return
         assert caller is not None
-        too_many = self._over_rate(caller)
+        too_many = self._over_rate(caller, client)
         if too_many is not None:
             await too_many(scope, receive, send)
             return
@@ -170,9 +170,10 @@ class IdentityMiddleware:
         await self.exchange.audit("auth.failed", None, bucket, {"reason": str(exc), "address": client})
         return _problem(401, "Unauthorized", str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
-    def _over_rate(self, caller: ExchangeCaller) -> Response | None:
-        """429 with Retry-After when the caller's credential has used up its request rate."""
-        wait = self.rate.take(credential_of(caller))
+    def _over_rate(self, caller: ExchangeCaller, client: str) -> Response | None:
+        """429 with Retry-After when the caller's credential (an anonymous caller: its address) has used up its
+        request rate."""
+        wait = self.rate.take(credential_of(caller) if caller is not ANONYMOUS_HTTP else f"anonymous@{client}")
         if not wait:
             return None
         seconds = max(1, int(wait + 0.999))
