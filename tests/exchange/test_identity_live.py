@@ -274,3 +274,24 @@ def test_rotation_and_revocation_take_effect_at_once_and_are_audited(secure: Any
         failed = c.get("/exchange/audit", params={"kind": "auth", "limit_rows": 1000}).json()
         assert any(r["kind"] == "auth.failed" and r["subject"] == f"key {issued['id']}" for r in failed)
         problem(c.get("/exchange/audit", params={"limit_rows": 0}), 400, "BadRequestData")
+
+
+def test_a_revoked_key_does_not_keep_an_open_live_stream(secure: Any) -> None:
+    live, admin = secure
+    s = setup_orgs(live, admin)
+    issued = _key(live, admin, s["b"], roles=["analyst"], scopes=["entities:read"])
+    with client(live, issued["key"]) as b, b.stream("GET", "/web/events") as stream:
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        assert next(lines).startswith("retry:")
+        with client(live, admin) as c:
+            assert c.post(f"/exchange/keys/{issued['id']}/revoke").json()["revoked"] is True
+        deadline = time.monotonic() + 45  # keep-alives every 15 s let the stream notice; this bounds a hang
+        seen = []
+        for line in lines:
+            seen.append(line)
+            if line == "event: revoked" or time.monotonic() > deadline:
+                break
+        assert "event: revoked" in seen, seen
+        assert all(line in ("", "data: {\"detail\": \"the credential of this stream was revoked or expired\"}")
+                   for line in lines)  # and then it ends

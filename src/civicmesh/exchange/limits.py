@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from civicmesh.errors import Problem
 
 # Forget idle counters beyond this many, rather than grow without bound under a spray of distinct credentials.
 MAX_TRACKED = 50_000
+# Seconds between checks that an open stream's API key is still valid (one key read each).
+CREDENTIAL_RECHECK = 5.0
 
 
 class FailureLimiter:
@@ -129,13 +131,32 @@ class StreamSlots:
         else:
             self.open.pop(identity, None)
 
-    async def held(self, identity: str, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """The stream, with its slot given back however it ends (client gone, server stopping)."""
+    async def held(self, identity: str, stream: AsyncIterator[bytes],
+                   live: Callable[[], Awaitable[bool]] | None = None) -> AsyncIterator[bytes]:
+        """The stream, with its slot given back however it ends (client gone, server stopping). With `live`, the
+        credential is checked again at most every CREDENTIAL_RECHECK seconds as chunks pass (a keep-alive at
+        least every 15 s), and the stream ends with a `revoked` event once it fails: a revoked key does not keep
+        an open stream."""
+        checked = time.monotonic()
         try:
             async for chunk in stream:
+                if live is not None and time.monotonic() - checked >= CREDENTIAL_RECHECK:
+                    checked = time.monotonic()
+                    if not await live():
+                        yield b'event: revoked\ndata: {"detail": "the credential of this stream was revoked or ' \
+                              b'expired"}\n\n'
+                        return
                 yield chunk
         finally:
             self.release(identity)
+
+
+def credential_check(gate: Any, caller: Any) -> Callable[[], Awaitable[bool]] | None:
+    """For a long-lived connection: a check that the caller's API key still holds, or None without an exchange."""
+    exchange = getattr(gate, "exchange", None)
+    if exchange is None or getattr(caller, "via", None) != "api-key":
+        return None
+    return lambda: exchange.credential_live(caller)  # type: ignore[no-any-return]
 
 
 def stream_identity(caller: Any, client: str) -> str:

@@ -199,6 +199,16 @@ class Exchange:
         return {k: v for k, v in row.items() if k != "secret_hash"} | {
             "key": key, "replaces": key_id, "old_key_valid_until": old_until or iso(now)}
 
+    async def credential_live(self, caller: Caller) -> bool:
+        """Whether the API key a caller signed in with is still neither revoked nor expired (for connections
+        that outlive the request that authenticated them)."""
+        key_id = getattr(caller, "credential", None)
+        if getattr(caller, "via", None) != "api-key" or not key_id:
+            return True
+        row = await self.store.get_key(key_id)
+        return row is not None and not row["revoked_at"] and not (
+            row["expires_at"] and datetime.fromisoformat(row["expires_at"].replace("Z", "+00:00")) <= utcnow())
+
     async def audit(self, kind: str, caller: Caller | None, subject: str, data: dict[str, Any]) -> None:
         """One row of the audit trail: who (the caller, or None for the anonymous), did what, to what."""
         await self.store.add_audit({"at": iso(utcnow()), "kind": kind,

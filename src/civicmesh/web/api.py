@@ -144,7 +144,8 @@ def router(hub: LiveHub, platform: Any) -> APIRouter:
             raise Problem("Forbidden", decision.reason or "the access gate denied the live stream")
         listener, holder = Listener(caller, chosen), limits.stream_identity(caller, _client(request))
         streams.acquire(holder)
-        return StreamingResponse(streams.held(holder, hub.stream(listener)), media_type="text/event-stream",
+        live = limits.credential_check(platform.gate, caller)  # a revoked key ends the stream
+        return StreamingResponse(streams.held(holder, hub.stream(listener), live), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     return r
