@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from civicmesh.app import problem_response
 from civicmesh.errors import Problem
-from civicmesh.feasibility.api import mount
+from civicmesh.feasibility.api import router
 from civicmesh.feasibility.cli import feasibility_app
 from civicmesh.feasibility.evaluate import as_json, run
 from civicmesh.feasibility.model import load_project
@@ -31,7 +31,7 @@ def client() -> TestClient:
     async def _problem(_: Request, exc: Problem) -> Response:
         return problem_response(exc)
 
-    mount(app, None)
+    app.include_router(router())
     return TestClient(app)
 
 

@@ -370,7 +370,7 @@ def test_exchange_and_citizen_events_become_entries_once(ledger: Ledger) -> None
     from civicmesh.events import ChangeEvent
     from civicmesh.ledger.api import _event_recorder
 
-    handle = _event_recorder(ledger)
+    handle = _event_recorder(lambda: ledger)
     agreed = ChangeEvent(
         seq=41,
         tenant="default",

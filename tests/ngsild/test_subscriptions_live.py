@@ -20,6 +20,9 @@ from starlette.routing import Route
 from tests.conftest import LiveServer, free_port, start_server
 from tests.helpers import problem
 
+from civicmesh.app import service
+from civicmesh.ngsild.subscriptions import Subscriptions
+
 
 class Receiver:
     """A notification endpoint: a real HTTP server on a loopback port that records what it gets."""
@@ -150,7 +153,7 @@ def test_a_receiver_outage_and_a_broker_restart_lose_nothing(private_database: s
     endpoint = f"http://127.0.0.1:{port}/notify"
     broker: LiveServer = start_server(url)
     try:
-        broker.app.state.platform.extras["subscriptions"].retry_base = 0.2
+        service(broker.app, Subscriptions).retry_base = 0.2
         api = httpx.Client(base_url=broker.url + "/ngsi-ld/v1", timeout=30)
         api.post("/subscriptions", json=subscription(endpoint))
         for speed in range(5):  # the receiver is down: these must wait, not vanish
@@ -161,7 +164,7 @@ def test_a_receiver_outage_and_a_broker_restart_lose_nothing(private_database: s
     receiver = Receiver(port).start()
     restarted = start_server(url)
     try:
-        restarted.app.state.platform.extras["subscriptions"].retry_base = 0.2
+        service(restarted.app, Subscriptions).retry_base = 0.2
         bodies = receiver.wait(5, timeout=30)
         speeds = [b["data"][0]["speed"] for b in bodies]
         assert sorted(speeds) == [0, 1, 2, 3, 4]
@@ -192,7 +195,7 @@ def test_a_hanging_receiver_does_not_hold_back_other_subscribers(private_databas
     healthy = Receiver().start()
     broker = start_server(url)
     try:
-        subs = broker.app.state.platform.extras["subscriptions"]
+        subs = service(broker.app, Subscriptions)
         subs._sender.timeout = 2.0
         api = httpx.Client(base_url=broker.url + "/ngsi-ld/v1", timeout=30)
         stuck = subscription(f"http://127.0.0.1:{hanging.getsockname()[1]}/notify")

@@ -1,7 +1,7 @@
 """HTTP of the data exchange (/exchange/...) and the identity middleware in front of every room.
 
-`mount(app, platform)` authenticates every request (API keys, OIDC bearer tokens), sets
-`request.state.caller`, replaces the platform's allow-all gate by the exchange gate and serves /exchange.
+`build(platform)` adds the middleware that authenticates every request (API keys, OIDC bearer tokens) and sets
+`request.state.caller`, serves /exchange, and starts the exchange behind the platform's gate.
 """
 
 from __future__ import annotations
@@ -9,25 +9,29 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
+from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from civicmesh.config import DEFAULT_DATA_DIR
+from civicmesh.config import Settings
 from civicmesh.errors import Problem
+from civicmesh.events import ChangeEvent
 from civicmesh.exchange import dcat, odrl
 from civicmesh.exchange.enforce import ExchangeGate, current_caller
 from civicmesh.exchange.gate import Caller
 from civicmesh.exchange.identity import ExchangeCaller, is_admin
 from civicmesh.exchange.limits import FailureLimiter, RequestRate, credential_of
 from civicmesh.exchange.service import AuthError, Exchange
-from civicmesh.store.exchange import open_exchange_store
+from civicmesh.platform import Platform, Room, Subscriber
 
 log = logging.getLogger("civicmesh.exchange")
 PURPOSE_HEADER = "civicmesh-purpose"
@@ -44,15 +48,25 @@ MAX_ROTATION_GRACE = 7 * 24 * 3600
 _CITIZEN_DEPT = re.compile(r"^/citizen/departments/([^/]+)/requests$")
 
 
-def bootstrap_file(database_url: str) -> Path:
-    """Where the first start leaves the bootstrap admin key: beside the SQLite file, else civicmesh-data/."""
-    parts = urlsplit(database_url)
-    if parts.scheme == "sqlite":
-        path = database_url[len("sqlite://"):]
-        path = path[1:] if path.startswith("/") else path
-        if path and path != ":memory:":
-            return Path(path).parent / "exchange-bootstrap-admin.key"
-    return DEFAULT_DATA_DIR / "exchange-bootstrap-admin.key"
+def bootstrap_file(settings: Settings) -> Path:
+    """Where the first start leaves the bootstrap admin key: in the data home (see Settings.data_home)."""
+    return settings.data_home / "exchange-bootstrap-admin.key"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a secret readable by its owner alone from the first byte: a fresh file made with mode 0600 (never a
+    world-readable file chmod-ed afterwards), moved over any older one in one rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fresh.unlink(missing_ok=True)
+    fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(fresh, path)
+    except BaseException:
+        fresh.unlink(missing_ok=True)
+        raise
 
 
 async def bootstrap_admin(exchange: Exchange, subject: str = "bootstrap-admin") -> dict[str, Any]:
@@ -79,7 +93,7 @@ def _problem(status: int, kind: str, detail: str, headers: dict[str, str] | None
 class IdentityMiddleware:
     """Authenticate, then let a request reach a room only if its surface admits the caller (default deny)."""
 
-    def __init__(self, app: ASGIApp, exchange: Exchange, platform: Any) -> None:
+    def __init__(self, app: ASGIApp, exchange: Exchange, platform: Platform) -> None:
         self.app = app
         self.exchange = exchange
         self.platform = platform
@@ -299,7 +313,7 @@ def _public(product: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in product.items() if not k.startswith("_")}
 
 
-def router(exchange: Exchange, gate: ExchangeGate, platform: Any) -> APIRouter:
+def router(exchange: Exchange, gate: ExchangeGate, platform: Platform) -> APIRouter:
     r = APIRouter(prefix="/exchange", tags=["data exchange"])
     limit = platform.settings.max_body_bytes
 
@@ -539,7 +553,7 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Any) -> APIRouter:
     return r
 
 
-async def _seed_demo(exchange: Exchange, platform: Any) -> None:
+async def _seed_demo(exchange: Exchange, platform: Platform) -> None:
     from civicmesh.demo import demo_entities
     from civicmesh.exchange import demo
     from civicmesh.ngsild import demo_context_url
@@ -550,42 +564,35 @@ async def _seed_demo(exchange: Exchange, platform: Any) -> None:
     await demo.seed(exchange, by_type, demo_context_url(platform.settings))
 
 
-def mount(app: FastAPI, platform: Any) -> None:
-    exchange = Exchange(platform, open_exchange_store(platform.settings.database_url))
-    gate = ExchangeGate(exchange, platform)
-    platform.gate = gate
-    broker = platform.extras.get("broker")
-    if broker is not None:  # mounted after the broker: point it at the real gate too
-        broker.gate = gate
-    platform.extras["exchange"] = exchange
-    app.add_middleware(IdentityMiddleware, exchange=exchange, platform=platform)
-    app.include_router(router(exchange, gate, platform))
+def build(platform: Platform) -> Room:
+    """Identify every request (middleware), serve /exchange, and start the exchange the platform's gate uses."""
+    exchange = platform.exchange
+    assert isinstance(platform.gate, ExchangeGate), "the platform's gate is the exchange's"
 
-    async def start() -> None:
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
         await exchange.start()
-        if platform.settings.no_auth:
-            log.warning("!!! AUTHENTICATION IS OFF (--no-auth / CIVICMESH_NO_AUTH=true): every request acts as a "
-                        "platform admin. Use this only for local experiments and conformance runs. !!!")
-        if platform.settings.demo:
-            await _seed_demo(exchange, platform)
-        if not await exchange.store.has_platform_admin():
-            issued = await bootstrap_admin(exchange)
-            path = bootstrap_file(platform.settings.database_url)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(issued["key"] + "\n")
-            path.chmod(0o600)
-            log.warning("exchange: first start; the bootstrap platform-admin API key is in %s (read it, then "
-                        "delete the file; `civicmesh exchange bootstrap` issues another)", path.resolve())
+        try:
+            if platform.settings.no_auth:
+                log.warning("!!! AUTHENTICATION IS OFF (--no-auth / CIVICMESH_NO_AUTH=true): every request acts as "
+                            "a platform admin. Use this only for local experiments and conformance runs. !!!")
+            if platform.settings.demo:
+                await _seed_demo(exchange, platform)
+            if not await exchange.store.has_platform_admin():
+                issued = await bootstrap_admin(exchange)
+                path = bootstrap_file(platform.settings)
+                write_private(path, issued["key"] + "\n")
+                log.warning("exchange: first start; the bootstrap platform-admin API key is in %s (read it, then "
+                            "delete the file; `civicmesh exchange bootstrap` issues another)", path.resolve())
+            yield
+        finally:
+            await exchange.stop()
 
-    async def stop() -> None:
-        await exchange.stop()
-
-    async def on_event(event: Any) -> None:
+    async def on_event(event: ChangeEvent) -> None:
         # Ownership ends with the entity, so a later create of the same id by someone else is a fresh claim.
         if event.kind == "entity.deleted":
             await exchange.store.release(event.tenant, event.subject)
 
-    if platform.relay is not None:
-        platform.relay.subscribe("exchange", on_event, durable=True)
-    app.state.startup_hooks.append(start)
-    app.state.shutdown_hooks.append(stop)
+    return Room("exchange", routers=[router(exchange, platform.gate, platform)],
+                subscribers=[Subscriber("exchange", on_event=on_event, durable=True)], lifespan=lifespan,
+                middleware=[Middleware(IdentityMiddleware, exchange=exchange, platform=platform)])

@@ -5,14 +5,13 @@ HTTP lives in api.py and the per-access decision in enforce.py; SQL lives in civ
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import secrets
 import statistics
 import time
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from civicmesh.errors import Problem
 from civicmesh.exchange import odrl
@@ -30,6 +29,10 @@ from civicmesh.exchange.identity import (
     utcnow,
 )
 from civicmesh.store.exchange import Events, ExchangeStore
+from civicmesh.workers import Periodic
+
+if TYPE_CHECKING:
+    from civicmesh.platform import Core
 
 log = logging.getLogger("civicmesh.exchange")
 
@@ -75,8 +78,9 @@ def _bilingual(body: dict[str, Any], name: str) -> dict[str, str]:
 
 
 class Exchange:
-    def __init__(self, platform: Any, store: ExchangeStore) -> None:
-        self.platform = platform
+    def __init__(self, platform: Core | None, store: ExchangeStore) -> None:
+        # None offline (`civicmesh exchange bootstrap`), where nothing reaches the entity store or the relay.
+        self._platform = platform
         self.store = store
         self.verifier: JwtVerifier | None = None
         self._orgs: dict[str, dict[str, Any]] = {}
@@ -84,7 +88,14 @@ class Exchange:
         self._products: dict[str, dict[str, Any]] = {}
         self._public: list[dict[str, Any]] | None = None
         self._metering: list[dict[str, Any]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        # Metering is counted in memory and written every half second, with the sweep of expired agreements.
+        self._flusher = Periodic("exchange-metering", self._flush_round, 0.5, wait_first=True)
+
+    @property
+    def platform(self) -> Core:
+        if self._platform is None:
+            raise RuntimeError("this exchange runs offline: it has no entity store, relay or contexts")
+        return self._platform
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -95,22 +106,17 @@ class Exchange:
         oidc = await self.store.get_setting("oidc")
         if oidc:
             self.verifier = JwtVerifier(oidc["issuer"], oidc["audience"], oidc["jwks"])
-        self._flusher = asyncio.create_task(self._flush_loop())
+        self._flusher.start()
 
     async def stop(self) -> None:
-        if self._flusher:
-            self._flusher.cancel()
+        await self._flusher.stop()
         await self.flush()
         await self.store.close()
 
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(0.5)
-            try:
-                await self.flush()
-                await self.sweep()
-            except Exception:  # noqa: BLE001 - a failing flush is retried next round, never kills the loop
-                log.exception("exchange: metering flush failed; will retry")
+    async def _flush_round(self) -> None:
+        # A failing round is logged by the Periodic and retried on the next, never ending the flushing for good.
+        await self.flush()
+        await self.sweep()
 
     async def emit(self, events: Events) -> None:
         """Outbox rows in one transaction of the main store, so the ledger (exchange.*) records them."""
@@ -126,7 +132,7 @@ class Exchange:
         write them itself (an in-memory SQLite database is private to its connection)."""
         if not self.store.shares_outbox:
             await self.emit(events)
-        elif events and self.platform.relay is not None:
+        elif events:
             self.platform.relay.notify()
 
     # -- organizations and keys --------------------------------------------------------------------------
@@ -310,8 +316,8 @@ class Exchange:
                           extra={"problems": problems})
         assert isinstance(types, list) and isinstance(attrs, list)  # the checks above raised otherwise
         context = body.get("@context")
-        terms = self.platform.extras["contexts"].term_map(context) if context else \
-            self.platform.extras["contexts"].core
+        terms = self.platform.contexts.term_map(context) if context else \
+            self.platform.contexts.core
         product_id = f"urn:civicmesh:product:{provider}:{secrets.token_hex(6)}"
         offer.update(uid=product_id + ":offer", assigner=provider, target=product_id)
         doc = {"id": product_id, "provider": provider, "title": title, "description": description,

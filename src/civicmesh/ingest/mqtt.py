@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import threading
 from typing import Any
 from urllib.parse import urlparse
@@ -46,10 +45,8 @@ def parse_topic(topic: str) -> tuple[str, str, str, str | None] | None:
 
 
 def default_client_id(database_url: str) -> str:
-    """Stable across restarts of one deployment (so its session survives), distinct between deployments."""
-    explicit = os.environ.get("CIVICMESH_MQTT_CLIENT_ID")
-    if explicit:
-        return explicit
+    """Stable across restarts of one deployment (so its session survives), distinct between deployments
+    (Settings.mqtt_client_id, CIVICMESH_MQTT_CLIENT_ID, overrides it)."""
     return "civicmesh-ingest-" + hashlib.sha256(database_url.encode()).hexdigest()[:12]
 
 

@@ -38,6 +38,7 @@ from civicmesh.ledger.note import (
     sign_note,
 )
 from civicmesh.store.ledger import Integration, LedgerStore, NewEntry, open_ledger_store
+from civicmesh.workers import Periodic
 
 log = logging.getLogger("civicmesh.ledger")
 
@@ -79,7 +80,7 @@ class Ledger:
         self.batch_size = batch_size
         self.interval = interval
         self._integrate_lock = threading.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._integrator = Periodic("ledger-integrator", self._integrate_round, interval, wait_first=True)
         # The largest tree size seen: the log never shrinks, so a requested size up to it needs no query.
         self._known_size = 0
         self.store.record_key(signer.verifier.encode(), "active", E.utc_now())
@@ -238,28 +239,16 @@ class Ledger:
         self._known_size = max(self._known_size, size)
         return size
 
-    async def run_integrator(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await asyncio.to_thread(self.integrate)
-            except Exception:  # a transient database error must not stop integration for good
-                log.exception("ledger integration failed; retrying in %.1fs", self.interval)
+    async def _integrate_round(self) -> None:
+        # A transient database error is logged by the Periodic and the next round retries: integration never
+        # stops for good.
+        await asyncio.to_thread(self.integrate)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self.run_integrator(), name="ledger-integrator"
-            )
+        self._integrator.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._integrator.stop()
         try:
             await asyncio.to_thread(self.integrate)
         except RuntimeError:  # the interpreter is exiting and its thread pool is gone: integrate right here

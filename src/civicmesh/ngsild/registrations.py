@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -20,6 +20,7 @@ from civicmesh.ngsild.context import TermMap
 from civicmesh.ngsild.http import body_call, json_response, read_call
 from civicmesh.ngsild.model import check_name, is_datetime, is_uri, now_iso, validate_geometry
 from civicmesh.ngsild.routes import PREFIX, _allow_params, _flag, _int, _split, caller_of
+from civicmesh.platform import Platform, Room
 
 KIND = "csourceRegistration"
 MODES = {"inclusive", "exclusive", "redirect", "auxiliary"}
@@ -123,11 +124,12 @@ def _matches(reg: dict[str, Any], ids: list[str] | None, types: set[str] | None,
     return True
 
 
-def mount(app: FastAPI, platform: Any) -> None:
+def build(platform: Platform) -> Room:
+    """Serve /csourceRegistrations (context-source registrations, stored as documents)."""
     router = APIRouter(prefix=PREFIX)
     store = platform.store
-    resolver = platform.extras["contexts"]
-    broker = platform.extras["broker"]
+    resolver = platform.contexts
+    broker = platform.broker
     max_body = platform.settings.max_body_bytes
 
     async def create(request: Request) -> Response:
@@ -199,4 +201,4 @@ def mount(app: FastAPI, platform: Any) -> None:
     for path, methods, endpoint in routes:
         router.add_api_route(path, endpoint, methods=methods)
         router.add_api_route(path + "/", endpoint, methods=methods, include_in_schema=False)
-    app.include_router(router)
+    return Room("registrations", routers=[router])

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -784,7 +784,8 @@ def expand_q(expr: Any, terms: TermMap) -> Any:
     return qlang.map_terms(expr, terms.expand)
 
 
-def mount(app: FastAPI, ngsi: NgsiLd) -> None:
+def router(ngsi: NgsiLd) -> APIRouter:
+    """Every /ngsi-ld/v1 route of entities, types, attributes, batch operations and hosted contexts."""
     router = APIRouter(prefix=PREFIX)
 
     def route(path: str, methods: list[str], endpoint: Any) -> None:
@@ -813,4 +814,4 @@ def mount(app: FastAPI, ngsi: NgsiLd) -> None:
     route("/jsonldContexts", ["POST"], ngsi.add_context)
     route("/jsonldContexts/{context_id}", ["GET"], ngsi.get_context)
     route("/jsonldContexts/{context_id}", ["DELETE"], ngsi.delete_context)
-    app.include_router(router)
+    return router

@@ -171,6 +171,9 @@ class SqliteStore:
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._reader_pool = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
         self._local = threading.local()
+        # Every reader connection, so close() closes them: each refers back to this store (its geo_match function),
+        # so without an explicit close a closed store kept its files open until the garbage collector ran.
+        self._readers: list[sqlite3.Connection] = []
         self._writer: sqlite3.Connection | None = None
         self._akeys: dict[tuple[str, str], int] = {}
         self._tkeys: dict[str, int] = {}
@@ -199,6 +202,8 @@ class SqliteStore:
         if conn is None:
             conn = self._connect()
             self._local.conn = conn
+            with self._pending_lock:
+                self._readers.append(conn)
         return conn
 
     def _geo_match(self, qid: str, geojson: str) -> bool:
@@ -259,6 +264,10 @@ class SqliteStore:
         await self._in_writer(shut)
         self._writer_pool.shutdown(wait=True)
         self._reader_pool.shutdown(wait=True)
+        with self._pending_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
 
     # -- interning ---------------------------------------------------------------------------------------
     def _akey_lookup(self, attr: str, path: str) -> int | None:

@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from civicmesh.demo.basemap import city_basemap
@@ -24,6 +24,7 @@ from civicmesh.exchange import limits
 from civicmesh.exchange.gate import ANONYMOUS, AccessRequest
 from civicmesh.ngsild import demo_context_url
 from civicmesh.ngsild.http import tenant_of
+from civicmesh.platform import Platform, Room, Subscriber
 from civicmesh.web.layers import LAYERS, snapshot
 from civicmesh.web.live import Listener, LiveHub
 
@@ -85,7 +86,7 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def router(hub: LiveHub, platform: Any) -> APIRouter:
+def router(hub: LiveHub, platform: Platform) -> APIRouter:
     streams = limits.StreamSlots(platform.settings.max_sse_per_identity)  # open /web/events per identity
     r = APIRouter(tags=["dashboard"])
     files = _static_files()
@@ -151,9 +152,8 @@ def router(hub: LiveHub, platform: Any) -> APIRouter:
     return r
 
 
-def mount(app: FastAPI, platform: Any) -> None:
+def build(platform: Platform) -> Room:
+    """Serve the dashboard at / with its live event stream (a transient subscriber: it starts at the tip)."""
     hub = LiveHub(platform)
-    platform.extras["web"] = hub
-    if platform.relay is not None:
-        platform.relay.subscribe_batch("web", hub.on_events)
-    app.include_router(router(hub, platform))
+    return Room("web", routers=[router(hub, platform)], services=[hub],
+                subscribers=[Subscriber("web", on_events=hub.on_events)])

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -30,6 +30,9 @@ from civicmesh.exchange.enforce import Session, current_caller
 from civicmesh.exchange.gate import Caller
 from civicmesh.ngsild.render import SIMPLIFIED, View, render_entity
 from civicmesh.web.layers import demo_terms
+
+if TYPE_CHECKING:
+    from civicmesh.platform import Platform
 
 log = logging.getLogger("civicmesh.web")
 
@@ -82,7 +85,7 @@ class Listener:
 class LiveHub:
     """Fans entity change events out to the connected pages."""
 
-    def __init__(self, platform: Any) -> None:
+    def __init__(self, platform: Platform) -> None:
         self.platform = platform
         self.listeners: set[Listener] = set()
         self.delivered = 0

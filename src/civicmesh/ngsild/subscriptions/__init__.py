@@ -6,15 +6,16 @@
 - `delivery`: the durable queue's sender, its settling and the receivers' outage breaker;
 - `book`: the stored subscriptions (cached for matching) and their term maps.
 
-This module wires them together for one app (`mount`).
+This module wires them together for one app (`build`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 
 from civicmesh.ngsild.routes import PREFIX
 from civicmesh.ngsild.sender import HttpSender
@@ -22,18 +23,19 @@ from civicmesh.ngsild.subscriptions.api import SubscriptionsApi
 from civicmesh.ngsild.subscriptions.book import Book
 from civicmesh.ngsild.subscriptions.delivery import Delivery
 from civicmesh.ngsild.subscriptions.notices import Notices
+from civicmesh.platform import Platform, Room, Subscriber
 
-__all__ = ["Subscriptions", "mount"]
+__all__ = ["Subscriptions", "build"]
 
 
 class Subscriptions:
     """One app's subscriptions: the endpoints, the relay subscriber and the delivery worker, sharing one book."""
 
-    def __init__(self, platform: Any) -> None:
-        broker = platform.extras["broker"]
-        self.book = Book(platform.store, platform.extras["contexts"])
+    def __init__(self, platform: Platform) -> None:
+        broker = platform.broker
+        self.book = Book(platform.store, platform.contexts)
         self.delivery = Delivery(platform.store, platform.relay)
-        self.notices = Notices(self.book, platform.store, broker, platform.extras["ngsild"], self.delivery)
+        self.notices = Notices(self.book, platform.store, broker, platform.ngsi, self.delivery)
         self.delivery.periodic = self.notices.periodic_due
         self.api = SubscriptionsApi(self.book, broker, platform.settings.max_body_bytes, self.delivery.unsettled)
         self.delivery.endpoint_allow = self.api.endpoint_allow = platform.settings.endpoint_allow
@@ -56,10 +58,9 @@ class Subscriptions:
         return self.delivery._sender
 
 
-def mount(app: FastAPI, platform: Any) -> None:
+def build(platform: Platform) -> Room:
+    """Serve /subscriptions, match change events to them and deliver the notifications while the app runs."""
     subs = Subscriptions(platform)
-    platform.extras["subscriptions"] = subs
-    platform.relay.subscribe_batch("subscriptions", subs.on_events, durable=True)
     api = subs.api
     router = APIRouter(prefix=PREFIX)
     routes: list[tuple[str, list[str], Callable[..., Any]]] = [
@@ -69,6 +70,14 @@ def mount(app: FastAPI, platform: Any) -> None:
     for path, methods, endpoint in routes:
         router.add_api_route(path, endpoint, methods=methods)
         router.add_api_route(path + "/", endpoint, methods=methods, include_in_schema=False)
-    app.include_router(router)
-    app.state.startup_hooks.append(subs.start)
-    app.state.shutdown_hooks.append(subs.stop)
+
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        await subs.start()
+        try:
+            yield
+        finally:
+            await subs.stop()
+
+    return Room("subscriptions", routers=[router], lifespan=lifespan, services=[subs],
+                subscribers=[Subscriber("subscriptions", on_events=subs.on_events, durable=True)])
