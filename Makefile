@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/civicmesh serve --host $(HOST) --port $(PORT) --demo
+	CIVICMESH_ENDPOINT_ALLOW=$${CIVICMESH_ENDPOINT_ALLOW-127.0.0.1} $(VENV)/bin/civicmesh serve --host $(HOST) --port $(PORT) --demo
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q

@@ -28,11 +28,14 @@ import uvicorn
 os.environ.setdefault("CIVICMESH_DATA_DIR", tempfile.mkdtemp(prefix="civicmesh-test-data-"))
 
 from civicmesh.app import create_app  # noqa: E402
+from civicmesh.cli import proxy_options  # noqa: E402
 from civicmesh.config import Settings  # noqa: E402
 
 # Room tests exercise behaviour with authentication off; tests/exchange/ turns it on and checks every room's
 # endpoints behind it.
 os.environ.setdefault("CIVICMESH_NO_AUTH", "true")
+# The test receivers (webhooks, Mosquitto) listen on loopback, which the endpoint policy refuses unless allowed.
+os.environ.setdefault("CIVICMESH_ENDPOINT_ALLOW", "127.0.0.1")
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -192,7 +195,8 @@ class LiveServer:
         self.app = create_app(settings)
         self.port = settings.port
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
+                                **proxy_options(settings))  # as `civicmesh serve` runs it
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -53,7 +53,15 @@ def serve(
     console.print(f"[bold]operations dashboard: http://{settings.host}:{settings.port}/[/]")
     # Open dashboard streams (server-sent events) never end by themselves; give them a few seconds on shutdown.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=False, timeout_graceful_shutdown=3)
+                access_log=False, timeout_graceful_shutdown=3, **proxy_options(settings))
+
+
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's proxy-header options: X-Forwarded-For/-Proto are believed only from the configured proxies.
+    uvicorn's own default believes them from 127.0.0.1, so any local process (or a proxy that passes the header
+    through) could choose the client address the failed-login limiter counts against."""
+    trusted = settings.trusted_proxies.strip()
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted or None}
 
 
 @app.command()

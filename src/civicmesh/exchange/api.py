@@ -28,7 +28,8 @@ from civicmesh.events import ChangeEvent
 from civicmesh.exchange import dcat, odrl
 from civicmesh.exchange.enforce import ExchangeGate, current_caller
 from civicmesh.exchange.gate import Caller
-from civicmesh.exchange.identity import ExchangeCaller, FailureLimiter, is_admin
+from civicmesh.exchange.identity import ExchangeCaller, is_admin
+from civicmesh.exchange.limits import FailureLimiter, RequestRate, credential_of
 from civicmesh.exchange.service import AuthError, Exchange
 from civicmesh.platform import Platform, Room, Subscriber
 
@@ -42,6 +43,8 @@ ANONYMOUS_HTTP = ExchangeCaller(subject="anonymous", organization=None, roles=fr
 _WEB_DATA = ("/web/layers", "/web/events")
 _ADMIN_ONLY_NGSI = ("/ngsi-ld/v1/csourceRegistrations", "/ngsi-ld/v1/csourceSubscriptions", "/ngsi-ld/v1/types",
                     "/ngsi-ld/v1/attributes")
+# Longest a rotated key keeps working beside its replacement: a week to roll the new secret out.
+MAX_ROTATION_GRACE = 7 * 24 * 3600
 _CITIZEN_DEPT = re.compile(r"^/citizen/departments/([^/]+)/requests$")
 
 
@@ -94,7 +97,8 @@ class IdentityMiddleware:
         self.app = app
         self.exchange = exchange
         self.platform = platform
-        self.limiter = FailureLimiter()
+        self.limiter = FailureLimiter(platform.settings.auth_failure_limit, platform.settings.auth_failure_window)
+        self.rate = RequestRate(platform.settings.rate_per_second, platform.settings.rate_burst)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -129,6 +133,10 @@ class IdentityMiddleware:
             await _problem(status, kind, verdict, extra)(scope, receive, send)
             return
         assert caller is not None
+        too_many = self._over_rate(caller, client)
+        if too_many is not None:
+            await too_many(scope, receive, send)
+            return
         if path.startswith("/citizen/") and not is_admin(caller):
             receive, refusal = await self._citizen_department(caller, path, method, receive)
             if refusal:
@@ -150,10 +158,6 @@ class IdentityMiddleware:
         key = headers.get("x-api-key")
         if not authorization and not key:
             return None, None
-        wait = self.limiter.blocked(client)
-        if wait:
-            return None, _problem(429, "TooManyRequests", f"too many failed authentications from {client}; "
-                                  f"retry in {int(wait) + 1} s", {"Retry-After": str(int(wait) + 1)})
         purpose = headers.get(PURPOSE_HEADER)
         try:
             if key:
@@ -166,8 +170,30 @@ class IdentityMiddleware:
                 return await self.exchange.authenticate_key(credential, purpose), None
             return await self.exchange.authenticate_jwt(credential, purpose), None
         except AuthError as exc:
-            self.limiter.fail(client)
-            return None, _problem(401, "Unauthorized", str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            return None, await self._failed(exc, client)
+
+    async def _failed(self, exc: AuthError, client: str) -> Response:
+        """A credential that did not verify: 401, or 429 once its bucket (the key it named, else the client
+        address) has failed too often. Verification runs first, so a valid key is never refused here."""
+        bucket = f"key {exc.key_id}" if exc.key_id else f"address {client}"
+        wait = self.limiter.blocked(bucket)
+        if wait:
+            return _problem(429, "TooManyRequests", f"too many failed authentications for {bucket}; retry in "
+                            f"{int(wait) + 1} s", {"Retry-After": str(int(wait) + 1)})
+        self.limiter.fail(bucket)
+        await self.exchange.audit("auth.failed", None, bucket, {"reason": str(exc), "address": client})
+        return _problem(401, "Unauthorized", str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    def _over_rate(self, caller: ExchangeCaller, client: str) -> Response | None:
+        """429 with Retry-After when the caller's credential (an anonymous caller: its address) has used up its
+        request rate."""
+        wait = self.rate.take(credential_of(caller) if caller is not ANONYMOUS_HTTP else f"anonymous@{client}")
+        if not wait:
+            return None
+        seconds = max(1, int(wait + 0.999))
+        return _problem(429, "TooManyRequests", f"the credential of {caller.subject} sent more than "
+                        f"{self.rate.rate:g} requests a second (bursts up to {self.rate.burst}); retry in {seconds} s",
+                        {"Retry-After": str(seconds)})
 
     @staticmethod
     def _surface(caller: ExchangeCaller | None, path: str, method: str) -> str | None:
@@ -299,8 +325,11 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Platform) -> APIRou
 
     @r.post("/organizations", status_code=201, summary="Register an organization (platform admin)")
     async def create_org(request: Request) -> dict[str, Any]:
-        _admin(_caller(request))
-        return await exchange.create_org(await _body(request, limit))
+        c = _caller(request)
+        _admin(c)
+        doc = await exchange.create_org(await _body(request, limit))
+        await exchange.audit("organization.created", c, doc["id"], {"kind": doc["kind"], "tenants": doc["tenants"]})
+        return doc
 
     @r.get("/organizations", summary="Registered organizations")
     async def orgs(request: Request) -> list[dict[str, Any]]:
@@ -320,7 +349,10 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Platform) -> APIRou
         subject = body.get("subject")
         if not isinstance(subject, str) or not subject:
             raise Problem("BadRequestData", "'subject' (who the key is for) must be a non-empty string")
-        return await exchange.issue_key(org, subject, roles, scopes, body.get("expires_at"))
+        issued = await exchange.issue_key(org, subject, roles, scopes, body.get("expires_at"))
+        await exchange.audit("key.issued", c, issued["id"], {k: issued[k] for k in (
+            "organization", "subject", "roles", "scopes", "expires_at")})
+        return issued
 
     @r.get("/organizations/{org}/keys", summary="API keys of an organization (never the secrets)")
     async def keys(org: str, request: Request) -> list[dict[str, Any]]:
@@ -339,12 +371,45 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Platform) -> APIRou
         if not await exchange.store.revoke_key(key_id, odrl_now(), exchange.atomic(events)):
             raise Problem("Conflict", f"API key {key_id} is already revoked")
         await exchange.after(events)
+        await exchange.audit("key.revoked", c, key_id, {"organization": row["organization"],
+                                                        "subject": row["subject"]})
         return {"id": key_id, "revoked": True}
+
+    @r.post("/keys/{key_id}/rotate", status_code=201,
+            summary="Replace an API key: a new secret (shown once); the old key revoked at once or after "
+                    "grace_seconds")
+    async def rotate(key_id: str, request: Request) -> dict[str, Any]:
+        c = _caller(request)
+        row = await exchange.store.get_key(key_id)
+        if row is None or not is_admin(c) and not (row["organization"] == c.organization and "org_admin" in c.roles
+                                                   and "platform_admin" not in row["roles"]):
+            raise Problem("ResourceNotFound", f"API key {key_id} does not exist")
+        body = await _body(request, limit) if await request.body() else {}
+        grace = body.get("grace_seconds", 0)
+        if isinstance(grace, bool) or not isinstance(grace, int) or not 0 <= grace <= MAX_ROTATION_GRACE:
+            raise Problem("BadRequestData", f"'grace_seconds' must be an integer from 0 to {MAX_ROTATION_GRACE}")
+        rotated = await exchange.rotate_key(key_id, grace)
+        await exchange.audit("key.rotated", c, key_id, {"organization": row["organization"],
+                                                        "subject": row["subject"], "new_key": rotated["id"],
+                                                        "old_key_valid_until": rotated["old_key_valid_until"]})
+        return rotated
+
+    @r.get("/audit", summary="The audit trail: keys issued, revoked, rotated; organizations, OIDC trust, "
+                             "ownership, products and agreements changed; failed authentications (platform admin)")
+    async def audit(request: Request, kind: str | None = None, organization: str | None = None, after: int = 0,
+                    limit_rows: int = 100) -> list[dict[str, Any]]:
+        _admin(_caller(request))
+        if not 1 <= limit_rows <= 1000 or not 0 <= after < 2**62:
+            raise Problem("BadRequestData", "'limit_rows' must be 1..1000 and 'after' a non-negative row id")
+        return await exchange.store.audit(kind=kind, organization=organization, after=after, limit=limit_rows)
 
     @r.put("/oidc", summary="Trust one OIDC issuer: issuer, audience and its JWKS (platform admin)")
     async def oidc(request: Request) -> dict[str, Any]:
-        _admin(_caller(request))
-        return await exchange.configure_oidc(await _body(request, limit))
+        c = _caller(request)
+        _admin(c)
+        configured = await exchange.configure_oidc(await _body(request, limit))
+        await exchange.audit("oidc.configured", c, configured["issuer"], configured)
+        return configured
 
     @r.post("/ownership", summary="Assign existing entities to an organization (platform admin)")
     async def ownership(request: Request) -> dict[str, Any]:
@@ -357,6 +422,8 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Platform) -> APIRou
                                             "be a list of entity ids")
         for entity_id in ids:
             await exchange.store.claim(tenant, entity_id, org, odrl_now())
+        await exchange.audit("ownership.assigned", _caller(request), org, {"tenant": tenant, "entities": ids[:100],
+                                                                           "count": len(ids)})
         return {"organization": org, "tenant": tenant, "entities": len(ids)}
 
     @r.post("/policies/validate", summary="Check an ODRL policy; 400 lists every problem")
@@ -370,7 +437,10 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Platform) -> APIRou
 
     @r.post("/products", status_code=201, summary="Offer a data product")
     async def create_product(request: Request) -> dict[str, Any]:
-        return _public(await exchange.create_product(_caller(request), await _body(request, limit)))
+        c = _caller(request)
+        product = _public(await exchange.create_product(c, await _body(request, limit)))
+        await exchange.audit("policy.offered", c, product["id"], {"offer": product.get("offer")})
+        return product
 
     @r.get("/catalog", summary="Search the catalog (q: words; sector; provider)")
     async def catalog(q: str | None = None, sector: str | None = None,
@@ -411,7 +481,10 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Platform) -> APIRou
             summary="approve | reject | counter | accept | decline | withdraw | revoke (with a reason)")
     async def transition(nid: str, action: str, request: Request) -> dict[str, Any]:
         body = await _body(request, limit) if await request.body() else {}
-        return await exchange.transition(_caller(request), nid, action, body)
+        c = _caller(request)
+        moved = await exchange.transition(c, nid, action, body)
+        await exchange.audit(f"policy.{action}", c, nid, {"state": moved.get("state"), "reason": body.get("reason")})
+        return moved
 
     @r.get("/explain", summary="Why an entity is (or would be) shown, masked or denied to an organization")
     async def explain(request: Request, entity: str, tenant: str = "", action: str = "read",

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from civicmesh.errors import Problem
+from civicmesh.exchange import limits
 from civicmesh.exchange.gate import ANONYMOUS, Caller
 from civicmesh.ngsild.broker import BatchResult, Broker, UpdateResult
 from civicmesh.ngsild.context import (
@@ -385,6 +386,7 @@ class NgsiLd:
                                       per_item_context=True)
         if not body:
             raise Problem("BadRequestData", "the batch is empty")
+        limits.check_batch(caller_of(request), len(body), request.app.state.platform.settings.max_batch_entities)
         options = _split(request.query_params.get("options")) or []
         if operation == "delete":
             bad: BatchResult = BatchResult()

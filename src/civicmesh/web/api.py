@@ -20,6 +20,7 @@ from starlette.responses import Response, StreamingResponse
 
 from civicmesh.demo.basemap import city_basemap
 from civicmesh.errors import Problem
+from civicmesh.exchange import limits
 from civicmesh.exchange.gate import ANONYMOUS, AccessRequest
 from civicmesh.ngsild import demo_context_url
 from civicmesh.ngsild.http import tenant_of
@@ -81,7 +82,12 @@ def _chosen_tenant(request: Request, tenant: str | None) -> str:
     return tenant
 
 
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 def router(hub: LiveHub, platform: Platform) -> APIRouter:
+    streams = limits.StreamSlots(platform.settings.max_sse_per_identity)  # open /web/events per identity
     r = APIRouter(tags=["dashboard"])
     files = _static_files()
     if "index.html" not in files:
@@ -137,8 +143,10 @@ def router(hub: LiveHub, platform: Platform) -> APIRouter:
         decision = await platform.gate.check(AccessRequest(caller, chosen, "query"))
         if not decision.allowed:
             raise Problem("Forbidden", decision.reason or "the access gate denied the live stream")
-        listener = Listener(caller, chosen)
-        return StreamingResponse(hub.stream(listener), media_type="text/event-stream",
+        listener, holder = Listener(caller, chosen), limits.stream_identity(caller, _client(request))
+        streams.acquire(holder)
+        live = limits.credential_check(platform.gate, caller)  # a revoked key ends the stream
+        return StreamingResponse(streams.held(holder, hub.stream(listener), live), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     return r

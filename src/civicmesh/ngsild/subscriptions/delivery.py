@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 import httpx
 import orjson
 
+from civicmesh import endpoints
 from civicmesh.events import OutboxRelay
 from civicmesh.ngsild.context import CORE_CONTEXT_URL
 from civicmesh.ngsild.http import CONTEXT_REL, JSONLD
@@ -46,6 +47,8 @@ Retries = list[tuple[int, float, str]]  # (queue id, due again at, why)
 
 class Delivery:
     """The notification queue's one sender per database, with its outage breaker and unsettled outcomes."""
+
+    endpoint_allow = ""  # what the endpoint policy admits besides public addresses (Settings.endpoint_allow)
 
     def __init__(self, store: Any, relay: OutboxRelay,
                  periodic: Callable[[], Awaitable[None]] | None = None) -> None:
@@ -236,14 +239,16 @@ class Delivery:
     async def _send(self, uri: str, headers: dict[str, str], body: bytes) -> tuple[str | None, bool]:
         """Deliver one notification: (None when the receiver took it, else why not; whether it answered at all)."""
         try:
+            address = await endpoints.resolve(uri, self.endpoint_allow)
             if uri.startswith(("mqtt://", "mqtts://")):
-                await asyncio.to_thread(_publish_mqtt, uri, body, headers)
+                await asyncio.to_thread(_publish_mqtt, uri, body, headers, address)
                 return None, True
             if uri.startswith("http://"):
-                status = await self._sender.post(uri, body, headers)
+                status = await self._sender.post(uri, body, headers, address=address)
             else:
                 assert self._client is not None
-                status = (await self._client.post(uri, content=body, headers=headers)).status_code
+                request = endpoints.pinned_request(self._client, uri, body, headers, address)
+                status = (await self._client.send(request)).status_code
             if 200 <= status < 300:
                 return None, True
             return f"HTTP {status}", True
@@ -326,7 +331,7 @@ def _origin(uri: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _publish_mqtt(uri: str, body: bytes, headers: dict[str, str]) -> None:
+def _publish_mqtt(uri: str, body: bytes, headers: dict[str, str], address: str | None = None) -> None:
     import paho.mqtt.publish as publish
 
     parts = urlparse(uri)
@@ -334,5 +339,5 @@ def _publish_mqtt(uri: str, body: bytes, headers: dict[str, str]) -> None:
     message = b'{"metadata":' + orjson.dumps(headers) + b',"body":' + body + b"}"
     # mqtt://user:password@host:port/topic: the credentials are the broker's login (NGSI-LD 1.8 clause 5.2.22)
     auth = {"username": parts.username, "password": parts.password} if parts.username else None
-    publish.single(topic, message, qos=1, hostname=parts.hostname or "127.0.0.1", port=parts.port or 1883,
+    publish.single(topic, message, qos=1, hostname=address or parts.hostname or "127.0.0.1", port=parts.port or 1883,
                    auth=auth)  # type: ignore[arg-type]
