@@ -48,6 +48,8 @@ LIVE_FIXTURES = frozenset({
     "tests/conftest.py::server",
     "tests/citizen/conftest.py::live_server",
     "tests/exchange/conftest.py::secure",
+    "tests/exchange/test_identity_live.py::quotas",
+    "tests/ngsild/test_endpoint_policy_live.py::strict",
     "tests/exchange/test_demo_walkthrough_live.py::demo_city",
     "tests/exchange/test_screened_reads_live.py::own_secure",
     "tests/ingest/test_iot_agent_live.py::mqtt_server",

@@ -96,6 +96,7 @@ def test_ledger_entries_carry_the_callers_organization_and_platform_kinds_are_th
 
 
 # -- finding 14: the failed-login limiter ----------------------------------------------------------------------
+@pytest.mark.live
 def test_failed_logins_neither_lock_out_valid_keys_nor_evade_by_forwarded_headers(database_url: str) -> None:
     if not database_url.startswith("sqlite"):
         pytest.skip("the limiter is in memory and engine-independent; one engine is enough")
