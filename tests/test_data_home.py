@@ -47,6 +47,7 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
 sys.addaudithook(_audit)
 
 
+@pytest.mark.live  # starts its own server
 def test_the_bootstrap_key_is_never_readable_by_others(private_database: str, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     global _seen
@@ -69,6 +70,7 @@ def test_the_bootstrap_key_is_never_readable_by_others(private_database: str, tm
         assert key.read_text().strip()
 
 
+@pytest.mark.live  # starts its own server
 def test_the_ledger_key_lives_beside_the_sqlite_database_not_in_the_working_directory(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     city, elsewhere = tmp_path / "city", tmp_path / "elsewhere"
@@ -82,6 +84,7 @@ def test_the_ledger_key_lives_beside_the_sqlite_database_not_in_the_working_dire
     assert list(elsewhere.iterdir()) == [], "the server wrote into the directory it was started from"
 
 
+@pytest.mark.live  # starts its own server
 def test_the_ledger_key_follows_the_data_directory_set_after_import(private_database: str, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # civicmesh was imported long before this test; the data directory is read when settings are made.

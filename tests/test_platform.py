@@ -61,13 +61,19 @@ def _other_tasks() -> list[asyncio.Task[object]]:
     return [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
 
 
-@pytest.mark.parametrize("fails", [True, False], ids=["a room fails to start", "clean shutdown"])
+@pytest.mark.parametrize("failing_at", [None, len(ROOMS), 1],
+                         ids=["clean shutdown", "the last room fails", "the second room fails"])
 def test_every_room_and_the_store_close_when_a_room_cannot_start(private_database: str, tmp_path: Path,
-                                                                   fails: bool) -> None:
+                                                                   failing_at: int | None) -> None:
     settings = Settings(database_url=private_database, data_dir=tmp_path, port=1)
-    # The failing room comes after every real room, so each of them has opened what it opens (the store, the
-    # exchange's, the citizen desk's and the ledger's databases, the agent, supervision and delivery tasks).
-    app = create_app(settings, rooms=[*default_rooms(), *([_failing_room] if fails else [])])
+    fails = failing_at is not None
+    # Failing last, every real room has opened what it opens first (the store, the exchange's, the citizen
+    # desk's and the ledger's databases, the agent, supervision and delivery tasks); failing second, the rooms
+    # after it never start.
+    rooms = default_rooms()
+    if failing_at is not None:
+        rooms.insert(failing_at, _failing_room)
+    app = create_app(settings, rooms=rooms)
     platform: Platform = app.state.platform
 
     async def run() -> None:
@@ -88,6 +94,8 @@ def test_every_room_and_the_store_close_when_a_room_cannot_start(private_databas
 
     asyncio.run(run())
     assert _still_open(private_database) == 0, "database connections or files were left open"
+    # The ledger (a later room) makes its signing key when it starts.
+    assert (tmp_path / "ledger-keys" / "log.key").exists() is (failing_at != 1)
 
 
 def test_rooms_are_built_on_one_frozen_platform(tmp_path: Path) -> None:

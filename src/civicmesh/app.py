@@ -102,8 +102,9 @@ def create_app(settings: Settings | None = None, rooms: Sequence[RoomBuilder] | 
         # room that cannot start leaves no open store, pool or task behind. The relay starts last, when every
         # durable subscriber is registered and every room is ready for its events, and stops first.
         async with AsyncExitStack() as stack:
-            await platform.store.open()
+            # Closed even when opening fails half-way (a pool opened, a migration failed).
             stack.push_async_callback(_logged_stop, "store", platform.store.close)
+            await platform.store.open()
             log.info("store: %s (%s engine)", _redacted(settings.database_url), platform.store.engine)
             for room in built:
                 if room.lifespan is not None:

@@ -62,6 +62,30 @@ class Settings:
     mqtt_client_id: str | None = None
     nats_url: str | None = None
     log_level: str = "info"
+    # Outbound endpoints (notifications, context sources, callbacks) the endpoint policy admits although they are
+    # loopback or private: comma-separated addresses, CIDRs or host[:port] (see civicmesh.endpoints). Link-local
+    # and cloud-metadata addresses stay refused whatever this says. `make run`, the conformance script and the
+    # test suite set 127.0.0.1.
+    endpoint_allow: str = field(default_factory=lambda: os.environ.get("CIVICMESH_ENDPOINT_ALLOW", ""))
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto uvicorn believes (comma-separated addresses, or "*").
+    # Empty (the default): no proxy header is trusted, so a client cannot choose the address the failed-login
+    # limiter counts against.
+    trusted_proxies: str = ""
+    # Failed authentications before a presented credential (or, for unknown credentials, a client address) waits.
+    auth_failure_limit: int = 20
+    auth_failure_window: float = 60.0
+    # Requests per credential: a token bucket refilled at this rate per second, holding at most `burst` requests;
+    # beyond it 429 with Retry-After. 0 turns it off.
+    rate_per_second: float = 50.0
+    rate_burst: int = 200
+    # Subscriptions one organization may hold (one analyst made 500 in 1.1 s in the red-team pass).
+    max_subscriptions_per_org: int = 200
+    # Entities in one entityOperations batch for callers that are not platform admins.
+    max_batch_entities: int = 1000
+    # Open dashboard live streams (/web/events) per identity.
+    max_sse_per_identity: int = 4
+    # Whether a JWT may act for the platform organization (org: platform); off, such tokens are refused.
+    jwt_platform_org: bool = False
     # The ledger's origin line (C2SP checkpoints are signed under this name) and its key directory
     # (default: ledger-keys in the data home).
     ledger_origin: str = "civicmesh.local/ledger"
@@ -72,8 +96,11 @@ class Settings:
     alert_rules: str | None = None
 
     def __post_init__(self) -> None:
+        from civicmesh.endpoints import parse_allow
+
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir or FALLBACK_DATA_DIR) / 'civicmesh.db'}"
+        parse_allow(self.endpoint_allow)  # a typo in the allow list fails at start, not at the first notification
 
     @property
     def data_home(self) -> Path:

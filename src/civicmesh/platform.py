@@ -3,6 +3,22 @@
 `create_app` makes the services in dependency order (settings -> store -> relay -> contexts -> exchange and its
 gate -> broker -> entity sink and NGSI-LD binding), freezes them into one `Platform`, then calls each room's
 `build(platform)`. A room never looks another room's service up by name: what rooms share is a field here.
+
+A room is a module with one function, plus its name in `app.ROOMS`:
+
+    def build(platform: Platform) -> Room:
+        noise = NoiseMonitor(platform.broker, platform.contexts)
+
+        @asynccontextmanager
+        async def lifespan() -> AsyncIterator[None]:
+            await noise.start()          # after the store opened and every earlier room started
+            try:
+                yield
+            finally:
+                await noise.stop()       # before the store closes; the relay has already stopped
+
+        return Room("noise", routers=[router(noise)], lifespan=lifespan, services=[noise],
+                    subscribers=[Subscriber("noise", on_events=noise.on_events, durable=True)])
 """
 
 from __future__ import annotations

@@ -139,6 +139,7 @@ def test_pdf_without_chromium_is_a_clear_error_after_the_html(tmp_path: Path) ->
     assert "needs Chromium" in result.output and out.exists()
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian chromium to print the PDF")
 def test_pdf_with_chromium(tmp_path: Path) -> None:
     out = tmp_path / "report.html"

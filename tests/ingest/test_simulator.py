@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from tests.conftest import start_server
 
 from civicmesh.app import service
@@ -72,6 +73,7 @@ def test_readings_follow_the_day_are_seeded_and_the_bridge_jumps() -> None:
     assert abs(values[3] - values[0]) < 1  # before it, a slow creep
 
 
+@pytest.mark.live
 def test_the_demo_city_moves_through_the_agent_and_raises_bridge_alerts(tmp_path: Any) -> None:
     server = start_server(f"sqlite:///{tmp_path / 'demo.db'}", demo=True, simulator_interval=0.2)
     try:

@@ -8,7 +8,7 @@ import pytest
 
 from civicmesh.events import ENTITY_CREATED, ENTITY_DELETED, ENTITY_UPDATED, ChangeEvent
 from civicmesh.ngsild.context import DEFAULT_VOCAB, ContextResolver, TermMap
-from civicmesh.ngsild.subscriptions.matcher import masked, match
+from civicmesh.ngsild.subscriptions.matcher import masked, match, matches
 
 TERMS = ContextResolver().term_map(None)
 SPEED, FUEL, LOCATION = DEFAULT_VOCAB + "speed", DEFAULT_VOCAB + "fuel", "https://uri.etsi.org/ngsi-ld/location"
@@ -90,3 +90,20 @@ def test_a_masked_event_hides_changes_to_attributes_the_subscriber_may_not_read(
     assert set(seen.data["after"]["attrs"]) == set(seen.data["before"]["attrs"]) == {FUEL}
     assert masked(update, None) is None  # the entity itself is hidden
     assert masked(update, {SPEED, FUEL}) is update
+
+
+def test_a_masked_attribute_deleted_by_the_change_stays_unseen() -> None:
+    update = change(entity(speed=10, fuel=3), entity(speed=10), "fuel")  # fuel deleted
+    assert masked(update, {SPEED}) is None  # the subscriber may not read fuel: nothing to tell
+    seen = masked(update, {SPEED, FUEL})  # it may: the deletion is told
+    assert seen is update
+
+
+def test_owned_subscriptions_are_first_matched_with_not_exists_relaxed() -> None:
+    """`!fuel` holds on the owner's masked view even where the stored entity has fuel, so the first cut (on the
+    stored entity) must not drop an owned subscription for it; `masked` and `matches` decide after."""
+    update = change(entity(speed=10, fuel=3), entity(speed=20, fuel=3), "speed")
+    owned = sub("owned", q="!fuel", _owner={"organization": "b", "subject": "bob", "roles": []})
+    assert set(due(update, sub("plain", q="!fuel"), owned)) == {"owned"}
+    seen = masked(update, {SPEED})
+    assert seen is not None and matches(owned, seen, TERMS) == {"attributeUpdated", "entityUpdated"}

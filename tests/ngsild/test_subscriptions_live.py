@@ -147,6 +147,7 @@ def test_subscription_crud_and_errors(client: httpx.Client, receiver: Receiver) 
     problem(client.get("/subscriptions", params={"colour": "red"}), 400, "InvalidRequest")
 
 
+@pytest.mark.live  # starts its own server
 def test_a_receiver_outage_and_a_broker_restart_lose_nothing(private_database: str) -> None:
     url = private_database
     port = free_port()
@@ -183,6 +184,7 @@ def test_time_interval_subscriptions_notify_periodically(client: httpx.Client, r
     assert all(b["data"][0]["speed"] == 42 for b in bodies[:2])
 
 
+@pytest.mark.live  # starts its own server
 def test_a_hanging_receiver_does_not_hold_back_other_subscribers(private_database: str) -> None:
     """A webhook that accepts connections and never answers costs its own notifications a timeout; everybody
     else's keep arriving promptly, and the hanging receiver's notifications stay queued (not dropped)."""
@@ -243,6 +245,7 @@ def _queued_for(database_url: str, subscription_id: str) -> int:
     return asyncio.run(count())
 
 
+@pytest.mark.live  # starts its own server
 def test_delivery_status_is_visible_as_soon_as_the_receiver_has_the_notification(private_database: str) -> None:
     """A client told of a notification may read the subscription at once (the ETSI suite's 046_12 does, within
     ms): the status shows the delivery even while the queue's settling transaction is still on its way."""

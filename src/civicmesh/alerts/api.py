@@ -107,20 +107,20 @@ class Alerts:
     async def put_rule(self, tenant: str, rule: Any, *, create: bool, by: Caller | None = None) -> dict[str, Any]:
         """Insert (create) or replace a rule. `by`: the caller over HTTP; a rule belongs to the organization that
         made it (its `owner`), and only it or a platform admin may replace it. None: the platform's own load."""
-        rule = self.check(rule)
-        current = None if create else await self.store.rule(tenant, rule["id"])
-        owner = rule.get("owner")
+        checked = self.check(rule)
+        current = None if create else await self.store.rule(tenant, checked["id"])
+        owner = checked.get("owner")
         if by is not None:
             if current is not None:
                 self._may_change(by, current)
             if owner is not None and owner != by.organization and not is_admin(by):
                 raise Problem("Forbidden", f"a rule of {by.organization} cannot name another owner ({owner!r})")
             owner = owner or (current or {}).get("owner") or by.organization
-        rule["owner"] = owner or PLATFORM
-        if not await self.store.put_rule(tenant, rule, now_iso(), create=create):
-            raise Problem("AlreadyExists", f"rule {rule['id']} already exists")
+        checked["owner"] = owner or PLATFORM
+        if not await self.store.put_rule(tenant, checked, now_iso(), create=create):
+            raise Problem("AlreadyExists", f"rule {checked['id']} already exists")
         self._compiled.pop(tenant, None)
-        return rule
+        return checked
 
     @staticmethod
     def _may_change(by: Caller, rule: dict[str, Any]) -> None:

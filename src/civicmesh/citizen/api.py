@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -30,6 +30,8 @@ from civicmesh.store.citizen import open_citizen_store
 from civicmesh.workers import Periodic
 
 log = logging.getLogger("civicmesh.citizen")
+
+T = TypeVar("T")
 
 MAX_RANGE = dt.timedelta(days=90)
 BODY_LIMIT = 65536  # bytes of a desk action's JSON body (a note or reason of a few thousand characters at most)
@@ -403,11 +405,11 @@ def department_view(desk: CitizenDesk, row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _desk_router(desk_of: Any) -> APIRouter:
+def _desk_router(desk_of: Callable[[], CitizenDesk]) -> APIRouter:
     router = APIRouter(prefix="/citizen", tags=["citizen desk"])
     mine = [DEPARTMENT.depends()]
 
-    async def act(coro: Any) -> Any:
+    async def act(coro: Awaitable[T]) -> T:
         try:
             return await coro
         except CitizenError as exc:

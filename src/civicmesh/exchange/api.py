@@ -21,14 +21,26 @@ from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from civicmesh.access import Caller, Rule, authenticated, caller, platform_admin, public, role, scope, when
+from civicmesh.access import (
+    Caller,
+    Rule,
+    authenticated,
+    caller,
+    current_caller,
+    platform_admin,
+    public,
+    role,
+    scope,
+    when,
+)
 from civicmesh.bodies import read_object
 from civicmesh.config import Settings
 from civicmesh.errors import Problem
 from civicmesh.events import ChangeEvent
 from civicmesh.exchange import dcat, odrl
-from civicmesh.exchange.enforce import ExchangeGate, current_caller
-from civicmesh.exchange.identity import ExchangeCaller, FailureLimiter, is_admin
+from civicmesh.exchange.enforce import ExchangeGate
+from civicmesh.exchange.identity import ExchangeCaller, is_admin
+from civicmesh.exchange.limits import FailureLimiter, RequestRate, credential_of
 from civicmesh.exchange.service import AuthError, Exchange
 from civicmesh.platform import Platform, Room, Subscriber
 
@@ -38,6 +50,8 @@ NO_AUTH_CALLER = ExchangeCaller(subject="no-auth", organization="platform", role
                                 via="no-auth")
 ANONYMOUS_HTTP = ExchangeCaller(subject="anonymous", organization=None, roles=frozenset(), scopes=frozenset(),
                                 via="anonymous")
+# Longest a rotated key keeps working beside its replacement: a week to roll the new secret out.
+MAX_ROTATION_GRACE = 7 * 24 * 3600
 
 
 def bootstrap_file(settings: Settings) -> Path:
@@ -85,14 +99,16 @@ def _problem(status: int, kind: str, detail: str, headers: dict[str, str] | None
 class IdentityMiddleware:
     """Say who is calling, nothing more: `request.state.caller` is the authenticated caller or an anonymous one.
 
-    What each caller may do is the route's own declared rule (civicmesh.access); a credential that is presented
-    and not valid is refused here (401), and repeated failures from one client are slowed down (429)."""
+    What each caller may do is the route's own declared rule (civicmesh.access). A credential that is presented
+    and does not verify is refused here (401; 429 after repeated failures), and every caller's request rate is
+    limited here (per credential; anonymous callers per address)."""
 
     def __init__(self, app: ASGIApp, exchange: Exchange, platform: Platform) -> None:
         self.app = app
         self.exchange = exchange
         self.platform = platform
-        self.limiter = FailureLimiter()
+        self.limiter = FailureLimiter(platform.settings.auth_failure_limit, platform.settings.auth_failure_window)
+        self.rate = RequestRate(platform.settings.rate_per_second, platform.settings.rate_burst)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -106,6 +122,10 @@ class IdentityMiddleware:
         caller, failure = await self._authenticate(headers, client)
         if failure is not None:
             await failure(scope, receive, send)
+            return
+        too_many = self._over_rate(caller or ANONYMOUS_HTTP, client)
+        if too_many is not None:
+            await too_many(scope, receive, send)
             return
         if caller is None:
             # Not the current caller yet: a route whose rule screens anonymous reads makes it so; elsewhere a
@@ -131,10 +151,6 @@ class IdentityMiddleware:
         key = headers.get("x-api-key")
         if not authorization and not key:
             return None, None
-        wait = self.limiter.blocked(client)
-        if wait:
-            return None, _problem(429, "TooManyRequests", f"too many failed authentications from {client}; "
-                                  f"retry in {int(wait) + 1} s", {"Retry-After": str(int(wait) + 1)})
         purpose = headers.get(PURPOSE_HEADER)
         try:
             if key:
@@ -147,11 +163,47 @@ class IdentityMiddleware:
                 return await self.exchange.authenticate_key(credential, purpose), None
             return await self.exchange.authenticate_jwt(credential, purpose), None
         except AuthError as exc:
-            self.limiter.fail(client)
-            return None, _problem(401, "Unauthorized", str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            return None, await self._failed(exc, client)
+
+    async def _failed(self, exc: AuthError, client: str) -> Response:
+        """A credential that did not verify: 401, or 429 once its bucket (the key it named, else the client
+        address) has failed too often. Verification runs first, so a valid key is never refused here."""
+        bucket = f"key {exc.key_id}" if exc.key_id else f"address {client}"
+        wait = self.limiter.blocked(bucket)
+        if wait:
+            return _problem(429, "TooManyRequests", f"too many failed authentications for {bucket}; retry in "
+                            f"{int(wait) + 1} s", {"Retry-After": str(int(wait) + 1)})
+        self.limiter.fail(bucket)
+        await self.exchange.audit("auth.failed", None, bucket, {"reason": str(exc), "address": client})
+        return _problem(401, "Unauthorized", str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    def _over_rate(self, caller: ExchangeCaller, client: str) -> Response | None:
+        """429 with Retry-After when the caller's credential (an anonymous caller: its address) has used up its
+        request rate."""
+        wait = self.rate.take(credential_of(caller) if caller is not ANONYMOUS_HTTP else f"anonymous@{client}")
+        if not wait:
+            return None
+        seconds = max(1, int(wait + 0.999))
+        return _problem(429, "TooManyRequests", f"the credential of {caller.subject} sent more than "
+                        f"{self.rate.rate:g} requests a second (bursts up to {self.rate.burst}); retry in {seconds} s",
+                        {"Retry-After": str(seconds)})
 
 
 # -- the /exchange routes ----------------------------------------------------------------------------------
+def _caller(request: Request) -> Caller:
+    return caller(request)
+
+
+def _admin(who: Caller) -> None:
+    # The route's rule already admitted only platform admins; kept as a second lock on the most powerful routes.
+    if not is_admin(who):
+        raise Problem("Forbidden", "this needs a platform admin")
+
+
+async def _body(request: Request, limit: int) -> dict[str, Any]:
+    return await read_object(request, limit)
+
+
 def _public(product: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in product.items() if not k.startswith("_")}
 
@@ -179,25 +231,29 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Platform) -> APIRou
 
     @r.get("/whoami", summary="The authenticated caller", dependencies=[RULES['authenticated']])
     async def whoami(request: Request) -> dict[str, Any]:
-        c = caller(request)
+        c = _caller(request)
         return {"subject": c.subject, "organization": c.organization, "roles": sorted(c.roles),
                 "scopes": sorted(getattr(c, "scopes", [])), "via": getattr(c, "via", None)}
 
     @r.post("/organizations", status_code=201, summary="Register an organization (platform admin)",
             dependencies=[RULES['platform_admin']])
     async def create_org(request: Request) -> dict[str, Any]:
-        return await exchange.create_org(await read_object(request, limit))
+        c = _caller(request)
+        _admin(c)
+        doc = await exchange.create_org(await _body(request, limit))
+        await exchange.audit("organization.created", c, doc["id"], {"kind": doc["kind"], "tenants": doc["tenants"]})
+        return doc
 
     @r.get("/organizations", summary="Registered organizations", dependencies=[RULES['exchange']])
     async def orgs(request: Request) -> list[dict[str, Any]]:
-        caller(request)
+        _caller(request)
         return await exchange.store.list_orgs()
 
     @r.post("/organizations/{org}/keys", status_code=201, summary="Issue an API key (shown once)",
             dependencies=[RULES['org_admin']])
     async def issue(org: str, request: Request) -> dict[str, Any]:
-        c = caller(request)
-        body = await read_object(request, limit)
+        c = _caller(request)
+        body = await _body(request, limit)
         roles, scopes = body.get("roles", ["analyst"]), body.get("scopes", ["entities:read"])
         if not isinstance(roles, list) or not isinstance(scopes, list):
             raise Problem("BadRequestData", "'roles' and 'scopes' must be lists")
@@ -207,19 +263,22 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Platform) -> APIRou
         subject = body.get("subject")
         if not isinstance(subject, str) or not subject:
             raise Problem("BadRequestData", "'subject' (who the key is for) must be a non-empty string")
-        return await exchange.issue_key(org, subject, roles, scopes, body.get("expires_at"))
+        issued = await exchange.issue_key(org, subject, roles, scopes, body.get("expires_at"))
+        await exchange.audit("key.issued", c, issued["id"], {k: issued[k] for k in (
+            "organization", "subject", "roles", "scopes", "expires_at")})
+        return issued
 
     @r.get("/organizations/{org}/keys", summary="API keys of an organization (never the secrets)",
            dependencies=[RULES['org_admin']])
     async def keys(org: str, request: Request) -> list[dict[str, Any]]:
-        c = caller(request)
+        c = _caller(request)
         if not is_admin(c) and c.organization != org:
             raise Problem("Forbidden", "an organization sees only its own keys")
         return await exchange.store.list_keys(org)
 
     @r.post("/keys/{key_id}/revoke", summary="Revoke an API key at once", dependencies=[RULES['org_admin']])
     async def revoke(key_id: str, request: Request) -> dict[str, Any]:
-        c = caller(request)
+        c = _caller(request)
         row = await exchange.store.get_key(key_id)
         if row is None or not is_admin(c) and not (row["organization"] == c.organization and "org_admin" in c.roles):
             raise Problem("ResourceNotFound", f"API key {key_id} does not exist")
@@ -227,17 +286,53 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Platform) -> APIRou
         if not await exchange.store.revoke_key(key_id, odrl_now(), exchange.atomic(events)):
             raise Problem("Conflict", f"API key {key_id} is already revoked")
         await exchange.after(events)
+        await exchange.audit("key.revoked", c, key_id, {"organization": row["organization"],
+                                                        "subject": row["subject"]})
         return {"id": key_id, "revoked": True}
+
+    @r.post("/keys/{key_id}/rotate", status_code=201,
+            summary="Replace an API key: a new secret (shown once); the old key revoked at once or after "
+                    "grace_seconds", dependencies=[RULES['org_admin']])
+    async def rotate(key_id: str, request: Request) -> dict[str, Any]:
+        c = _caller(request)
+        row = await exchange.store.get_key(key_id)
+        if row is None or not is_admin(c) and not (row["organization"] == c.organization and "org_admin" in c.roles
+                                                   and "platform_admin" not in row["roles"]):
+            raise Problem("ResourceNotFound", f"API key {key_id} does not exist")
+        body = await read_object(request, limit, empty={})
+        grace = body.get("grace_seconds", 0)
+        if isinstance(grace, bool) or not isinstance(grace, int) or not 0 <= grace <= MAX_ROTATION_GRACE:
+            raise Problem("BadRequestData", f"'grace_seconds' must be an integer from 0 to {MAX_ROTATION_GRACE}")
+        rotated = await exchange.rotate_key(key_id, grace)
+        await exchange.audit("key.rotated", c, key_id, {"organization": row["organization"],
+                                                        "subject": row["subject"], "new_key": rotated["id"],
+                                                        "old_key_valid_until": rotated["old_key_valid_until"]})
+        return rotated
+
+    @r.get("/audit", summary="The audit trail: keys issued, revoked, rotated; organizations, OIDC trust, "
+                             "ownership, products and agreements changed; failed authentications (platform admin)",
+                                                                                                  dependencies=[RULES['platform_admin']])
+    async def audit(request: Request, kind: str | None = None, organization: str | None = None, after: int = 0,
+                    limit_rows: int = 100) -> list[dict[str, Any]]:
+        _admin(_caller(request))
+        if not 1 <= limit_rows <= 1000 or not 0 <= after < 2**62:
+            raise Problem("BadRequestData", "'limit_rows' must be 1..1000 and 'after' a non-negative row id")
+        return await exchange.store.audit(kind=kind, organization=organization, after=after, limit=limit_rows)
 
     @r.put("/oidc", summary="Trust one OIDC issuer: issuer, audience and its JWKS (platform admin)",
            dependencies=[RULES['platform_admin']])
     async def oidc(request: Request) -> dict[str, Any]:
-        return await exchange.configure_oidc(await read_object(request, limit))
+        c = _caller(request)
+        _admin(c)
+        configured = await exchange.configure_oidc(await _body(request, limit))
+        await exchange.audit("oidc.configured", c, configured["issuer"], configured)
+        return configured
 
     @r.post("/ownership", summary="Assign existing entities to an organization (platform admin)",
             dependencies=[RULES['platform_admin']])
     async def ownership(request: Request) -> dict[str, Any]:
-        body = await read_object(request, limit)
+        _admin(_caller(request))
+        body = await _body(request, limit)
         org, ids, tenant = body.get("organization"), body.get("entities"), body.get("tenant", "")
         if not isinstance(org, str) or await exchange.org(org) is None or not isinstance(ids, list) \
                 or not all(isinstance(i, str) for i in ids):
@@ -245,21 +340,26 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Platform) -> APIRou
                                             "be a list of entity ids")
         for entity_id in ids:
             await exchange.store.claim(tenant, entity_id, org, odrl_now())
+        await exchange.audit("ownership.assigned", _caller(request), org, {"tenant": tenant, "entities": ids[:100],
+                                                                           "count": len(ids)})
         return {"organization": org, "tenant": tenant, "entities": len(ids)}
 
     @r.post("/policies/validate", summary="Check an ODRL policy; 400 lists every problem",
             dependencies=[RULES['exchange']])
     async def validate(request: Request) -> dict[str, Any]:
-        caller(request)
+        _caller(request)
         try:
-            return odrl.validate(await read_object(request, limit))
+            return odrl.validate(await _body(request, limit))
         except odrl.PolicyError as exc:
             raise Problem("BadRequestData", "the policy is not valid: " + "; ".join(exc.problems),
                           extra={"problems": exc.problems}) from exc
 
     @r.post("/products", status_code=201, summary="Offer a data product", dependencies=[RULES['steward']])
     async def create_product(request: Request) -> dict[str, Any]:
-        return _public(await exchange.create_product(caller(request), await read_object(request, limit)))
+        c = _caller(request)
+        product = _public(await exchange.create_product(c, await _body(request, limit)))
+        await exchange.audit("policy.offered", c, product["id"], {"offer": product.get("offer")})
+        return product
 
     @r.get("/catalog", summary="Search the catalog (q: words; sector; provider)", dependencies=[RULES['public']])
     async def catalog(q: str | None = None, sector: str | None = None,
@@ -286,36 +386,39 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Platform) -> APIRou
     @r.post("/requests", status_code=201, summary="Request access to a product for a stated purpose",
             dependencies=[RULES['exchange']])
     async def request_access(request: Request) -> dict[str, Any]:
-        return await exchange.request_access(caller(request), await read_object(request, limit))
+        return await exchange.request_access(_caller(request), await _body(request, limit))
 
     @r.get("/requests", summary="Access requests and agreements the caller's organization is party to",
            dependencies=[RULES['exchange']])
     async def requests(request: Request, state: str | None = None) -> list[dict[str, Any]]:
-        c = caller(request)
+        c = _caller(request)
         return await exchange.store.list_negotiations(organization=None if is_admin(c) else c.organization,
                                                       state=state)
 
     @r.get("/requests/{nid}", summary="One access request or agreement with every transition and its reason",
            dependencies=[RULES['exchange']])
     async def negotiation(nid: str, request: Request) -> dict[str, Any]:
-        return await exchange.negotiation(nid, caller(request))
+        return await exchange.negotiation(nid, _caller(request))
 
     @r.post("/requests/{nid}/{action}",
             summary="approve | reject | counter | accept | decline | withdraw | revoke (with a reason)",
                                                                                         dependencies=[RULES['transition']])
     async def transition(nid: str, action: str, request: Request) -> dict[str, Any]:
         body = await read_object(request, limit, empty={})
-        return await exchange.transition(caller(request), nid, action, body)
+        c = _caller(request)
+        moved = await exchange.transition(c, nid, action, body)
+        await exchange.audit(f"policy.{action}", c, nid, {"state": moved.get("state"), "reason": body.get("reason")})
+        return moved
 
     @r.get("/explain", summary="Why an entity is (or would be) shown, masked or denied to an organization",
            dependencies=[RULES['exchange']])
     async def explain(request: Request, entity: str, tenant: str = "", action: str = "read",
                       purpose: str | None = None, organization: str | None = None) -> dict[str, Any]:
-        c = caller(request)
+        c = _caller(request)
         if action not in odrl.ACTIONS:
             raise Problem("BadRequestData", f"action must be one of {sorted(odrl.ACTIONS)}")
-        if organization and organization != c.organization and not is_admin(c):
-            raise Problem("Forbidden", "only a platform admin may ask on behalf of another organization")
+        if organization and organization != c.organization:
+            _admin(c)
         org = organization or c.organization
         doc = await platform.store.get(tenant, entity)
         owners = await exchange.store.owners(tenant, [entity])
@@ -327,38 +430,39 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Platform) -> APIRou
         context = await gate._context(who)
         verdict = await gate.decide(who, tenant, doc, owners.get(entity), context, action=action, dry_run=True)
         shown = sorted(verdict.visible) if verdict.visible is not None else sorted(doc["attrs"])
+        # The names of attributes the caller may not read are shown only to an admin and to the party of the
+        # agreement that masks them: a denied entity, or one seen through a public product, lists none of them.
+        hidden = sorted(doc["attrs"]) if verdict.status == "denied" else sorted(set(doc["attrs"]) - set(shown))
+        told = is_admin(c) or verdict.status != "denied" and verdict.agreement is not None
         return {"entity": entity, "organization": org, "action": action, "purpose": purpose,
                 "decision": verdict.status, "reason": verdict.reason, "agreement": verdict.agreement,
                 "product": verdict.product, "visible_attributes": shown if verdict.status != "denied" else [],
-                # A denied entity's attribute names are its owner's business: only a platform admin sees them.
-                "masked_attributes": sorted(set(doc["attrs"]) - set(shown)) if verdict.status != "denied"
-                else sorted(doc["attrs"]) if is_admin(c) else [], "obligations": verdict.duties,
-                "rules": verdict.trace}
+                "masked_attributes": hidden if told else [], "obligations": verdict.duties, "rules": verdict.trace}
 
     @r.get("/metering", summary="Access records (X-Road operational-monitoring shape)",
            dependencies=[RULES['exchange']])
     async def metering(request: Request, agreement: str | None = None, since: str | None = None,
                        limit_rows: int = 1000) -> list[dict[str, Any]]:
-        c = caller(request)
+        c = _caller(request)
         await exchange.flush()
         return await exchange.store.metering(organization=None if is_admin(c) else c.organization,
                                              agreement=agreement, since=since, limit=min(limit_rows, 10000))
 
     @r.get("/metering/daily", summary="Metering per day and pair of organizations", dependencies=[RULES['exchange']])
     async def daily(request: Request) -> list[dict[str, Any]]:
-        c = caller(request)
+        c = _caller(request)
         await exchange.flush()
         return await exchange.store.metering_daily(None if is_admin(c) else c.organization)
 
     @r.get("/kpis", summary="Synergy KPIs: sharing rate, response times, agreements, usage, balance",
            dependencies=[RULES['exchange']])
     async def kpis(request: Request) -> dict[str, Any]:
-        caller(request)
+        _caller(request)
         return await exchange.kpis()
 
     @r.get("/kpis.csv", summary="The synergy KPIs as CSV (metric,value)", dependencies=[RULES['exchange']])
     async def kpis_csv(request: Request) -> Response:
-        caller(request)
+        _caller(request)
         data = await exchange.kpis()
         out = io.StringIO()
         writer = csv.writer(out)

@@ -50,7 +50,12 @@ AGREEMENT_CACHE_SECONDS = 2.0
 
 
 class AuthError(Exception):
-    """Authentication failed; the message says why (never which part of a secret was wrong)."""
+    """Authentication failed; the message says why (never which part of a secret was wrong). `key_id` names the
+    stored key a presented API key claimed to be, when there is one (the failure limiter counts per key)."""
+
+    def __init__(self, message: str, key_id: str | None = None) -> None:
+        super().__init__(message)
+        self.key_id = key_id
 
 
 def _text(body: dict[str, Any], name: str, *, required: bool = True, limit: int = 4000) -> str | None:
@@ -184,6 +189,39 @@ class Exchange:
         await self.store.add_key(row)
         return {k: v for k, v in row.items() if k != "secret_hash"} | {"key": key}
 
+    async def rotate_key(self, key_id: str, grace_seconds: int) -> dict[str, Any]:
+        """A new key with the old one's organization, subject, roles, scopes and expiry; the old one is revoked at
+        once (grace 0) or keeps working for `grace_seconds` more. The new secret is shown once."""
+        old = await self.store.get_key(key_id)
+        if old is None:
+            raise Problem("ResourceNotFound", f"API key {key_id} does not exist")
+        new_id, key, digest = new_key()
+        now = utcnow()
+        row = {"id": new_id, "secret_hash": digest, "organization": old["organization"], "subject": old["subject"],
+               "roles": old["roles"], "scopes": old["scopes"], "created_at": iso(now), "expires_at": old["expires_at"]}
+        old_until = iso(now + timedelta(seconds=grace_seconds)) if grace_seconds > 0 else None
+        if not await self.store.rotate_key(key_id, row, iso(now), old_until):
+            raise Problem("Conflict", f"API key {key_id} is revoked; issue a new key instead")
+        return {k: v for k, v in row.items() if k != "secret_hash"} | {
+            "key": key, "replaces": key_id, "old_key_valid_until": old_until or iso(now)}
+
+    async def credential_live(self, caller: Caller) -> bool:
+        """Whether the API key a caller signed in with is still neither revoked nor expired (for connections
+        that outlive the request that authenticated them)."""
+        key_id = getattr(caller, "credential", None)
+        if getattr(caller, "via", None) != "api-key" or not key_id:
+            return True
+        row = await self.store.get_key(key_id)
+        return row is not None and not row["revoked_at"] and not (
+            row["expires_at"] and datetime.fromisoformat(row["expires_at"].replace("Z", "+00:00")) <= utcnow())
+
+    async def audit(self, kind: str, caller: Caller | None, subject: str, data: dict[str, Any]) -> None:
+        """One row of the audit trail: who (the caller, or None for the anonymous), did what, to what."""
+        await self.store.add_audit({"at": iso(utcnow()), "kind": kind,
+                                    "actor": caller.subject if caller else None,
+                                    "organization": caller.organization if caller else None,
+                                    "subject": subject, "data": data})
+
     async def authenticate_key(self, text: str, purpose: str | None) -> ExchangeCaller:
         parts = split_key(text)
         if parts is None:
@@ -191,7 +229,7 @@ class Exchange:
         row = await self.store.get_key(parts[0])
         problem = key_problem(row, parts[1], utcnow())
         if problem or row is None:
-            raise AuthError(problem or "the API key is not valid")
+            raise AuthError(problem or "the API key is not valid", row["id"] if row else None)
         return ExchangeCaller(subject=row["subject"], organization=row["organization"],
                               roles=frozenset(row["roles"]), scopes=frozenset(row["scopes"]), via="api-key",
                               purpose=purpose, credential=row["id"])
@@ -206,12 +244,17 @@ class Exchange:
         org = claims.get("org")
         if not isinstance(org, str) or await self.org(org) is None:
             raise AuthError(f"the JWT's 'org' claim {org!r} names no registered organization")
+        if org == "platform" and not self.platform.settings.jwt_platform_org:
+            # The identity provider is another party: acting as the platform itself takes an API key, unless the
+            # operator says otherwise (CIVICMESH_JWT_PLATFORM_ORG=true).
+            raise AuthError("a JWT may not act for the platform organization (org: platform)")
         roles = claims.get("roles", [])
         roles = [r for r in roles if r in ROLES and r != "platform_admin"] if isinstance(roles, list) else []
-        scope = claims.get("scope", "*")
+        # OAuth 2.0 scope (RFC 8693 section 4.2): a space-separated string. No claim grants nothing, not '*'.
+        scope = claims.get("scope")
+        scopes = frozenset(scope.split()) & SCOPES if isinstance(scope, str) else frozenset()
         return ExchangeCaller(subject=str(claims["sub"]), organization=org, roles=frozenset(roles),
-                              scopes=frozenset(str(scope).split()), via="jwt", purpose=purpose,
-                              credential=claims.get("jti"))
+                              scopes=scopes, via="jwt", purpose=purpose, credential=claims.get("jti"))
 
     async def configure_oidc(self, body: dict[str, Any]) -> dict[str, Any]:
         issuer, audience, jwks = body.get("issuer"), body.get("audience"), body.get("jwks")

@@ -66,7 +66,8 @@ def _local(entity_id: str) -> str:
 
 
 def _first(attr: Any) -> dict[str, Any]:
-    return attr[0] if isinstance(attr, list) else attr
+    first: dict[str, Any] = attr[0] if isinstance(attr, list) else attr
+    return first
 
 
 class Simulator:
@@ -183,9 +184,10 @@ class SimulatorRunner:
         from urllib.parse import urlparse
 
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
         parts = urlparse(self.mqtt_url)
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="")
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="")
         client.connect_async(str(parts.hostname or "127.0.0.1"), parts.port or 1883, keepalive=30)
         client.loop_start()
         self._publisher = client

@@ -24,6 +24,7 @@ from civicmesh.bodies import read_json
 from civicmesh.errors import Problem
 from civicmesh.events import ChangeEvent, Handler
 from civicmesh.ledger import tiles
+from civicmesh.ledger.entries import is_platform_kind
 from civicmesh.ledger.log import Ledger
 from civicmesh.platform import Platform, Room, Subscriber
 
@@ -84,6 +85,28 @@ def _reading(request: Request) -> bool:
 
 
 LEDGER_RULE = when(_reading, public, explicit_scope("ledger"))
+
+
+def _as_caller(items: list[Any], caller: Any) -> list[Any]:
+    """Entries as the authenticated caller writes them: its organization is the actor, and the platform's own kinds
+    are the platform's alone. The platform (a platform admin of the platform organization, or a process with no
+    identity layer at all) records for rooms outside this process and may name the actor."""
+    if caller is None or (caller.organization == "platform" and "platform_admin" in caller.roles):
+        return items
+    org = caller.organization
+    if not org:
+        raise Problem("Forbidden", "appending to the ledger needs a caller that belongs to an organization")
+    stamped = []
+    for n, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise Problem("BadRequestData", f"entry {n} is not an object")
+        if is_platform_kind(item.get("kind")):
+            raise Problem("Forbidden", f"entry {n}: kind {item.get('kind')!r} is recorded by the platform only")
+        if item.get("actor", org) != org:
+            raise Problem("Forbidden", f"entry {n}: the actor is the caller's organization {org!r}, not "
+                          f"{item.get('actor')!r}")
+        stamped.append({**item, "actor": org})
+    return stamped
 
 
 def router(held: LedgerService) -> APIRouter:
@@ -156,6 +179,7 @@ def router(held: LedgerService) -> APIRouter:
         items = body if isinstance(body, list) else [body]
         if not items or len(items) > 10_000:
             raise Problem("BadRequestData", "send 1..10000 entries")
+        items = _as_caller(items, getattr(request.state, "caller", None))
         indices = await asyncio.to_thread(held.ledger.append_many, items)
         return _json({"indices": indices}, 201)
 

@@ -14,6 +14,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from civicmesh import endpoints
 from civicmesh.access import platform_admin
 from civicmesh.errors import Problem
 from civicmesh.ngsild.context import TermMap
@@ -138,6 +139,7 @@ def build(platform: Platform) -> Room:
         call, body = await body_call(request, resolver, max_body)
         await broker.authorize(caller_of(request), call.tenant, "create")
         reg = parse_registration(body, call.terms)
+        endpoints.check_uri(reg["endpoint"], platform.settings.endpoint_allow)
         reg["createdAt"] = reg["modifiedAt"] = now_iso()
         if not await store.put_document(call.tenant, KIND, reg["id"], reg, create=True):
             raise Problem("AlreadyExists", f"registration {reg['id']} already exists")
@@ -172,6 +174,7 @@ def build(platform: Platform) -> Room:
         await broker.authorize(caller_of(request), call.tenant, "update")
         reg = await _existing(call.tenant, reg_id)
         reg.update(parse_registration(body, call.terms, partial=True))
+        endpoints.check_uri(reg["endpoint"], platform.settings.endpoint_allow)
         reg["modifiedAt"] = now_iso()
         await store.put_document(call.tenant, KIND, reg_id, reg, create=False)
         return Response(status_code=204)
@@ -191,7 +194,7 @@ def build(platform: Platform) -> Room:
         reg = await store.get_document(tenant, KIND, reg_id)
         if reg is None:
             raise Problem("ResourceNotFound", f"registration {reg_id} does not exist")
-        return reg  # type: ignore[no-any-return]
+        return reg
 
     routes: list[tuple[str, list[str], Callable[..., Any]]] = [
         ("/csourceRegistrations", ["POST"], create), ("/csourceRegistrations", ["GET"], query),

@@ -23,6 +23,7 @@ from civicmesh.access import (
     when,
 )
 from civicmesh.errors import Problem
+from civicmesh.exchange import limits
 from civicmesh.ngsild.broker import BatchResult, Broker, UpdateResult
 from civicmesh.ngsild.context import (
     CORE_CONTEXT_URL,
@@ -394,6 +395,7 @@ class NgsiLd:
                                       per_item_context=True)
         if not body:
             raise Problem("BadRequestData", "the batch is empty")
+        limits.check_batch(caller_of(request), len(body), request.app.state.platform.settings.max_batch_entities)
         options = _split(request.query_params.get("options")) or []
         if operation == "delete":
             bad: BatchResult = BatchResult()

@@ -21,6 +21,7 @@ from starlette.responses import Response, StreamingResponse
 from civicmesh.access import ANONYMOUS, AccessRequest, anonymous_data, public
 from civicmesh.demo.basemap import city_basemap
 from civicmesh.errors import Problem
+from civicmesh.exchange import limits
 from civicmesh.headers import page_policy
 from civicmesh.ngsild import demo_context_url
 from civicmesh.ngsild.http import tenant_of
@@ -82,7 +83,12 @@ def _chosen_tenant(request: Request, tenant: str | None) -> str:
     return tenant
 
 
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 def router(hub: LiveHub, platform: Platform) -> APIRouter:
+    streams = limits.StreamSlots(platform.settings.max_sse_per_identity)  # open /web/events per identity
     r = APIRouter(tags=["dashboard"])
     # The page, its files, the base map and the layer list hold no city data; the layers and the live stream do,
     # and the gate screens them per caller (public open data for anonymous callers).
@@ -146,8 +152,10 @@ def router(hub: LiveHub, platform: Platform) -> APIRouter:
         decision = await platform.gate.check(AccessRequest(caller, chosen, "query"))
         if not decision.allowed:
             raise Problem("Forbidden", decision.reason or "the access gate denied the live stream")
-        listener = Listener(caller, chosen)
-        return StreamingResponse(hub.stream(listener), media_type="text/event-stream",
+        listener, holder = Listener(caller, chosen), limits.stream_identity(caller, _client(request))
+        streams.acquire(holder)
+        live = limits.credential_check(platform.gate, caller)  # a revoked key ends the stream
+        return StreamingResponse(streams.held(holder, hub.stream(listener), live), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     return r

@@ -39,6 +39,8 @@ class Subscriptions:
         self.notices = Notices(self.book, platform.store, broker, platform.ngsi, self.delivery)
         self.delivery.periodic = self.notices.periodic_due
         self.api = SubscriptionsApi(self.book, broker, platform.settings.max_body_bytes, self.delivery.unsettled)
+        self.delivery.endpoint_allow = self.api.endpoint_allow = platform.settings.endpoint_allow
+        self.api.max_subscriptions = platform.settings.max_subscriptions_per_org
         self.on_events = self.notices.on_events
         self.deliver_due = self.delivery.deliver_due
         self.start, self.stop = self.delivery.start, self.delivery.stop

@@ -15,8 +15,10 @@ from urllib.parse import unquote, urlparse
 from starlette.requests import Request
 from starlette.responses import Response
 
+from civicmesh import endpoints
 from civicmesh.access import Caller
 from civicmesh.errors import Problem
+from civicmesh.exchange import limits
 from civicmesh.ngsild import geoquery, qlang, typequery
 from civicmesh.ngsild.context import ContextResolver, TermMap
 from civicmesh.ngsild.http import JSONLD, body_call, json_response, page_links, read_call
@@ -146,6 +148,7 @@ def _check_notification(value: Any) -> None:
         items = endpoint.get(info, [])
         if not isinstance(items, list) or not all(isinstance(i, dict) and "key" in i and "value" in i for i in items):
             raise Problem("BadRequestData", f"notification.endpoint.{info} must be a list of {{key, value}}")
+        endpoints.check_header_items(items, f"notification.endpoint.{info}")
 
 
 def _rename(members: dict[str, Any], rename: Callable[[str], str]) -> None:
@@ -164,6 +167,9 @@ def _rename(members: dict[str, Any], rename: Callable[[str], str]) -> None:
 class SubscriptionsApi:
     """The HTTP endpoints over the stored subscriptions; `unsettled` is delivery's view of outcomes not yet
     settled in the store, which reads show."""
+
+    endpoint_allow = ""  # what the endpoint policy admits besides public addresses (Settings.endpoint_allow)
+    max_subscriptions = 200  # per organization and tenant (Settings.max_subscriptions_per_org)
 
     def __init__(self, book: Book, broker: Any, max_body: int, unsettled: Unsettled) -> None:
         self.book = book
@@ -195,6 +201,8 @@ class SubscriptionsApi:
         call, body = await body_call(request, self.resolver, self.max_body)
         caller = await self._authorize(request, call.tenant)
         sub = parse_subscription(body, call.terms, resolver=self.resolver)
+        endpoints.check_uri(sub["notification"]["endpoint"]["uri"], self.endpoint_allow)
+        limits.check_subscriptions(caller, await self.book.all(call.tenant), self.max_subscriptions)
         if not self.broker.gate.sees_everything(caller):
             sub["_owner"] = {"organization": caller.organization, "subject": caller.subject,
                              "roles": sorted(caller.roles)}
@@ -261,6 +269,8 @@ class SubscriptionsApi:
         # A notification member replaces the old one whole (clause 5.8.2), so it must be complete by itself.
         patch = {k: v for k, v in body.items() if v is not None and k not in ("id", "type")}
         changes = parse_subscription(patch, call.terms, partial=True, resolver=self.resolver)
+        endpoints.check_uri(changes.get("notification", sub["notification"])["endpoint"]["uri"],
+                            self.endpoint_allow)
         # The fragment's names are meant in the request's @context; keep the stored ones in the subscription's own.
         own = self.book.terms(sub)
         _rename(changes, lambda name: own.compact(call.terms.expand(name)))

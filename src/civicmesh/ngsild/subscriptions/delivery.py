@@ -20,12 +20,14 @@ from urllib.parse import urlparse
 import httpx
 import orjson
 
+from civicmesh import endpoints
 from civicmesh.events import OutboxRelay
 from civicmesh.ngsild.context import CORE_CONTEXT_URL
 from civicmesh.ngsild.http import CONTEXT_REL, JSONLD
 from civicmesh.ngsild.model import now_iso
 from civicmesh.ngsild.sender import HttpSender
 from civicmesh.ngsild.subscriptions.matcher import KIND, status_of
+from civicmesh.workers import Worker
 
 log = logging.getLogger("civicmesh.subscriptions")
 
@@ -46,6 +48,8 @@ Retries = list[tuple[int, float, str]]  # (queue id, due again at, why)
 class Delivery:
     """The notification queue's one sender per database, with its outage breaker and unsettled outcomes."""
 
+    endpoint_allow = ""  # what the endpoint policy admits besides public addresses (Settings.endpoint_allow)
+
     def __init__(self, store: Any, relay: OutboxRelay,
                  periodic: Callable[[], Awaitable[None]] | None = None) -> None:
         self.store = store
@@ -54,7 +58,7 @@ class Delivery:
         self.retry_base = 1.0
         self._logged: dict[str, float] = {}
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._sending = Worker("notifications", self._deliver_forever)
         self._client: httpx.AsyncClient | None = None  # https:// receivers
         self._sender = HttpSender()  # http:// receivers: pooled keep-alive connections, little CPU per POST
         self._periodic_checked = 0.0
@@ -73,15 +77,10 @@ class Delivery:
 
     async def start(self) -> None:
         self._client = httpx.AsyncClient(timeout=10.0, limits=httpx.Limits(max_connections=50))
-        self._task = asyncio.create_task(self._deliver_forever(), name="notifications")
+        self._sending.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await self._sending.stop()
         if self._client:
             await self._client.aclose()
         await self._sender.aclose()
@@ -240,14 +239,16 @@ class Delivery:
     async def _send(self, uri: str, headers: dict[str, str], body: bytes) -> tuple[str | None, bool]:
         """Deliver one notification: (None when the receiver took it, else why not; whether it answered at all)."""
         try:
+            address = await endpoints.resolve(uri, self.endpoint_allow)
             if uri.startswith(("mqtt://", "mqtts://")):
-                await asyncio.to_thread(_publish_mqtt, uri, body, headers)
+                await asyncio.to_thread(_publish_mqtt, uri, body, headers, address)
                 return None, True
             if uri.startswith("http://"):
-                status = await self._sender.post(uri, body, headers)
+                status = await self._sender.post(uri, body, headers, address=address)
             else:
                 assert self._client is not None
-                status = (await self._client.post(uri, content=body, headers=headers)).status_code
+                request = endpoints.pinned_request(self._client, uri, body, headers, address)
+                status = (await self._client.send(request)).status_code
             if 200 <= status < 300:
                 return None, True
             return f"HTTP {status}", True
@@ -330,7 +331,7 @@ def _origin(uri: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _publish_mqtt(uri: str, body: bytes, headers: dict[str, str]) -> None:
+def _publish_mqtt(uri: str, body: bytes, headers: dict[str, str], address: str | None = None) -> None:
     import paho.mqtt.publish as publish
 
     parts = urlparse(uri)
@@ -338,5 +339,5 @@ def _publish_mqtt(uri: str, body: bytes, headers: dict[str, str]) -> None:
     message = b'{"metadata":' + orjson.dumps(headers) + b',"body":' + body + b"}"
     # mqtt://user:password@host:port/topic: the credentials are the broker's login (NGSI-LD 1.8 clause 5.2.22)
     auth = {"username": parts.username, "password": parts.password} if parts.username else None
-    publish.single(topic, message, qos=1, hostname=parts.hostname or "127.0.0.1", port=parts.port or 1883,
+    publish.single(topic, message, qos=1, hostname=address or parts.hostname or "127.0.0.1", port=parts.port or 1883,
                    auth=auth)  # type: ignore[arg-type]

@@ -16,7 +16,8 @@ from urllib.parse import unquote
 from civicmesh.events import ENTITY_CREATED, ENTITY_DELETED, ChangeEvent
 from civicmesh.ngsild import geoquery, qlang, typequery
 from civicmesh.ngsild.context import TermMap
-from civicmesh.ngsild.model import ATTRIBUTE_TYPES, now_iso
+from civicmesh.ngsild.masking import relaxed, values
+from civicmesh.ngsild.model import now_iso
 
 KIND = "subscription"  # the store document kind subscriptions are kept as
 TRIGGERS = {"entityCreated", "entityUpdated", "entityDeleted", "attributeCreated", "attributeUpdated",
@@ -45,14 +46,17 @@ def match(event: ChangeEvent, subs: Iterable[Subscription],
     for sub in subs:
         if status_of(sub) != "active" or "timeInterval" in sub:
             continue
-        fired = matches(sub, event, terms_of(sub), changes)
+        # An owned subscription is matched again on what its owner may read; `!name` may hold only there.
+        fired = matches(sub, event, terms_of(sub), changes, relax=bool(sub.get("_owner")))
         if fired is not None:
             due.append((sub, fired))
     return due
 
 
-def matches(sub: Subscription, event: ChangeEvent, terms: TermMap, changes: Changes | None = None) -> set[str] | None:
-    """The notification triggers this change fires for the subscription, or None when it does not match."""
+def matches(sub: Subscription, event: ChangeEvent, terms: TermMap, changes: Changes | None = None, *,
+            relax: bool = False) -> set[str] | None:
+    """The notification triggers this change fires for the subscription, or None when it does not match.
+    With `relax`, `!name` terms of q count as true: a first cut that holds whatever matches on a masked view."""
     before, after = event.data.get("before"), event.data.get("after")
     doc = after or before
     if doc is None:
@@ -68,8 +72,10 @@ def matches(sub: Subscription, event: ChangeEvent, terms: TermMap, changes: Chan
     if not fired & set(sub.get("notificationTrigger") or DEFAULT_TRIGGERS):
         return None
     if sub.get("q") and after is not None:
-        expr = qlang.map_terms(qlang.parse_q(unquote(sub["q"])), terms.expand)
-        if not qlang.evaluate(expr, lambda path: values(after, path)):
+        expr: qlang.QExpr | None = qlang.map_terms(qlang.parse_q(unquote(sub["q"])), terms.expand)
+        if relax and expr is not None:
+            expr = relaxed(expr)
+        if expr is not None and not qlang.evaluate(expr, lambda path: values(after, path)):
             return None
     if sub.get("geoQ") and after is not None:
         geo = geoquery.parse_geoq_object(sub["geoQ"])
@@ -83,12 +89,13 @@ def matches(sub: Subscription, event: ChangeEvent, terms: TermMap, changes: Chan
 def masked(event: ChangeEvent, visible: frozenset[str] | set[str] | None) -> ChangeEvent | None:
     """The event as a subscriber that may read only the `visible` attributes of its entity sees it (None: the
     entity is hidden from it): None when every attribute the change touched is masked; otherwise the event with
-    the masked attributes gone from its before and after states and from the attributes it touched."""
+    the masked attributes gone from its before and after states and from the attributes it touched. `visible`
+    covers the attributes of both states, so a masked attribute that the change deleted stays unseen too."""
     before, after = event.data.get("before"), event.data.get("after")
     doc = after or before
     if doc is None or visible is None:
         return None
-    if visible == set(doc["attrs"]):
+    if visible >= set(doc["attrs"]) and (before is None or visible >= set(before["attrs"])):
         return event
     touched = [a for a in event.data.get("attributes") or [] if a in visible]
     if not touched and event.kind not in (ENTITY_CREATED, ENTITY_DELETED):
@@ -146,22 +153,3 @@ def selects(selector: dict[str, Any], doc: dict[str, Any], terms: TermMap) -> bo
     if "idPattern" in selector and not re.search(selector["idPattern"], doc["id"]):
         return False
     return True
-
-
-def values(doc: dict[str, Any], path: Any) -> list[Any]:
-    """Candidate values of a q path in a stored entity (for qlang.evaluate)."""
-    out: list[Any] = []
-    for inst in doc["attrs"].get(path.name, []):
-        node: Any = inst
-        for sub in path.sub:
-            node = node.get(sub) if isinstance(node, dict) else None
-        if node is None:
-            continue
-        if isinstance(node, dict) and "type" in node:
-            member = ATTRIBUTE_TYPES.get(node["type"], "value")
-            node = node.get(member)
-        for key in path.keys:
-            node = node.get(key) if isinstance(node, dict) else None
-        if node is not None:
-            out.extend(node if isinstance(node, list) else [node])
-    return out

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from civicmesh.access import Caller
+from civicmesh.access import ANONYMOUS, Caller
 from civicmesh.errors import Problem
 from civicmesh.events import ChangeEvent
 from civicmesh.ngsild.context import CORE_CONTEXT_URL, TermMap
@@ -99,11 +99,15 @@ class Notices:
         screen = getattr(self.broker.gate, "screen", None)
         if not owner or screen is None:
             return event
-        caller = Caller(owner["subject"], owner["organization"], frozenset(owner.get("roles") or ()))
-        doc = event.data.get("after") or event.data.get("before")
+        before, after = event.data.get("before"), event.data.get("after")
+        doc = after or before
         if doc is None:
             return None
-        shown = await screen(caller, event.tenant, "notify", [doc])
+        if before is not None and after is not None and not before["attrs"].keys() <= after["attrs"].keys():
+            # The gate judges the attributes of both states, so one the change deleted is judged too: a masked one
+            # must not show up as deleted (with its previous value under showChanges), a readable one must.
+            doc = {**after, "attrs": {**before["attrs"], **after["attrs"]}}
+        shown = await screen(_owner_caller(owner), event.tenant, "notify", [doc])
         return matcher.masked(event, set(shown[0]["attrs"]) if shown else None)
 
     def _view_of(self, sub: dict[str, Any]) -> bytes:
@@ -181,8 +185,7 @@ class Notices:
         query = EntityQuery(ids=ids, limit=max(1, len(ids)))
         owner = sub.get("_owner")
         if owner:
-            caller = Caller(owner["subject"], owner["organization"], frozenset(owner.get("roles") or ()))
-            found, _ = await self.broker.query(tenant, query, caller)
+            found, _ = await self.broker.query(tenant, query, _owner_caller(owner))
         else:
             found, _ = await self.store.query(tenant, query)
         return {d["id"]: d for d in found}
@@ -210,7 +213,12 @@ class Notices:
                     coordinates=orjson.dumps(coordinates).decode() if isinstance(coordinates, list) else coordinates,
                     geoproperty=geo.get("geoproperty"), scope_q=None, limit="1000", offset=None, count=None,
                     require_selector=False)
-                docs, _ = await self.broker.query(tenant, query) if await self.store.tenant_exists(tenant) else ([], 0)
+                # As the subscriber may read them: without its caller the query ran as the platform and sent
+                # every organization's entities, unmasked, to whoever made a timeInterval subscription.
+                owner = sub.get("_owner")
+                caller = _owner_caller(owner) if owner else ANONYMOUS
+                docs, _ = await self.broker.query(tenant, query, caller) if await self.store.tenant_exists(tenant) \
+                    else ([], 0)
                 if not docs:
                     continue
                 notices = [await self._notification(sub, ChangeEvent(0, tenant, "entity.updated", d["id"], now_iso(),
@@ -315,3 +323,8 @@ def _previous_values(entity: dict[str, Any], before: dict[str, Any], after: dict
                 if member == "vocab":
                     value = [terms.compact(v) for v in value] if isinstance(value, list) else terms.compact(value)
                 shown["previous" + member[0].upper() + member[1:]] = value
+
+
+def _owner_caller(owner: dict[str, Any]) -> Caller:
+    """The organization that made a subscription, as the gate screens it."""
+    return Caller(owner["subject"], owner["organization"], frozenset(owner.get("roles") or ()))
