@@ -152,10 +152,9 @@ def router(hub: LiveHub, platform: Platform) -> APIRouter:
         decision = await platform.gate.check(AccessRequest(caller, chosen, "query"))
         if not decision.allowed:
             raise Problem("Forbidden", decision.reason or "the access gate denied the live stream")
-        listener, holder = Listener(caller, chosen), limits.stream_identity(caller, _client(request))
-        streams.acquire(holder)
+        listener, slot = Listener(caller, chosen), streams.acquire(limits.stream_identity(caller, _client(request)))
         live = limits.credential_check(platform.gate, caller)  # a revoked key ends the stream
-        return StreamingResponse(streams.held(holder, hub.stream(listener), live), media_type="text/event-stream",
+        return StreamingResponse(streams.held(slot, hub.stream(listener), live), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     return r
