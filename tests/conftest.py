@@ -51,6 +51,8 @@ LIVE_FIXTURES = frozenset({
     "tests/exchange/test_identity_live.py::quotas",
     "tests/ngsild/test_endpoint_policy_live.py::strict",
     "tests/exchange/test_demo_walkthrough_live.py::demo_city",
+    "tests/exchange/test_masked_attributes_live.py::city",
+    "tests/exchange/test_masked_attributes_live.py::own_secure",
     "tests/exchange/test_screened_reads_live.py::own_secure",
     "tests/ingest/test_iot_agent_live.py::mqtt_server",
     "tests/ingest/test_iot_agent_live.py::private_mosquitto",
