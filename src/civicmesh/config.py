@@ -35,6 +35,10 @@ class Settings:
     mqtt_url: str | None = None
     nats_url: str | None = None
     log_level: str = "info"
+    # Hostile input (issue 13): one feasibility evaluation runs in a child process with this much address space
+    # (200,000 draws of the largest example take 150 MB) and is stopped after this many seconds (1.5 s for it).
+    feasibility_memory_mb: int = 1024
+    feasibility_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
