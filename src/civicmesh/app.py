@@ -19,6 +19,7 @@ from civicmesh.config import Settings
 from civicmesh.errors import Problem
 from civicmesh.events import OutboxRelay
 from civicmesh.exchange.gate import Gate
+from civicmesh.inputs import NulGuard
 from civicmesh.store import open_store
 from civicmesh.store.base import DATABASE_ERRORS, unavailable
 
@@ -61,6 +62,7 @@ def problem_response(problem: Problem) -> Response:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     store = open_store(settings.database_url)
+    store.regex_seconds = settings.regex_seconds
     relay = OutboxRelay(store)
     store.add_listener(relay.notify)
     platform = Platform(settings=settings, store=store, relay=relay)
@@ -144,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for name in ROOMS:
         importlib.import_module(name).mount(app, platform)
     metrics.install(app, platform)
+    app.add_middleware(NulGuard)  # outermost: a NUL in the path or query reaches no room (issue 13, finding 13)
     app.state.startup_hooks.append(start_relay)
     app.state.shutdown_hooks.append(stop_relay)
     return app

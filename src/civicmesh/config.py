@@ -39,6 +39,10 @@ class Settings:
     # (200,000 draws of the largest example take 150 MB) and is stopped after this many seconds (1.5 s for it).
     feasibility_memory_mb: int = 1024
     feasibility_seconds: float = 60.0
+    # On PostgreSQL, a query that matches regular expressions (`~`) is cancelled after this many seconds.
+    regex_seconds: float = 5.0
+    # Vertices one geometry of a geo-query may have: a 15,000-vertex polygon took 9 s to test against the city.
+    max_geometry_vertices: int = 1000
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

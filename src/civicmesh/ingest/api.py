@@ -21,6 +21,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
+from civicmesh import inputs
 from civicmesh.errors import Problem
 from civicmesh.ingest import provisioning
 from civicmesh.ingest.agent import Agent, Measurement, Outcome
@@ -81,10 +82,7 @@ def _servicepath(request: Request) -> str:
 
 
 async def _json(request: Request) -> Any:
-    try:
-        return orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise Problem("InvalidRequest", f"the body is not valid JSON: {exc}") from None
+    return inputs.loads(await request.body())
 
 
 def _json_response(body: Any, status: int = 200) -> Response:

@@ -39,7 +39,7 @@ def mount(app: FastAPI, platform: Any) -> None:
     resolver.register_document(url, demo_context())
     resolver.register_document(DEMO_CONTEXT_URN, demo_context())
     ngsi = NgsiLd(broker, resolver, max_body=settings.max_body_bytes, max_limit=settings.max_limit,
-                  default_limit=settings.default_limit)
+                  default_limit=settings.default_limit, max_vertices=settings.max_geometry_vertices)
     mount_routes(app, ngsi)
     platform.extras["ngsild"] = ngsi
     app.state.startup_hooks.append(ngsi.restore_contexts)

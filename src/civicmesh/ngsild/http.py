@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from civicmesh.errors import Problem
+from civicmesh.inputs import check_json
 from civicmesh.ngsild.context import CORE_CONTEXT_URL, ContextResolver, TermMap
 from civicmesh.store.base import DEFAULT_TENANT
 
@@ -117,6 +118,7 @@ async def body_call(request: Request, resolver: ContextResolver, max_bytes: int,
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise Problem("InvalidRequest", f"the body is not valid JSON: {exc}") from exc
+    check_json(raw, body)
     if not isinstance(body, expect):
         wanted = "a JSON object" if expect is dict else "a JSON array"
         # A single-entity body that is an array is a malformed request; a batch that is no array is bad data.

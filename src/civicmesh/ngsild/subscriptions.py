@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import itertools
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
+from civicmesh import regex
 from civicmesh.errors import Problem
 from civicmesh.events import ENTITY_CREATED, ENTITY_DELETED, ChangeEvent
 from civicmesh.exchange.gate import Caller
@@ -1011,7 +1011,7 @@ def _selects(selector: dict[str, Any], doc: dict[str, Any], terms: TermMap) -> b
         return False
     if "id" in selector and selector["id"] != doc["id"]:
         return False
-    if "idPattern" in selector and not re.search(selector["idPattern"], doc["id"]):
+    if "idPattern" in selector and not regex.search(selector["idPattern"], doc["id"]):
         return False
     return True
 

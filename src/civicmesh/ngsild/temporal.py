@@ -24,6 +24,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
+from civicmesh import regex
 from civicmesh.errors import Problem
 from civicmesh.events import ENTITY_DELETED, ChangeEvent
 from civicmesh.ngsild.context import TermMap
@@ -465,10 +466,7 @@ class Temporal:
             wanted = {call.terms.expand(t) for t in re.split(r"[,|;()]", p["type"]) if t}
             candidates = [c for c in candidates if wanted & set(orjson.loads(c[1]))]
         if p.get("idPattern"):
-            try:
-                pattern = re.compile(p["idPattern"])
-            except re.error as exc:
-                raise Problem("BadRequestData", f"idPattern is not a valid regular expression: {exc}") from None
+            pattern = regex.compile_pattern(p["idPattern"], "idPattern")
             candidates = [c for c in candidates if pattern.search(c[0])]
         current: dict[str, dict[str, Any]] | None = None
         if (p.get("q") or p.get("georel") or p.get("orderBy")) and candidates:
