@@ -184,3 +184,19 @@ def test_bad_encodings_and_media_types_are_refused(seeded: httpx.Client, raw: by
     r = seeded.post("/entities", content=raw, headers={"Content-Type": media})
     assert 400 <= r.status_code < 500 and r.headers["content-type"].startswith("application/problem+json"), r.text
     assert stored(seeded) == [SEED]
+
+
+def test_numbers_and_dates_out_of_range_in_queries_are_refused(seeded: httpx.Client) -> None:
+    # Found by this suite's own probing: a 400-digit q number (OverflowError) and year 0 in timeAt were 500s.
+    detail = problem(seeded.get("/entities", params={"type": "T", "q": "name>" + "9" * 400}),
+                     400, "BadRequestData")["detail"]
+    assert "out of range" in detail
+    problem(seeded.get("/temporal/entities", params={"type": "T", "timerel": "after",
+                                                     "timeAt": "0000-01-01T00:00:00Z"}), 400, "BadRequestData")
+
+
+def test_an_id_outside_latin_1_gets_a_usable_location(seeded: httpx.Client) -> None:
+    # The Location header of a 201 is Latin-1: an emoji id was a 500 after the entity had been written.
+    r = seeded.post("/entities", json=entity("urn:ngsi-ld:T:\U0001f600"))
+    assert r.status_code == 201 and r.headers["location"].endswith("urn:ngsi-ld:T:%F0%9F%98%80")
+    assert seeded.get("/entities/" + r.headers["location"].rsplit("/", 1)[1]).json()["id"] == "urn:ngsi-ld:T:\U0001f600"

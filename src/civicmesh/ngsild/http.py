@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import orjson
 from starlette.requests import Request
@@ -95,6 +95,12 @@ def read_call(request: Request, resolver: ContextResolver, *, allow_geojson: boo
     url = link_context(request)
     terms = resolver.term_map(url) if url else resolver.core
     return Call(tenant_of(request), terms, url or CORE_CONTEXT_URL, negotiate(request, allow_geojson=allow_geojson))
+
+
+def location(path: str) -> str:
+    """A Location header value: non-ASCII characters of a user-chosen id percent-encoded (a header is Latin-1;
+    an emoji in an entity id was a 500 after the entity had been written)."""
+    return "".join(c if 0x20 < ord(c) < 0x7F else quote(c) for c in path)
 
 
 async def body_call(request: Request, resolver: ContextResolver, max_bytes: int, *,

@@ -19,6 +19,7 @@ unquoted DateTime (`2024-01-01T10:00:00Z`), Date (`2024-01-01`), Time (`10:00:00
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -409,7 +410,13 @@ class _Parser:
         if number and self._ends_value(number.end()):
             self.pos = number.end()
             text = number.group()
-            return float(text) if any(c in text for c in ".eE") else int(text)
+            value = float(text) if any(c in text for c in ".eE") else int(text)
+            # Both engines compare numbers as 64-bit values: a 400-digit literal was an OverflowError (a 500).
+            if isinstance(value, int) and not -2**63 <= value < 2**64 or isinstance(value, float) and \
+                    not math.isfinite(value):
+                raise Problem("BadRequestData", f"invalid q expression: the number {text[:40]!r} at position "
+                              f"{start + 1} is out of range")
+            return value
         end = start
         while not self._ends_value(end):
             end += 1

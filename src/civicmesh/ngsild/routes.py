@@ -30,6 +30,7 @@ from civicmesh.ngsild.http import (
     Call,
     body_call,
     json_response,
+    location,
     page_links,
     read_call,
 )
@@ -134,7 +135,7 @@ class NgsiLd:
         call, body = await self._body(request)
         doc = EntityParser(call.terms).entity(body)
         await self.broker.create(call.tenant, doc, caller_of(request))
-        return Response(status_code=201, headers={"Location": f"{PREFIX}/entities/{doc['id']}"})
+        return Response(status_code=201, headers={"Location": location(f"{PREFIX}/entities/{doc['id']}")})
 
     async def retrieve(self, request: Request, entity_id: str) -> Response:
         _allow_params(request, RETRIEVE_PARAMS)

@@ -31,7 +31,7 @@ from civicmesh.events import ENTITY_CREATED, ENTITY_DELETED, ChangeEvent
 from civicmesh.exchange.gate import Caller
 from civicmesh.ngsild import geoquery, qlang, typequery
 from civicmesh.ngsild.context import CORE_CONTEXT_URL, ContextResolver, TermMap
-from civicmesh.ngsild.http import CONTEXT_REL, JSONLD, body_call, json_response, page_links, read_call
+from civicmesh.ngsild.http import CONTEXT_REL, JSONLD, body_call, json_response, location, page_links, read_call
 from civicmesh.ngsild.linked import Projection, join, parse_projection, selected
 from civicmesh.ngsild.model import ATTRIBUTE_TYPES, NULL_URI, check_name, is_datetime, is_uri, now_iso
 from civicmesh.ngsild.render import CONCISE, NORMALIZED, SIMPLIFIED, View, render_entity
@@ -323,7 +323,7 @@ class Subscriptions:
         sub["createdAt"] = sub["modifiedAt"] = now_iso()
         if not await self._save(call.tenant, sub, create=True):
             raise Problem("AlreadyExists", f"subscription {sub['id']} already exists")
-        return Response(status_code=201, headers={"Location": f"{PREFIX}/subscriptions/{sub['id']}"})
+        return Response(status_code=201, headers={"Location": location(f"{PREFIX}/subscriptions/{sub['id']}")})
 
     def _terms(self, sub: dict[str, Any]) -> TermMap:
         """How the subscription's own names (types, attributes, q) are meant: its @context."""
