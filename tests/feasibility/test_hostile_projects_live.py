@@ -15,6 +15,8 @@ from civicmesh.errors import Problem
 from tests.conftest import LiveServer, start_server
 from tests.helpers import problem
 
+pytestmark = pytest.mark.live  # starts servers on loopback ports
+
 SMALL = "name: kiosks\nhorizon_years: 5\ncapex: [{amount: 100}]\n" \
         "benefits: [{name: fees, kind: revenue, per_year: 40, from_year: 1}]\n"
 

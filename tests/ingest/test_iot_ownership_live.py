@@ -14,6 +14,8 @@ from tests.exchange.conftest import bootstrap_key, client, secure_server
 from tests.exchange.test_story_live import LD
 from tests.helpers import problem
 
+pytestmark = pytest.mark.live  # starts servers on loopback ports
+
 CORE = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from tests.conftest import LiveServer
 from tests.helpers import problem
 

@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
+
 from tests.conftest import LiveServer, drop_postgres, fresh_postgres_url, require_postgres, start_server
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is a dev dependency (pip install -e .[dev])")
+
+pytestmark = pytest.mark.live  # starts servers on loopback ports
 
 # Server-sent event streams answer for as long as the client listens: nothing to fuzz, only a timeout to wait for.
 STREAMS = {"/web/events"}

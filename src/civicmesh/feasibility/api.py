@@ -5,15 +5,16 @@ Over HTTP a project may not name files (they would resolve on the server); an in
 
 from __future__ import annotations
 
-from typing import Any
-
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from civicmesh.access import scope
+from civicmesh.bodies import limit_body
 from civicmesh.config import Settings
 from civicmesh.errors import Problem
 from civicmesh.feasibility import sandbox
+from civicmesh.platform import Platform, Room
 
 MAX_BODY = 1_000_000
 MAX_DRAWS = 200_000
@@ -29,10 +30,18 @@ def _draws(raw: str) -> int:
     return draws
 
 
-def mount(app: FastAPI, platform: Any) -> None:
-    router = APIRouter(prefix="/feasibility", tags=["feasibility"])
-    settings = platform.settings if platform is not None else Settings.from_env()
+def build(platform: Platform) -> Room:
+    """Serve /feasibility/evaluate; the evaluator needs nothing from the platform."""
+    return Room("feasibility", routers=[router(platform.settings)])
+
+
+def router(settings: Settings | None = None) -> APIRouter:
+    """POST /feasibility/evaluate: a project file in, an economic evaluation report out (the evaluation in a
+    child process under the settings' memory and time limits)."""
+    settings = settings or Settings.from_env()
     limits = sandbox.Limits(settings.feasibility_seconds, settings.feasibility_memory_mb * 1024 * 1024)
+    router = APIRouter(prefix="/feasibility", tags=["feasibility"],
+                       dependencies=[scope("feasibility").depends(), limit_body(MAX_BODY)])
 
     @router.post("/evaluate", summary="Evaluate a project file (YAML or JSON body)",
                  responses={200: {"content": {"application/json": {}, "text/html": {}}}})
@@ -59,4 +68,4 @@ def mount(app: FastAPI, platform: Any) -> None:
         outcome = await sandbox.evaluate(text, draws=draws, fmt=fmt, lang=lang, limits=limits)
         return Response(outcome.body, media_type=outcome.media_type)
 
-    app.include_router(router)
+    return router

@@ -223,7 +223,7 @@ class _Reader:
 MAX_DEPTH = 64
 
 
-class _BoundedLoader(yaml.SafeLoader):
+class _BoundedLoader(yaml.SafeLoader):  # type: ignore[misc]
     """SafeLoader that refuses aliases and deep nesting. An alias is a pointer: 8 levels of `&a [*a, *a, ...]`
     fit in 300 bytes and expand to billions of nodes when walked (issue 13, finding 2); a project file never
     needs one, so `*name` is an error that names its line."""
@@ -241,7 +241,7 @@ class _BoundedLoader(yaml.SafeLoader):
                 event = self.peek_event()
                 raise ProjectError("project file", f"is nested more than {MAX_DEPTH} levels deep",
                                    event.start_mark.line + 1)
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            return super().compose_node(parent, index)
         finally:
             self.depth -= 1
 

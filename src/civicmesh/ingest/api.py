@@ -12,22 +12,28 @@ measurements as its organization, through the gate.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from civicmesh import inputs
+from civicmesh.access import scope
+from civicmesh.bodies import read_json
 from civicmesh.errors import Problem
 from civicmesh.ingest import provisioning
 from civicmesh.ingest.agent import Agent, Measurement, Outcome
 from civicmesh.ngsild.http import _TENANT
 from civicmesh.ngsild.model import now_iso
+from civicmesh.platform import Platform, Room
 from civicmesh.store.ingest import PLATFORM_ORG, IngestStore
+
+if TYPE_CHECKING:
+    from civicmesh.ingest.mqtt import MqttIngress
 
 log = logging.getLogger("civicmesh.ingest")
 
@@ -82,7 +88,7 @@ def _servicepath(request: Request) -> str:
 
 
 async def _json(request: Request) -> Any:
-    return inputs.loads(await request.body())
+    return await read_json(request)  # at most the platform's body limit, counted as it streams (bodies.py)
 
 
 def _json_response(body: Any, status: int = 200) -> Response:
@@ -107,12 +113,12 @@ def _int(value: str | None, name: str, default: int, top: int) -> int:
 
 
 class IotApi:
-    def __init__(self, platform: Any) -> None:
+    def __init__(self, platform: Platform) -> None:
         self.platform = platform
-        self.resolver = platform.extras["contexts"]
+        self.resolver = platform.contexts
         self.store = IngestStore(platform.store)
-        self.agent = Agent(platform.extras["broker"], self.resolver, self.store)
-        self.mqtt: Any = None
+        self.agent = Agent(platform.broker, self.resolver, self.store)
+        self.mqtt: MqttIngress | None = None
 
     # -- service groups ----------------------------------------------------------------------------------
     async def add_services(self, request: Request) -> Response:
@@ -278,7 +284,9 @@ class IotApi:
         if url:
             from civicmesh.ingest.mqtt import MqttIngress, default_client_id
 
-            self.mqtt = MqttIngress(url, self.agent, default_client_id(self.platform.settings.database_url))
+            settings = self.platform.settings
+            client_id = settings.mqtt_client_id or default_client_id(settings.database_url)
+            self.mqtt = MqttIngress(url, self.agent, client_id)
             self.mqtt.start()
             log.info("IoT agent: MQTT ingestion from %s", url)
         else:
@@ -290,10 +298,11 @@ class IotApi:
         await self.agent.stop()
 
 
-def mount(app: FastAPI, platform: Any) -> None:
+def build(platform: Platform) -> Room:
+    """Serve /iot (provisioning and HTTP measurements), run the agent and, if configured, MQTT ingestion; with the
+    demo city, its simulator."""
     api = IotApi(platform)
-    platform.extras["iot"] = api
-    router = APIRouter(prefix="/iot", tags=["IoT agent"])
+    router = APIRouter(prefix="/iot", tags=["IoT agent"], dependencies=[scope("iot").depends()])
     routes: list[tuple[str, str, Callable[..., Any]]] = [
               ("/services", "POST", api.add_services), ("/services", "GET", api.list_services),
               ("/services", "PUT", api.update_service), ("/services", "DELETE", api.delete_service),
@@ -304,11 +313,27 @@ def mount(app: FastAPI, platform: Any) -> None:
               ("/deadletters", "GET", api.dead_letters), ("/stats", "GET", api.stats)]
     for path, method, endpoint in routes:
         router.add_api_route(path, endpoint, methods=[method])
-    app.include_router(router)
-    app.state.startup_hooks.append(api.start)
-    app.state.shutdown_hooks.append(api.stop)
+    services: list[object] = [api]
+    simulator = None
+    if platform.settings.demo and platform.settings.simulator_interval > 0:
+        from civicmesh.ingest.simulator import simulator_runner
 
-    if platform.settings.demo and getattr(platform.settings, "simulator_interval", 5.0) > 0:
-        from civicmesh.ingest.simulator import mount_simulator
+        simulator = simulator_runner(platform, api)
+        services.append(simulator)
 
-        mount_simulator(app, platform, api)
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        # The simulator sends through the agent, so it starts after the agent and stops before it.
+        await api.start()
+        try:
+            if simulator is not None:
+                await simulator.start()
+            try:
+                yield
+            finally:
+                if simulator is not None:
+                    await simulator.stop()
+        finally:
+            await api.stop()
+
+    return Room("iot", routers=[router], lifespan=lifespan, services=services)

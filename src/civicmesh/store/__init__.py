@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from civicmesh.store.base import Change, EntityQuery, WritePlan
+from civicmesh.store.interface import EntityStore
 
-__all__ = ["Change", "EntityQuery", "WritePlan", "open_store"]
+__all__ = ["Change", "EntityQuery", "EntityStore", "WritePlan", "open_store"]
 
 
-def open_store(url: str) -> Any:
+def open_store(url: str) -> EntityStore:
     """An unopened store for a database URL; call `await store.open()`."""
     if url.startswith("sqlite:///"):
         from civicmesh.store.sqlite import SqliteStore

@@ -13,7 +13,7 @@ import json
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -128,7 +128,7 @@ class CitizenStore(ABC):
     dialect: str = ""
 
     @abstractmethod
-    def transaction(self) -> Any:
+    def transaction(self) -> AbstractAsyncContextManager[Tx]:
         """An async context manager yielding a `Tx`; commits on success, rolls back on error."""
 
     @abstractmethod

@@ -166,6 +166,9 @@ class SqliteStore:
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._reader_pool = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
         self._local = threading.local()
+        # Every reader connection, so close() closes them: each refers back to this store (its geo_match function),
+        # so without an explicit close a closed store kept its files open until the garbage collector ran.
+        self._readers: list[sqlite3.Connection] = []
         self._writer: sqlite3.Connection | None = None
         self._akeys: dict[tuple[str, str], int] = {}
         self._tkeys: dict[str, int] = {}
@@ -176,6 +179,7 @@ class SqliteStore:
         self._pending_lock = threading.Lock()
         self._flush_scheduled = False
         self._compiler = QueryCompiler(SqliteDialect(self._geo_queries), self._akey_lookup, self._tkey_lookup)
+        self.regex_seconds = 5.0  # unused here: RE2 matches in linear time (see store.interface)
 
     # -- connections -------------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -194,6 +198,8 @@ class SqliteStore:
         if conn is None:
             conn = self._connect()
             self._local.conn = conn
+            with self._pending_lock:
+                self._readers.append(conn)
         return conn
 
     def _geo_match(self, qid: str, geojson: str) -> bool:
@@ -254,6 +260,10 @@ class SqliteStore:
         await self._in_writer(shut)
         self._writer_pool.shutdown(wait=True)
         self._reader_pool.shutdown(wait=True)
+        with self._pending_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
 
     # -- interning ---------------------------------------------------------------------------------------
     def _akey_lookup(self, attr: str, path: str) -> int | None:
@@ -483,7 +493,7 @@ class SqliteStore:
             sql += " AND t.iri = ?"
             params.append(type_iri)
         sql += " GROUP BY k.attr, a.atype, t.iri ORDER BY k.attr"
-        return await self._in_reader(lambda c: [tuple(r) for r in c.execute(sql, params)])  # type: ignore[misc]
+        return await self._in_reader(lambda c: [tuple(r) for r in c.execute(sql, params)])
 
     # -- documents ---------------------------------------------------------------------------------------
     async def put_document(self, tenant: str, kind: str, doc_id: str, body: dict[str, Any], *,
@@ -575,7 +585,7 @@ class SqliteStore:
 
     async def due_notifications(self, now: float, limit: int) -> list[tuple[int, str, str, bytes, int]]:
         def run(c: sqlite3.Connection) -> list[tuple[int, str, str, bytes, int]]:
-            return [tuple(r) for r in c.execute(  # type: ignore[misc]
+            return [tuple(r) for r in c.execute(
                 "SELECT nid, tenant, subscription, payload, attempts FROM notification_queue WHERE due_at <= ? "
                 "ORDER BY due_at, nid LIMIT ?", (now, limit))]
         return await self._in_reader(run)
