@@ -201,3 +201,9 @@ def test_an_id_outside_latin_1_gets_a_usable_location(seeded: httpx.Client) -> N
     r = seeded.post("/entities", json=entity("urn:ngsi-ld:T:\U0001f600"))
     assert r.status_code == 201 and r.headers["location"].endswith("urn:ngsi-ld:T:%F0%9F%98%80")
     assert seeded.get("/entities/" + r.headers["location"].rsplit("/", 1)[1]).json()["id"] == "urn:ngsi-ld:T:\U0001f600"
+
+
+def test_a_negative_row_limit_on_metering_is_refused(server: LiveServer) -> None:
+    # Schemathesis found it: LIMIT -1937613 was an InvalidRowCountInLimitClause (500) on PostgreSQL.
+    r = httpx.get(f"{server.url}/exchange/metering", params={"limit_rows": "-1937613"}, timeout=30)
+    assert problem(r, 400, "BadRequestData")["detail"] == "'limit_rows' must be at least 1, not -1937613"
