@@ -21,6 +21,7 @@ from civicmesh.events import OutboxRelay
 from civicmesh.exchange.gate import Gate
 from civicmesh.store import open_store
 from civicmesh.store.base import DATABASE_ERRORS, unavailable
+from civicmesh.store.db import Database
 
 log = logging.getLogger("civicmesh")
 
@@ -45,6 +46,7 @@ class Platform:
     """What every room may use: settings, the store, the event relay and the gate."""
 
     settings: Settings
+    db: Database
     store: Any = None
     relay: OutboxRelay | None = None
     gate: Gate = field(default_factory=Gate)
@@ -60,10 +62,11 @@ def problem_response(problem: Problem) -> Response:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
-    store = open_store(settings.database_url)
+    db = Database.from_url(settings.database_url, pool_size=settings.database_pool_size)
+    store = open_store(db)
     relay = OutboxRelay(store)
-    store.add_listener(relay.notify)
-    platform = Platform(settings=settings, store=store, relay=relay)
+    db.add_listener(relay.notify)
+    platform = Platform(settings=settings, db=db, store=store, relay=relay)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -95,7 +98,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await relay.stop()
 
     async def close_store() -> None:
-        await store.close()
+        try:
+            await store.close()
+        finally:
+            await db.close()
 
     # Rooms append their own hooks while mounting: they run after the store opens and before the relay starts,
     # so every durable subscriber is registered when the relay replays the outbox. Shutdown runs in reverse: the

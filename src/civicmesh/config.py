@@ -17,6 +17,8 @@ def _default_database_url() -> str:
 @dataclass
 class Settings:
     database_url: str = field(default_factory=_default_database_url)
+    # Connections in the process's one PostgreSQL pool, shared by every room (before: four pools, up to 28).
+    database_pool_size: int = 12
     host: str = "127.0.0.1"
     port: int = 8000
     # Directory of cached JSON-LD contexts: files named by URL (see ngsild.context) plus an optional index.json.

@@ -5,22 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from civicmesh.store.base import Change, EntityQuery, WritePlan
+from civicmesh.store.db import Database
 
-__all__ = ["Change", "EntityQuery", "WritePlan", "open_store"]
+__all__ = ["Change", "Database", "EntityQuery", "WritePlan", "open_store"]
 
 
-def open_store(url: str) -> Any:
-    """An unopened store for a database URL; call `await store.open()`."""
-    if url.startswith("sqlite:///"):
+def open_store(target: str | Database) -> Any:
+    """An unopened entity store over a Database (or a URL: then a Database of its own, closed with the store);
+    call `await store.open()`."""
+    db = Database.from_url(target) if isinstance(target, str) else target
+    if db.engine == "sqlite":
         from civicmesh.store.sqlite import SqliteStore
 
-        return SqliteStore(url[len("sqlite:///"):] or ":memory:")
-    if url == "sqlite://" or url == "sqlite:///:memory:":
-        from civicmesh.store.sqlite import SqliteStore
-
-        return SqliteStore(":memory:")
-    if url.startswith(("postgresql://", "postgres://")):
+        store: Any = SqliteStore(db)  # type: ignore[arg-type]
+    else:
         from civicmesh.store.postgres import PostgresStore
 
-        return PostgresStore(url)
-    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///path.db or postgresql://user@host/db")
+        store = PostgresStore(db)  # type: ignore[arg-type]
+    store.owns_db = isinstance(target, str)
+    return store

@@ -2,7 +2,7 @@
 
 Portable SQL over the main store's `run_statements` / `fetch_rows` (SQLite's single writer thread, or the
 PostgreSQL pool), so the agent never competes with the broker for SQLite's write lock. Tables are prefixed
-`ingest_` and versioned in `ingest_schema_version`.
+`ingest_` and versioned as room `ingest` in the migration table (store/db.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from typing import Any
 
 import orjson
 
-SCHEMA_VERSION = 1
 # How many dead letters a tenant keeps; older ones are trimmed so a flood of garbage cannot fill the disk.
 DEAD_LETTER_CAP = 10_000
 
@@ -19,7 +18,6 @@ DEAD_LETTER_CAP = 10_000
 def _ddl(engine: str) -> list[str]:
     serial = "BIGSERIAL PRIMARY KEY" if engine == "postgres" else "INTEGER PRIMARY KEY"
     return [
-        "CREATE TABLE IF NOT EXISTS ingest_schema_version (version INTEGER NOT NULL)",
         # apikey is unique across tenants: it alone routes an MQTT topic to a tenant.
         "CREATE TABLE IF NOT EXISTS ingest_groups (apikey TEXT NOT NULL, resource TEXT NOT NULL, "
         "tenant TEXT NOT NULL, servicepath TEXT NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL, "
@@ -44,13 +42,7 @@ class IngestStore:
         self.store = store
 
     async def migrate(self) -> None:
-        await self.store.run_statements([(sql, [()]) for sql in _ddl(self.store.engine)])
-        rows = await self.store.fetch_rows("SELECT version FROM ingest_schema_version")
-        if not rows:
-            await self.store.run_statements([("INSERT INTO ingest_schema_version (version) VALUES (?)",
-                                              [(SCHEMA_VERSION,)])])
-        elif rows[0][0] > SCHEMA_VERSION:
-            raise RuntimeError(f"ingest schema version {rows[0][0]} is newer than this code ({SCHEMA_VERSION})")
+        await self.store.db.migrate("ingest", [_ddl(self.store.engine)], legacy="ingest_schema_version")
 
     # -- service groups ----------------------------------------------------------------------------------
     async def add_groups(self, groups: list[dict[str, Any]], tenant: str, servicepath: str, now: str) -> None:

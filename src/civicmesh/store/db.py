@@ -1,0 +1,490 @@
+"""The one database seam: every room reaches the database through one `Database` per process.
+
+`Database.from_url` is the only parser of a database URL. On SQLite every write runs on one writer connection
+in one writer thread (the entity store's group commit and the rooms' transactions take turns on it) and reads
+run on per-thread reader connections; on PostgreSQL one connection pool serves the whole process.
+
+    async with db.transaction() as tx:
+        rows = await tx.fetch("SELECT ... WHERE id = ?", [x])
+        await tx.execute("UPDATE ...", [...])
+        tx.emit("citizen.dispatched", "42", {...})   # committed with the change, or not at all
+
+SQL is written with `?` placeholders; the PostgreSQL side rewrites them. Change events go into the outbox only
+here (`tx.emit`, `tx.emit_many`, `write_outbox`), under the outbox lock, and the listeners (the relay) are woken
+after the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import psycopg
+from psycopg import sql as pgsql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+T = TypeVar("T")
+
+# PostgreSQL advisory lock taken by every transaction that writes outbox rows, so rows commit in sequence order
+# (the relay reads by sequence number and must never see seq N+1 committed before N).
+OUTBOX_LOCK = 7_311_001
+# Seconds a request waits for a pooled PostgreSQL connection before it is answered 503 (see base.unavailable).
+CONNECTION_WAIT = 10.0
+DEFAULT_POOL_SIZE = 12  # before the seam: 8 (entities) + 8 (exchange) + 8 (citizen) + 4 (ledger) = 28
+# Test hook: with CIVICMESH_CRASH_AT=<point>, the process kills itself (SIGKILL) at that point of the first
+# transaction that emits an event of a kind starting with CIVICMESH_CRASH_KIND (see `_crash_point`).
+CRASH_ENV = "CIVICMESH_CRASH_AT"
+
+# (kind, subject, data, tenant)
+Event = tuple[str, str, dict[str, Any], str]
+
+
+def now_text() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _crash_point(point: str, events: Sequence[Event]) -> None:
+    """Die here, as a power cut would, when a test asked for it (never set outside tests)."""
+    if os.environ.get(CRASH_ENV) != point:
+        return
+    prefix = os.environ.get("CIVICMESH_CRASH_KIND", "")
+    if any(kind.startswith(prefix) for kind, *_ in events):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def change_event(change: Any, tenant: str) -> Event:
+    """The outbox row of one entity change: before and after state (subscriptions' showChanges and the gate's
+    masking read them), the attributes it touched, and the owner it released when it deleted the entity."""
+    data: dict[str, Any] = {"before": change.before, "after": change.after, "attributes": change.attributes}
+    owner = getattr(change, "owner", None)
+    if owner is not None:
+        data["owner"] = owner
+    return (change.kind, change.entity_id, data, tenant)
+
+
+def _outbox_rows(events: Iterable[Event], at: str) -> list[tuple[Any, ...]]:
+    return [(tenant, kind, subject, at, orjson.dumps(data)) for kind, subject, data, tenant in events]
+
+
+_OUTBOX_INSERT = "INSERT INTO outbox (tenant, kind, subject, at, data) VALUES (?, ?, ?, ?, ?)"
+
+
+def write_outbox(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
+    """Outbox rows on the SQLite writer, inside the caller's transaction (BEGIN IMMEDIATE holds the file's write
+    lock, which orders the rows)."""
+    if events:
+        conn.executemany(_OUTBOX_INSERT, _outbox_rows(events, now_text()))
+
+
+async def write_outbox_pg(conn: psycopg.AsyncConnection[Any], events: Sequence[Event]) -> None:
+    """Outbox rows on PostgreSQL inside the caller's transaction, under the outbox lock."""
+    if events:
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (OUTBOX_LOCK,))
+        async with conn.cursor() as cur:
+            await cur.executemany(pg(_OUTBOX_INSERT), _outbox_rows(events, now_text()))
+
+
+def pg(statement: str) -> str:
+    """`?` placeholders to psycopg's `%s` (a literal `%` doubled)."""
+    return statement.replace("%", "%%").replace("?", "%s")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a database URL names: the engine and the SQLite path or PostgreSQL URL."""
+
+    engine: str  # "sqlite" or "postgres"
+    location: str
+
+    @classmethod
+    def parse(cls, url: str) -> Target:
+        if url in ("sqlite://", "sqlite:///:memory:"):
+            return cls("sqlite", ":memory:")
+        if url.startswith("sqlite:///"):
+            return cls("sqlite", url[len("sqlite:///"):] or ":memory:")
+        if url.startswith(("postgresql://", "postgres://")):
+            return cls("postgres", url.replace("postgres://", "postgresql://", 1))
+        raise ValueError(f"unsupported database URL {url!r}: use sqlite:///path.db or postgresql://user@host/db")
+
+
+class Tx:
+    """One transaction: statements run in order; events are buffered and written just before the commit."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    async def execute(self, statement: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+        raise NotImplementedError
+
+    async def execute_many(self, statement: str, rows: Sequence[Sequence[Any]]) -> int:
+        raise NotImplementedError
+
+    async def fetch(self, statement: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Run one statement (a SELECT, or a write with RETURNING); its rows as dicts."""
+        raise NotImplementedError
+
+    def emit(self, kind: str, subject: str, data: dict[str, Any], tenant: str = "") -> None:
+        """A change event committed with this transaction, or not at all."""
+        self.events.append((kind, subject, data, tenant))
+
+    def emit_many(self, changes: Iterable[Any], tenant: str = "") -> None:
+        """Entity changes (store.base.Change) as events keeping each entity's before and after state."""
+        self.events.extend(change_event(c, tenant) for c in changes)
+
+
+class Database:
+    """The process's database: open once, share everywhere, close once."""
+
+    engine = ""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self._listeners: list[Callable[[], None]] = []
+
+    @staticmethod
+    def from_url(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> Database:
+        target = Target.parse(url)
+        if target.engine == "sqlite":
+            return SqliteDatabase(target)
+        return PostgresDatabase(target, pool_size=pool_size)
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Called (on the event loop) after every commit that wrote outbox rows."""
+        self._listeners.append(callback)
+
+    def notify(self) -> None:
+        for callback in self._listeners:
+            callback()
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]:
+        raise NotImplementedError
+
+    async def fetch(self, statement: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """One read outside any transaction (SQLite: on a reader connection, never waiting for the writer)."""
+        raise NotImplementedError
+
+    async def execute(self, statement: str, params: Sequence[Any] = ()) -> int:
+        async with self.transaction() as tx:
+            return await tx.execute(statement, params)
+
+    # -- migrations: one table keyed by (room, version) -----------------------------------------------------
+    async def migrate(self, room: str, steps: Sequence[Sequence[str]], *,
+                      legacy: str | None = None) -> int:
+        """Run the steps of `room` not yet applied, each in one transaction with its version row. `legacy`: the
+        room's old `<room>_schema_version` table, whose version is taken over the first time. The version
+        reached."""
+        async with self.transaction() as tx:
+            await self._lock_migrations(tx)
+            await tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (room TEXT NOT NULL, "
+                             "version INTEGER NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (room, version))")
+            rows = await tx.fetch("SELECT max(version) AS v FROM schema_migrations WHERE room = ?", [room])
+            current = int(rows[0]["v"] or 0)
+            if current == 0 and legacy is not None and await self._has_table(tx, legacy):
+                # A database made before the migration table: its tables are version 1 (or later), as recorded.
+                old = await tx.fetch(f"SELECT max(version) AS v FROM {legacy}")
+                current = int(old[0]["v"] or 0)
+                await tx.execute_many("INSERT INTO schema_migrations (room, version, applied_at) VALUES (?, ?, ?)",
+                                      [(room, v, now_text()) for v in range(1, current + 1)])
+                await tx.execute(f"DROP TABLE {legacy}")
+            if current > len(steps):
+                raise RuntimeError(f"{room} schema version {current} is newer than this code ({len(steps)}); "
+                                   "upgrade civicmesh")
+            for version, statements in enumerate(steps, start=1):
+                if version <= current:
+                    continue
+                for statement in statements:
+                    await tx.execute(statement)
+                await tx.execute("INSERT INTO schema_migrations (room, version, applied_at) VALUES (?, ?, ?)",
+                                 [room, version, now_text()])
+                current = version
+        return current
+
+    async def versions(self) -> dict[str, int]:
+        """Each room's schema version (for `civicmesh db upgrade`)."""
+        async with self.transaction() as tx:
+            if not await self._has_table(tx, "schema_migrations"):
+                return {}
+            rows = await tx.fetch("SELECT room, max(version) AS v FROM schema_migrations GROUP BY room ORDER BY room")
+        return {r["room"]: int(r["v"]) for r in rows}
+
+    async def _lock_migrations(self, tx: Tx) -> None:
+        """Two workers starting together must not both run a room's steps (SQLite: BEGIN IMMEDIATE already)."""
+
+    async def _has_table(self, tx: Tx, name: str) -> bool:
+        raise NotImplementedError
+
+
+# ================================================================================================ SQLite
+
+
+class _SqliteTx(Tx):
+    def __init__(self, db: SqliteDatabase, conn: sqlite3.Connection) -> None:
+        super().__init__()
+        self._db = db
+        self.conn = conn
+
+    async def execute(self, statement: str, params: Sequence[Any] = ()) -> int:
+        return await self._db.on_writer(lambda: self.conn.execute(statement, list(params)).rowcount)
+
+    async def execute_many(self, statement: str, rows: Sequence[Sequence[Any]]) -> int:
+        return await self._db.on_writer(lambda: self.conn.executemany(statement, rows).rowcount)
+
+    async def fetch(self, statement: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return await self._db.on_writer(lambda: _dicts(self.conn.execute(statement, list(params))))
+
+
+def _dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
+    if cursor.description is None:
+        return []
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+class SqliteDatabase(Database):
+    """One file in WAL mode. One writer connection on one thread; transactions and the entity store's group
+    commit take turns on it under one asyncio lock, so no second connection ever writes the file."""
+
+    engine = "sqlite"
+
+    def __init__(self, target: Target, *, readers: int = 2) -> None:
+        super().__init__(target)
+        self.path = target.location
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._reader_pool = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self.writer: sqlite3.Connection | None = None
+        self.writer_lock = asyncio.Lock()
+        self._setups: list[Callable[[sqlite3.Connection], None]] = []
+        self._opened = False
+
+    def on_connect(self, setup: Callable[[sqlite3.Connection], None]) -> None:
+        """Run `setup` on every connection (the entity store registers its SQL functions)."""
+        self._setups.append(setup)
+
+    def connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        conn.execute("PRAGMA cache_size=-65536")
+        conn.execute("PRAGMA mmap_size=268435456")
+        for setup in self._setups:
+            setup(conn)
+        return conn
+
+    def reader(self) -> sqlite3.Connection:
+        """This thread's reader connection."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.connect()
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    async def open(self) -> None:
+        if self._opened:
+            return
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+
+        def setup() -> None:
+            self.writer = self.connect()
+        await asyncio.get_running_loop().run_in_executor(self._writer_pool, setup)
+        self._opened = True
+
+    async def close(self) -> None:
+        if not self._opened:
+            return
+        self._opened = False
+
+        def shut() -> None:
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
+        await asyncio.get_running_loop().run_in_executor(self._writer_pool, shut)
+        self._writer_pool.shutdown(wait=True)
+        self._reader_pool.shutdown(wait=True)
+        with self._readers_lock:
+            for conn in self._readers:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._readers.clear()
+
+    async def on_writer(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the writer thread (the caller holds `writer_lock`)."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer_pool, fn)
+
+    async def run_writer(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(writer)` on the writer thread, in turn with every other write."""
+        async with self.writer_lock:
+            conn = self.writer
+            assert conn is not None, "the database is not open"
+            return await self.on_writer(lambda: fn(conn))
+
+    async def run_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._reader_pool, lambda: fn(self.reader()))
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        async with self.writer_lock:
+            conn = self.writer
+            assert conn is not None, "the database is not open"
+            await self.on_writer(lambda: conn.execute("BEGIN IMMEDIATE"))
+            tx = _SqliteTx(self, conn)
+            try:
+                yield tx
+                await self.on_writer(lambda: self._commit(conn, tx.events))
+            except BaseException:
+                await self.on_writer(lambda: conn.in_transaction and conn.execute("ROLLBACK"))
+                raise
+        _crash_point("after-commit", tx.events)
+        if tx.events:
+            self.notify()
+
+    @staticmethod
+    def _commit(conn: sqlite3.Connection, events: list[Event]) -> None:
+        write_outbox(conn, events)
+        _crash_point("before-commit", events)
+        conn.execute("COMMIT")
+
+    async def fetch(self, statement: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return await self.run_reader(lambda c: _dicts(c.execute(statement, list(params))))
+
+    async def _has_table(self, tx: Tx, name: str) -> bool:
+        return bool(await tx.fetch("SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = ?", [name]))
+
+    async def backup(self, destination: str) -> None:
+        """A consistent copy of the live file (SQLite's online backup API), taken between writes."""
+        def run(conn: sqlite3.Connection) -> None:
+            target = sqlite3.connect(destination)
+            try:
+                conn.backup(target)
+            finally:
+                target.close()
+        await self.run_writer(run)
+
+
+# ============================================================================================ PostgreSQL
+
+
+class _PgTx(Tx):
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        super().__init__()
+        self.conn = conn
+
+    async def execute(self, statement: str, params: Sequence[Any] = ()) -> int:
+        cur = await self.conn.execute(pg(statement), list(params))
+        return max(cur.rowcount, 0)
+
+    async def execute_many(self, statement: str, rows: Sequence[Sequence[Any]]) -> int:
+        if not rows:
+            return 0
+        async with self.conn.cursor() as cur:
+            await cur.executemany(pg(statement), rows)
+            return max(cur.rowcount, 0)
+
+    async def fetch(self, statement: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(pg(statement), list(params))
+            return [] if cur.description is None else list(await cur.fetchall())
+
+
+class PostgresDatabase(Database):
+    """One connection pool per process; a transaction holds one pooled connection."""
+
+    engine = "postgres"
+
+    def __init__(self, target: Target, *, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+        super().__init__(target)
+        self.url = target.location
+        # JIT off: its compile time (10-12 ms, paid again at every execution, prepared or not) is larger than
+        # the statements it would speed up. A history aggregation whose row estimate crossed jit_above_cost took
+        # 190 ms instead of 2 ms.
+        self.pool = AsyncConnectionPool(self.url, min_size=1, max_size=pool_size, open=False,
+                                        kwargs={"autocommit": True, "options": "-c jit=off"},
+                                        timeout=CONNECTION_WAIT)
+        self._opened = False
+
+    async def open(self) -> None:
+        if self._opened:
+            return
+        await ensure_database(self.url)  # before the pool's first connection (finding 18)
+        await self.pool.open(wait=True, timeout=30)
+        self._opened = True
+
+    async def close(self) -> None:
+        if self._opened:
+            self._opened = False
+            await self.pool.close()
+
+    async def dedicated(self) -> psycopg.AsyncConnection[Any]:
+        """A connection outside the pool, for a session-long advisory lock (the relay's)."""
+        return await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        async with self.pool.connection() as conn:
+            async with conn.transaction():
+                tx = _PgTx(conn)
+                yield tx
+                await write_outbox_pg(conn, tx.events)
+                _crash_point("before-commit", tx.events)
+            _crash_point("after-commit", tx.events)
+        if tx.events:
+            self.notify()
+
+    async def fetch(self, statement: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(pg(statement), list(params))
+            return [] if cur.description is None else list(await cur.fetchall())
+
+    async def _lock_migrations(self, tx: Tx) -> None:
+        await tx.execute("SELECT pg_advisory_xact_lock(7311000)")
+
+    async def _has_table(self, tx: Tx, name: str) -> bool:
+        rows = await tx.fetch("SELECT to_regclass(?) IS NOT NULL AS x", [name])
+        return bool(rows[0]["x"])
+
+
+async def ensure_database(url: str) -> None:
+    """Create the database named in the URL when the server does not have it yet."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        await conn.close()
+        return
+    except psycopg.OperationalError as exc:
+        if "does not exist" not in str(exc):
+            raise
+    match = re.match(r"^(postgresql://[^/]*)/([^?]+)(\?.*)?$", url)
+    if not match:
+        raise ValueError(f"cannot tell the database name in {url!r}")
+    admin = f"{match.group(1)}/postgres{match.group(3) or ''}"
+    conn = await psycopg.AsyncConnection.connect(admin, autocommit=True)
+    try:
+        await conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(match.group(2))))
+    except psycopg.errors.DuplicateDatabase:
+        pass
+    finally:
+        await conn.close()
