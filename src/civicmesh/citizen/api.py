@@ -25,7 +25,7 @@ from civicmesh.citizen.open311 import FORMATS, FormError, errors, parse_submit_f
 from civicmesh.citizen.privacy import mask_email, mask_phone
 from civicmesh.citizen.service import OPEN_STATES, CitizenDesk, CitizenError, parse_time, utc_text
 from civicmesh.errors import Problem
-from civicmesh.store.citizen import CitizenStore, open_citizen_store
+from civicmesh.store.citizen import CitizenStore
 
 log = logging.getLogger("civicmesh.citizen")
 
@@ -53,17 +53,11 @@ def mount(app: FastAPI, platform: Any) -> None:
     catalogue = load_catalogue(os.environ.get("CIVICMESH_CITIZEN_CATALOGUE") or None)
 
     async def startup() -> None:
-        store = open_citizen_store(platform.settings.database_url)
-        await store.connect()
+        store = CitizenStore(platform.db)
         await store.migrate()
         holder.store = store
-        async def milestone(kind: str, subject: str, data: dict[str, Any]) -> None:
-            # An outbox row of the main store: the ledger (and any other subscriber) receives it exactly once.
-            await platform.store.write(catalogue.entity_tenant, [], lambda current: [],
-                                       extra_events=[(kind, subject, data)])
-
         holder.desk = CitizenDesk(store, catalogue, get_classifier, entities=platform.extras.get("entities"),
-                                  milestones=milestone)
+                                  milestones=True)
         app.state.citizen_desk = holder.desk
         holder.task = asyncio.create_task(_background(holder.desk), name="citizen-supervision")
 
@@ -72,8 +66,6 @@ def mount(app: FastAPI, platform: Any) -> None:
             holder.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await holder.task
-        if holder.store:
-            await holder.store.close()
 
     app.state.startup_hooks.append(startup)
     app.state.shutdown_hooks.append(shutdown)

@@ -26,7 +26,7 @@ from civicmesh.exchange.enforce import ExchangeGate, current_caller
 from civicmesh.exchange.gate import Caller
 from civicmesh.exchange.identity import ExchangeCaller, FailureLimiter, is_admin
 from civicmesh.exchange.service import AuthError, Exchange
-from civicmesh.store.exchange import open_exchange_store
+from civicmesh.store.exchange import ExchangeStore
 
 log = logging.getLogger("civicmesh.exchange")
 PURPOSE_HEADER = "civicmesh-purpose"
@@ -322,9 +322,8 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Any) -> APIRouter:
         if row is None or not is_admin(c) and not (row["organization"] == c.organization and "org_admin" in c.roles):
             raise Problem("ResourceNotFound", f"API key {key_id} does not exist")
         events = [("exchange.key.revoked", key_id, {"organization": row["organization"], "by": c.subject})]
-        if not await exchange.store.revoke_key(key_id, odrl_now(), exchange.atomic(events)):
+        if not await exchange.store.revoke_key(key_id, odrl_now(), events):
             raise Problem("Conflict", f"API key {key_id} is already revoked")
-        await exchange.after(events)
         return {"id": key_id, "revoked": True}
 
     @r.put("/oidc", summary="Trust one OIDC issuer: issuer, audience and its JWKS (platform admin)")
@@ -478,7 +477,8 @@ async def _seed_demo(exchange: Exchange, platform: Any) -> None:
 
 
 def mount(app: FastAPI, platform: Any) -> None:
-    exchange = Exchange(platform, open_exchange_store(platform.settings.database_url))
+    exchange = Exchange(platform, ExchangeStore(platform.db))
+    platform.store.on_delete.append(ExchangeStore.RELEASE_ON_DELETE)
     gate = ExchangeGate(exchange, platform)
     platform.gate = gate
     broker = platform.extras.get("broker")
@@ -507,12 +507,5 @@ def mount(app: FastAPI, platform: Any) -> None:
     async def stop() -> None:
         await exchange.stop()
 
-    async def on_event(event: Any) -> None:
-        # Ownership ends with the entity, so a later create of the same id by someone else is a fresh claim.
-        if event.kind == "entity.deleted":
-            await exchange.store.release(event.tenant, event.subject)
-
-    if platform.relay is not None:
-        platform.relay.subscribe("exchange", on_event, durable=True)
     app.state.startup_hooks.append(start)
     app.state.shutdown_hooks.append(stop)

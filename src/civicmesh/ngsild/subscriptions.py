@@ -294,7 +294,10 @@ class Subscriptions:
         doc = after or before
         if doc is None:
             return None
-        shown = await screen(caller, event.tenant, "notify", [doc])
+        # A deletion released the owner in its own transaction and carries it in the event (finding 12).
+        released = event.data.get("owner") if after is None else None
+        shown = await screen(caller, event.tenant, "notify", [doc],
+                             **({"owners": {doc["id"]: released}} if released else {}))
         if not shown:
             return None
         visible = set(shown[0]["attrs"])
