@@ -20,8 +20,9 @@ from starlette.responses import Response
 
 from civicmesh.errors import Problem
 from civicmesh.ledger import tiles
-from civicmesh.ledger.keys import key_dir_from_env, origin_from_env
+from civicmesh.ledger.keys import key_dir_from_env, load_or_create_log_key, origin_from_env
 from civicmesh.ledger.log import Ledger
+from civicmesh.store.ledger import LedgerStore
 
 log = logging.getLogger("civicmesh.ledger")
 
@@ -185,7 +186,9 @@ def _event_recorder(ledger: Ledger) -> Any:
 def mount(app: FastAPI, platform: Any) -> None:
     """Open the ledger on the platform's database, mount /ledger/, put it in platform.extras['ledger']."""
     key_dir: Path = key_dir_from_env()
-    ledger = Ledger.open(platform.settings.database_url, origin_from_env(), key_dir)
+    # Built now (its routes need it), opened on the platform's database when that is open (start).
+    origin = origin_from_env()
+    ledger = Ledger(LedgerStore(platform.db), origin, load_or_create_log_key(key_dir, origin), prepare=False)
     platform.extras["ledger"] = ledger
     app.include_router(router(ledger))
     relay = getattr(platform, "relay", None)
@@ -196,12 +199,14 @@ def mount(app: FastAPI, platform: Any) -> None:
             log.warning("ledger could not subscribe to events: %s", exc)
 
     async def start() -> None:
-        log.info("ledger %s: tree size %d, keys in %s", ledger.origin, ledger.integrated_size(), key_dir)
+        await asyncio.to_thread(ledger.store.migrate)
+        await asyncio.to_thread(ledger.prepare)
+        size = await asyncio.to_thread(ledger.integrated_size)
+        log.info("ledger %s: tree size %d, keys in %s", ledger.origin, size, key_dir)
         ledger.start()
 
     async def stop() -> None:
         await ledger.stop()
-        ledger.close()
 
     app.state.startup_hooks.append(start)
     app.state.shutdown_hooks.append(stop)

@@ -37,7 +37,7 @@ from civicmesh.ledger.note import (
     parse_signature_line,
     sign_note,
 )
-from civicmesh.store.ledger import Integration, LedgerStore, NewEntry, open_ledger_store
+from civicmesh.store.ledger import Integration, LedgerStore, NewEntry
 
 log = logging.getLogger("civicmesh.ledger")
 
@@ -68,6 +68,7 @@ class Ledger:
         batch_size: int = 1000,
         interval: float = 1.0,
         extra_signers: Iterable[SignerKey] = (),
+        prepare: bool = True,
     ) -> None:
         if signer.name != origin:
             raise NoteError(f"signer key name {signer.name!r} differs from origin {origin!r}")
@@ -82,12 +83,18 @@ class Ledger:
         self._task: asyncio.Task[None] | None = None
         # The largest tree size seen: the log never shrinks, so a requested size up to it needs no query.
         self._known_size = 0
-        self.store.record_key(signer.verifier.encode(), "active", E.utc_now())
-        self.integrate()  # the empty tree (or a tree left unintegrated by a crash) gets its checkpoint now
+        if prepare:
+            self.prepare()
+
+    def prepare(self) -> None:
+        """Record the signing key and give the empty tree (or a tree left unintegrated by a crash) its checkpoint.
+        `prepare=False` defers this until the platform's database is open (in a worker thread)."""
+        self.store.record_key(self.signer.verifier.encode(), "active", E.utc_now())
+        self.integrate()
 
     @classmethod
     def open(cls, database_url: str, origin: str, key_dir: Path, **kw: Any) -> Ledger:
-        store = open_ledger_store(database_url)
+        store = LedgerStore.open(database_url)
         try:
             return cls(store, origin, load_or_create_log_key(key_dir, origin), **kw)
         except BaseException:
@@ -385,8 +392,8 @@ class Ledger:
             self._task = None
         try:
             await asyncio.to_thread(self.integrate)
-        except RuntimeError:  # the interpreter is exiting and its thread pool is gone: integrate right here
-            self.integrate()
+        except RuntimeError:  # the interpreter is exiting and its thread pool is gone: the next start integrates
+            log.warning("ledger: final integration skipped; the next start integrates what is sequenced")
 
     # ------------------------------------------------------------------------------------------ checkpoints
 

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import signal
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ from typing import Any, TypeVar
 import orjson
 import psycopg
 from psycopg import sql as pgsql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -137,6 +139,11 @@ class Tx:
         """Run one statement (a SELECT, or a write with RETURNING); its rows as dicts."""
         raise NotImplementedError
 
+    async def rows(self, statement: str, params: Sequence[Any] = (), *,
+                   many: bool = False) -> tuple[list[tuple[Any, ...]], int]:
+        """Run one statement (with `many`, once per row of `params`); its rows as tuples and its row count."""
+        raise NotImplementedError
+
     def emit(self, kind: str, subject: str, data: dict[str, Any], tenant: str = "") -> None:
         """A change event committed with this transaction, or not at all."""
         self.events.append((kind, subject, data, tenant))
@@ -154,6 +161,8 @@ class Database:
     def __init__(self, target: Target) -> None:
         self.target = target
         self._listeners: list[Callable[[], None]] = []
+        self.loop: asyncio.AbstractEventLoop | None = None  # where it was opened: the sync bridge runs there
+        self._private_loop: threading.Thread | None = None
 
     @staticmethod
     def from_url(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> Database:
@@ -186,6 +195,77 @@ class Database:
     async def execute(self, statement: str, params: Sequence[Any] = ()) -> int:
         async with self.transaction() as tx:
             return await tx.execute(statement, params)
+
+    async def fetch_rows(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """One read outside any transaction; its rows as tuples."""
+        raise NotImplementedError
+
+    # -- the synchronous bridge: for code that runs in worker threads (the ledger) ----------------------------
+    @classmethod
+    def open_sync(cls, url: str, *, pool_size: int = 4) -> Database:
+        """An open Database for synchronous tools (CLI commands, tests, benches): its event loop runs in a
+        thread of its own; `close_sync` stops it."""
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="database-loop", daemon=True)
+        thread.start()
+        db = cls.from_url(url, pool_size=pool_size)
+        db._private_loop = thread
+        try:
+            asyncio.run_coroutine_threadsafe(db.open(), loop).result()
+        except BaseException:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            raise
+        return db
+
+    def close_sync(self) -> None:
+        """Close from a synchronous caller; stops the private loop of `open_sync`."""
+        if self.loop is None:
+            return
+        loop = self.loop
+        self.call(self.close)
+        if self._private_loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            self._private_loop.join()
+            self._private_loop = None
+            loop.close()
+
+    def call(self, step: Callable[[], Awaitable[T]]) -> T:
+        """Run `step()` on the database's loop and wait for it, from another thread."""
+        loop = self.loop
+        if loop is None:
+            raise RuntimeError("the database is not open")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            raise RuntimeError("a synchronous database call on the event loop would block it: use a worker thread")
+
+        async def run() -> T:
+            return await step()
+        return asyncio.run_coroutine_threadsafe(run(), loop).result()
+
+    @contextlib.contextmanager
+    def sync_transaction(self) -> Iterator[SyncCursor]:
+        """`transaction()` for synchronous code in a worker thread; the cursor speaks DB-API with `?`."""
+        manager = self.transaction()
+        tx = self.call(manager.__aenter__)
+        try:
+            yield SyncCursor(self, tx)
+        except BaseException as exc:
+            self.call(functools.partial(manager.__aexit__, type(exc), exc, exc.__traceback__))
+            raise
+        self.call(lambda: manager.__aexit__(None, None, None))
+
+    @contextlib.contextmanager
+    def sync_reader(self) -> Iterator[SyncCursor]:
+        """Single statements outside any transaction, for synchronous code."""
+        yield SyncCursor(self, None)
+
+    def read_now(self, statement: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """A read from a synchronous caller (SQLite: this thread's reader connection, no hop)."""
+        return self.call(lambda: self.fetch_rows(statement, params))
 
     # -- migrations: one table keyed by (room, version) -----------------------------------------------------
     async def migrate(self, room: str, steps: Sequence[Sequence[str]], *,
@@ -234,6 +314,36 @@ class Database:
         raise NotImplementedError
 
 
+class SyncCursor:
+    """The part of a DB-API cursor synchronous callers use, over a transaction (or single reads)."""
+
+    def __init__(self, db: Database, tx: Tx | None) -> None:
+        self._db = db
+        self._tx = tx
+        self._found: list[tuple[Any, ...]] = []
+        self.rowcount = -1
+
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
+        tx = self._tx
+        if tx is None:
+            self._found, self.rowcount = self._db.read_now(statement, params), -1
+            return
+        self._found, self.rowcount = self._db.call(lambda: tx.rows(statement, params))
+
+    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        tx = self._tx
+        if tx is None:
+            raise RuntimeError("writes need sync_transaction()")
+        self._found, self.rowcount = self._db.call(lambda: tx.rows(statement, rows, many=True))
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self._found.pop(0) if self._found else None
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        found, self._found = self._found, []
+        return found
+
+
 # ================================================================================================ SQLite
 
 
@@ -251,6 +361,17 @@ class _SqliteTx(Tx):
 
     async def fetch(self, statement: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         return await self._db.on_writer(lambda: _dicts(self.conn.execute(statement, list(params))))
+
+    async def rows(self, statement: str, params: Sequence[Any] = (), *,
+                   many: bool = False) -> tuple[list[tuple[Any, ...]], int]:
+        return await self._db.on_writer(lambda: _tuples(self.conn, statement, params, many))
+
+
+def _tuples(conn: sqlite3.Connection, statement: str, params: Any,
+            many: bool) -> tuple[list[tuple[Any, ...]], int]:
+    cursor = conn.executemany(statement, params) if many else conn.execute(statement, list(params))
+    found = cursor.fetchall() if cursor.description is not None else []
+    return [tuple(r) for r in found], cursor.rowcount
 
 
 def _dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
@@ -311,7 +432,8 @@ class SqliteDatabase(Database):
 
         def setup() -> None:
             self.writer = self.connect()
-        await asyncio.get_running_loop().run_in_executor(self._writer_pool, setup)
+        self.loop = asyncio.get_running_loop()
+        await self.loop.run_in_executor(self._writer_pool, setup)
         self._opened = True
 
     async def close(self) -> None:
@@ -372,6 +494,12 @@ class SqliteDatabase(Database):
     async def fetch(self, statement: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         return await self.run_reader(lambda c: _dicts(c.execute(statement, list(params))))
 
+    async def fetch_rows(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return await self.run_reader(lambda c: [tuple(r) for r in c.execute(statement, list(params))])
+
+    def read_now(self, statement: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.reader().execute(statement, list(params))]
+
     async def _has_table(self, tx: Tx, name: str) -> bool:
         return bool(await tx.fetch("SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = ?", [name]))
 
@@ -410,6 +538,23 @@ class _PgTx(Tx):
             await cur.execute(pg(statement), list(params))
             return [] if cur.description is None else list(await cur.fetchall())
 
+    async def rows(self, statement: str, params: Sequence[Any] = (), *,
+                   many: bool = False) -> tuple[list[tuple[Any, ...]], int]:
+        return await _pg_rows(self.conn, statement, params, many)
+
+
+async def _pg_rows(conn: psycopg.AsyncConnection[Any], statement: str, params: Any,
+                   many: bool) -> tuple[list[tuple[Any, ...]], int]:
+    async with conn.cursor() as cur:
+        if many:
+            if not params:
+                return [], 0
+            await cur.executemany(pg(statement), params)
+        else:
+            await cur.execute(pg(statement), list(params))
+        found = await cur.fetchall() if cur.description is not None else []
+        return [tuple(r) for r in found], cur.rowcount
+
 
 class PostgresDatabase(Database):
     """One connection pool per process; a transaction holds one pooled connection."""
@@ -422,8 +567,10 @@ class PostgresDatabase(Database):
         # JIT off: its compile time (10-12 ms, paid again at every execution, prepared or not) is larger than
         # the statements it would speed up. A history aggregation whose row estimate crossed jit_above_cost took
         # 190 ms instead of 2 ms.
+        # Added to the URL's own options (a search_path there must survive).
+        options = f"{conninfo_to_dict(self.url).get('options') or ''} -c jit=off".strip()
         self.pool = AsyncConnectionPool(self.url, min_size=1, max_size=pool_size, open=False,
-                                        kwargs={"autocommit": True, "options": "-c jit=off"},
+                                        kwargs={"autocommit": True, "options": options},
                                         timeout=CONNECTION_WAIT)
         self._opened = False
 
@@ -432,6 +579,7 @@ class PostgresDatabase(Database):
             return
         await ensure_database(self.url)  # before the pool's first connection (finding 18)
         await self.pool.open(wait=True, timeout=30)
+        self.loop = asyncio.get_running_loop()
         self._opened = True
 
     async def close(self) -> None:
@@ -459,6 +607,10 @@ class PostgresDatabase(Database):
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(pg(statement), list(params))
             return [] if cur.description is None else list(await cur.fetchall())
+
+    async def fetch_rows(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        async with self.pool.connection() as conn:
+            return (await _pg_rows(conn, statement, params, False))[0]
 
     async def _lock_migrations(self, tx: Tx) -> None:
         await tx.execute("SELECT pg_advisory_xact_lock(7311000)")
