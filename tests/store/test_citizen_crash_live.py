@@ -86,7 +86,8 @@ def _state_and_ledger(url: str, rid: str) -> tuple[str, list[str]]:
                 if "citizen.dispatched" in kinds:
                     break
                 time.sleep(0.3)
-            assert "citizen.dispatched" in kinds, f"the relay never delivered the first milestone: {answer and answer.text}"
+            assert "citizen.dispatched" in kinds, \
+                f"the relay never delivered the first milestone: {answer and answer.text}"
             time.sleep(2)  # events after it are delivered in order, within the relay's next rounds
             kinds = [json.loads(e["entry"])["kind"]
                      for e in http.get("/ledger/entries", params={"subject": rid}).json()["entries"]]

@@ -307,6 +307,14 @@ class Database:
             rows = await tx.fetch("SELECT room, max(version) AS v FROM schema_migrations GROUP BY room ORDER BY room")
         return {r["room"]: int(r["v"]) for r in rows}
 
+    async def backup(self, destination: str) -> None:
+        """A consistent copy of the whole database in `destination`."""
+        raise NotImplementedError
+
+    async def restore(self, source: str) -> None:
+        """Replace the database's content with a copy made by `backup` (no server may be using it)."""
+        raise NotImplementedError
+
     async def _lock_migrations(self, tx: Tx) -> None:
         """Two workers starting together must not both run a room's steps (SQLite: BEGIN IMMEDIATE already)."""
 
@@ -513,6 +521,20 @@ class SqliteDatabase(Database):
                 target.close()
         await self.run_writer(run)
 
+    async def restore(self, source: str) -> None:
+        """Copy a backup file page by page over the open database, on the writer (readers see the old or the new
+        content, never a mix)."""
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"no backup file {source}")
+
+        def run(conn: sqlite3.Connection) -> None:
+            origin = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+            try:
+                origin.backup(conn)
+            finally:
+                origin.close()
+        await self.run_writer(run)
+
 
 # ============================================================================================ PostgreSQL
 
@@ -612,12 +634,35 @@ class PostgresDatabase(Database):
         async with self.pool.connection() as conn:
             return (await _pg_rows(conn, statement, params, False))[0]
 
+    async def backup(self, destination: str) -> None:
+        """pg_dump's custom format (compressed, restorable table by table)."""
+        await _run_tool("pg_dump", "--format=custom", "--no-owner", f"--file={destination}", f"--dbname={self.url}")
+
+    async def restore(self, source: str) -> None:
+        """pg_restore over the database: every object in the dump is dropped and created again."""
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"no backup file {source}")
+        # The pool's connections would hold locks DROP TABLE waits for: it closes for good (a closed pool cannot
+        # open again), so a restore ends this Database's life.
+        await self.close()
+        await _run_tool("pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction",
+                        f"--dbname={self.url}", source)
+
     async def _lock_migrations(self, tx: Tx) -> None:
         await tx.execute("SELECT pg_advisory_xact_lock(7311000)")
 
     async def _has_table(self, tx: Tx, name: str) -> bool:
         rows = await tx.fetch("SELECT to_regclass(?) IS NOT NULL AS x", [name])
         return bool(rows[0]["x"])
+
+
+async def _run_tool(*args: str) -> None:
+    """Run a PostgreSQL client tool; its error output becomes the exception's message."""
+    process = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
+                                                   stderr=asyncio.subprocess.PIPE)
+    _, err = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"{args[0]} failed ({process.returncode}): {err.decode(errors='replace').strip()}")
 
 
 async def ensure_database(url: str) -> None:
