@@ -4,8 +4,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+# The fast lane: every test that starts no server, browser or database server (tests/conftest.py marks them).
+FAST_LANE := not live and not postgres and not browser
 
-.PHONY: install run test bench lint conformance clean
+.PHONY: install run test test-fast bench lint conformance clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,10 +18,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/civicmesh serve --host $(HOST) --port $(PORT) --demo
+	CIVICMESH_ENDPOINT_ALLOW=$${CIVICMESH_ENDPOINT_ALLOW-127.0.0.1} $(VENV)/bin/civicmesh serve --host $(HOST) --port $(PORT) --demo
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q
+
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -q -m "$(FAST_LANE)"
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -37,6 +37,8 @@ CONTEXT_DIR="$HOME_DIR/contexts"
 RESULTS_ROOT="$HOME_DIR/results"
 PORT="${CONFORMANCE_PORT:-18080}"
 DB_FILE="${CONFORMANCE_DB:-/tmp/conformance.db}"
+# The suite's notification receivers and context sources listen on loopback: let the endpoint policy admit it.
+export CIVICMESH_ENDPOINT_ALLOW="${CIVICMESH_ENDPOINT_ALLOW:-127.0.0.1,::1,localhost}"
 BROKER_CMD="${CONFORMANCE_BROKER_CMD:-$REPO_ROOT/.venv/bin/civicmesh serve --port $PORT --no-auth --context-dir $CONTEXT_DIR --database sqlite:///$DB_FILE}"
 BASE_URL="${CONFORMANCE_URL:-http://127.0.0.1:$PORT/ngsi-ld/v1}"
 HEALTH_URL="${BASE_URL%/ngsi-ld/v1}/health"

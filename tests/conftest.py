@@ -1,7 +1,15 @@
-"""Shared fixtures: both store engines, and a real server on a loopback port for each."""
+"""Shared fixtures: both store engines, a real server on a loopback port for each, and the test lanes.
+
+Lanes: every test is classified at collection from what it uses (the fixtures below) and, where a test starts a
+server itself, by an explicit mark. `live` starts a real server on a loopback port, `postgres` needs the PostgreSQL
+server, `browser` drives Chromium; `make test-fast` runs every test that has none of the three. A test that starts
+a server or makes a PostgreSQL database without its mark fails at once, so a new test cannot slip into the wrong
+lane.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import tempfile
@@ -16,17 +24,101 @@ import pytest
 import uvicorn
 
 # Nothing a test starts may write into the checkout's ./civicmesh-data (where `make run` keeps the real data);
-# set before civicmesh is imported, since the default data directory is read at import.
+# Settings read it whenever they are made (tests that need another data directory set it themselves).
 os.environ.setdefault("CIVICMESH_DATA_DIR", tempfile.mkdtemp(prefix="civicmesh-test-data-"))
 
 from civicmesh.app import create_app  # noqa: E402
+from civicmesh.cli import proxy_options  # noqa: E402
 from civicmesh.config import Settings  # noqa: E402
 
 # Room tests exercise behaviour with authentication off; tests/exchange/ turns it on and checks every room's
 # endpoints behind it.
 os.environ.setdefault("CIVICMESH_NO_AUTH", "true")
+# The test receivers (webhooks, Mosquitto) listen on loopback, which the endpoint policy refuses unless allowed.
+os.environ.setdefault("CIVICMESH_ENDPOINT_ALLOW", "127.0.0.1")
 
 IN_CI = os.environ.get("CI") == "true"
+
+# -- lanes --------------------------------------------------------------------------------------------------------
+# Fixtures whose setup starts a server on a loopback port, as "<file>::<name>" (names alone collide: the broker's
+# query tests have a `city` of their own that is plain data). A test that uses one directly or through another
+# fixture (`client` -> `server`) is classified. A fixture that starts the platform and is missing here is caught by
+# the guard in LiveServer.start, whose message points here.
+LIVE_FIXTURES = frozenset({
+    "tests/conftest.py::server",
+    "tests/citizen/conftest.py::live_server",
+    "tests/exchange/conftest.py::secure",
+    "tests/exchange/test_demo_walkthrough_live.py::demo_city",
+    "tests/exchange/test_screened_reads_live.py::own_secure",
+    "tests/ingest/test_iot_agent_live.py::mqtt_server",
+    "tests/ingest/test_iot_agent_live.py::private_mosquitto",
+    "tests/ledger/test_live_http.py::server",
+    "tests/ngsild/test_subscription_behaviour_live.py::receiver",
+    "tests/ngsild/test_subscriptions_live.py::receiver",
+    "tests/web/conftest.py::city",
+    "tests/web/conftest.py::city_sqlite",
+    "tests/web/test_events_live.py::gated",
+    "tests/web/test_gate_browser.py::gated",
+    "tests/web/test_stream_metering_live.py::gated",
+})
+BROWSER_FIXTURES = frozenset({"tests/web/conftest.py::browser"})
+# Values of an engine parameter that select the PostgreSQL server (database_url, db_url, city, gated, ...).
+POSTGRES_PARAMS = frozenset({"postgres", "postgresql"})
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def lanes_of(fixtures: list[str], params: dict[str, object]) -> set[str]:
+    """The lanes a test belongs to, from the fixtures it uses ("<file>::<name>", their whole closure) and its
+    parameters."""
+    lanes = set()
+    if LIVE_FIXTURES.intersection(fixtures):
+        lanes.add("live")
+    if BROWSER_FIXTURES.intersection(fixtures):
+        lanes.add("browser")
+    if any(isinstance(value, str) and value in POSTGRES_PARAMS for value in params.values()):
+        lanes.add("postgres")
+    return lanes
+
+
+def fixtures_of(item: pytest.Item) -> list[str]:
+    """Every fixture a test uses, as "<file>::<name>" of the definition that applies to it (the closest one)."""
+    found = []
+    definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    for name in getattr(item, "fixturenames", ()):
+        if definitions.get(name):
+            where = Path(definitions[name][-1].func.__code__.co_filename)
+            found.append(f"{where.relative_to(ROOT) if where.is_relative_to(ROOT) else where}::{name}")
+    return found
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        for lane in lanes_of(fixtures_of(item), params):
+            if item.get_closest_marker(lane) is None:
+                item.add_marker(lane)
+
+
+_running: list[pytest.Item] = []  # the test being set up, run or torn down, for the lane guard
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    _running.append(item)
+    try:
+        return (yield)
+    finally:
+        _running.pop()
+
+
+def require_lane(lane: str, what: str) -> None:
+    """Fail the running test if it does `what` without being in `lane` (outside a test, e.g. a benchmark, pass)."""
+    if not _running or _running[-1].get_closest_marker(lane) is not None:
+        return
+    pytest.fail(f"{_running[-1].nodeid} {what} but is not marked {lane!r}: add @pytest.mark.{lane} (or "
+                f"pytestmark = pytest.mark.{lane} for the module), or a fixture that starts it to LIVE_FIXTURES in "
+                f"tests/conftest.py, so `make test-fast` leaves it out", pytrace=False)
 PG_ADMIN = os.environ.get("CIVICMESH_TEST_PG", "postgresql://root@127.0.0.1:5432/postgres")
 
 
@@ -39,6 +131,7 @@ def postgres_available() -> bool:
 
 
 def require_postgres() -> None:
+    require_lane("postgres", "needs the PostgreSQL server")
     if postgres_available():
         return
     if IN_CI:
@@ -49,6 +142,7 @@ def require_postgres() -> None:
 def fresh_postgres_url(prefix: str = "civicmesh_test") -> str:
     import psycopg
 
+    require_lane("postgres", "makes a PostgreSQL database")
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -101,11 +195,13 @@ class LiveServer:
         self.app = create_app(settings)
         self.port = settings.port
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
+                                **proxy_options(settings))  # as `civicmesh serve` runs it
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> LiveServer:
+        require_lane("live", "starts a server on a loopback port")
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
@@ -119,6 +215,58 @@ class LiveServer:
         self.thread.join(timeout=15)
 
 
+class _OnAppLoop(httpx.BaseTransport):
+    """A sync httpx transport that hands each request to httpx.ASGITransport on the app's own event loop (the one
+    its lifespan and background tasks run on), and gives back the bytes exactly as the app sent them."""
+
+    def __init__(self, app: object, loop: asyncio.AbstractEventLoop) -> None:
+        self._asgi = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        self._loop = loop
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        body = request.read()
+
+        async def send() -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+            forwarded = httpx.Request(request.method, request.url, headers=request.headers, content=body)
+            response = await self._asgi.handle_async_request(forwarded)
+            raw = b"".join([chunk async for chunk in response.aiter_raw()])  # undecoded: the client decodes once
+            return response.status_code, response.headers.raw, raw
+
+        status, headers, raw = asyncio.run_coroutine_threadsafe(send(), self._loop).result(timeout=120)
+        return httpx.Response(status, headers=headers, stream=httpx.ByteStream(raw))
+
+
+class InProcessApp:
+    """The real app in this process with its lifespan run (store, relay, every room's start), reached through
+    httpx's ASGITransport: no socket, no port. For tests about what the API answers, not about the wire; a test
+    that needs a socket (notifications to a receiver, SSE, a restart, a client that hangs up) uses LiveServer."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._lifespan = self.app.router.lifespan_context(self.app)
+
+    def _run(self, step: object) -> object:
+        return asyncio.run_coroutine_threadsafe(step, self.loop).result(timeout=60)  # type: ignore[arg-type]
+
+    def start(self) -> InProcessApp:
+        self.thread.start()
+        self._run(self._lifespan.__aenter__())
+        return self
+
+    def client(self, path: str = "", **options: object) -> httpx.Client:
+        return httpx.Client(transport=_OnAppLoop(self.app, self.loop), base_url="http://127.0.0.1" + path,
+                            **options)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        self._run(self._lifespan.__aexit__(None, None, None))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=15)
+        self.loop.close()
+
+
 def start_server(database_url: str, **settings: object) -> LiveServer:
     return LiveServer(Settings(database_url=database_url, port=free_port(), **settings)).start()  # type: ignore[arg-type]
 
@@ -128,6 +276,28 @@ def server(database_url: str) -> Iterator[LiveServer]:
     live = start_server(database_url, max_body_bytes=256 * 1024)
     yield live
     live.stop()
+
+
+@pytest.fixture(scope="session")
+def app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessApp]:
+    """The app in-process with the `server` fixture's settings, on a database of its own (the engine under test),
+    so it never shares an outbox or a delivery queue with a server."""
+    if database_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path_factory.mktemp('in-process') / 'civicmesh.db'}"
+    else:
+        url = fresh_postgres_url("civicmesh_in_process")
+    in_process = InProcessApp(Settings(database_url=url, max_body_bytes=256 * 1024)).start()
+    yield in_process
+    in_process.stop()
+    if not url.startswith("sqlite"):
+        drop_postgres(url)
+
+
+@pytest.fixture
+def app_client(app: InProcessApp, tenant: str) -> Iterator[httpx.Client]:
+    """Like `client`, without a socket: the NGSI-LD API of the in-process app, in this test's own tenant."""
+    with app.client("/ngsi-ld/v1", headers={"NGSILD-Tenant": tenant}, timeout=30) as c:
+        yield c
 
 
 @pytest.fixture

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,16 +17,21 @@ from civicmesh import metrics
 from civicmesh.config import Settings
 from civicmesh.errors import Problem
 from civicmesh.events import OutboxRelay
-from civicmesh.exchange.gate import Gate
+from civicmesh.platform import Core, Platform, Room, RoomBuilder, find_service
 from civicmesh.store import open_store
 from civicmesh.store.base import DATABASE_ERRORS, unavailable
 from civicmesh.store.db import Database
 
 log = logging.getLogger("civicmesh")
 
-# Each room module exposes `mount(app, platform)`; they are mounted in this order.
+T = TypeVar("T")
+
+# Each room module exposes `build(platform) -> Room`. Rooms depend only on the Platform, never on each other, so
+# this order matters for two things alone: middleware nesting (the exchange's identity check is added first, so
+# it is the innermost middleware and wraps every route) and the order lifespans start (the exchange seeds the
+# demo organizations before the broker loads the demo city); shutdown runs in reverse.
 ROOMS: list[str] = [
-    "civicmesh.exchange.api",  # first: its identity middleware and gate wrap every other room
+    "civicmesh.exchange.api",
     "civicmesh.ngsild",
     "civicmesh.ngsild.registrations",
     "civicmesh.ngsild.subscriptions",
@@ -41,16 +45,37 @@ ROOMS: list[str] = [
 ]
 
 
-@dataclass
-class Platform:
-    """What every room may use: settings, the store, the event relay and the gate."""
+def build_platform(settings: Settings) -> Platform:
+    """The shared services, each made once from what it depends on; nothing touches the database yet."""
+    from civicmesh.exchange.enforce import ExchangeGate
+    from civicmesh.exchange.service import Exchange
+    from civicmesh.ngsild import build_contexts
+    from civicmesh.ngsild.broker import Broker, EntitySink
+    from civicmesh.ngsild.routes import NgsiLd
+    from civicmesh.store.exchange import ExchangeStore
 
-    settings: Settings
-    db: Database
-    store: Any = None
-    relay: OutboxRelay | None = None
-    gate: Gate = field(default_factory=Gate)
-    extras: dict[str, Any] = field(default_factory=dict)
+    db = Database.from_url(settings.database_url, pool_size=settings.database_pool_size)
+    store = open_store(db)
+    relay = OutboxRelay(store)
+    db.add_listener(relay.notify)
+    core = Core(settings=settings, db=db, store=store, relay=relay, contexts=build_contexts(settings))
+    exchange = Exchange(core, ExchangeStore(db))
+    gate = ExchangeGate(exchange, core)
+    broker = Broker(store, gate)
+    ngsi = NgsiLd(broker, core.contexts, max_body=settings.max_body_bytes, max_limit=settings.max_limit,
+                  default_limit=settings.default_limit)
+    return Platform(settings=settings, db=db, store=store, relay=relay, contexts=core.contexts, exchange=exchange,
+                    gate=gate, broker=broker, entities=EntitySink(broker, core.contexts.core), ngsi=ngsi)
+
+
+def default_rooms() -> list[RoomBuilder]:
+    return [importlib.import_module(name).build for name in ROOMS]
+
+
+def service(app: FastAPI, kind: type[T]) -> T:
+    """The running app's one service of type `kind` (e.g. the IoT agent's `IotApi`), for tools and tests."""
+    rooms: Sequence[Room] = app.state.rooms
+    return find_service(rooms, kind)
 
 
 def problem_response(problem: Problem) -> Response:
@@ -60,54 +85,40 @@ def problem_response(problem: Problem) -> Response:
                     media_type="application/problem+json")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, rooms: Sequence[RoomBuilder] | None = None) -> FastAPI:
+    """The app: the platform, then every room built on it (`rooms` defaults to ROOMS)."""
     settings = settings or Settings.from_env()
-    db = Database.from_url(settings.database_url, pool_size=settings.database_pool_size)
-    store = open_store(db)
-    relay = OutboxRelay(store)
-    db.add_listener(relay.notify)
-    platform = Platform(settings=settings, db=db, store=store, relay=relay)
+    platform = build_platform(settings)
+    built = [build(platform) for build in (default_rooms() if rooms is None else rooms)]
+    for room in built:
+        for subscriber in room.subscribers:
+            if subscriber.on_events is not None:
+                platform.relay.subscribe_batch(subscriber.name, subscriber.on_events, durable=subscriber.durable)
+            elif subscriber.on_event is not None:
+                platform.relay.subscribe(subscriber.name, subscriber.on_event, durable=subscriber.durable)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        for hook in app.state.startup_hooks:
-            await hook()
-        try:
+        # Entered in order, left in reverse; a start that fails leaves through everything already entered, so a
+        # room that cannot start leaves no open store, pool or task behind. The relay starts last, when every
+        # durable subscriber is registered and every room is ready for its events, and stops first.
+        async with AsyncExitStack() as stack:
+            # Closed even when opening fails half-way (a pool opened, a migration failed).
+            stack.push_async_callback(_logged_stop, "database", platform.db.close)  # after the store's own close
+            stack.push_async_callback(_logged_stop, "store", platform.store.close)
+            await platform.store.open()
+            log.info("store: %s (%s engine)", _redacted(settings.database_url), platform.store.engine)
+            for room in built:
+                if room.lifespan is not None:
+                    await stack.enter_async_context(_stops_logged(room.name, room.lifespan()))
+            await platform.relay.start()
+            stack.push_async_callback(_logged_stop, "relay", platform.relay.stop)
             yield
-        finally:
-            # Every hook runs even when one before it fails, so a room that cannot stop cleanly does not leave
-            # the relay running or the store's connections open.
-            for hook in reversed(app.state.shutdown_hooks):
-                try:
-                    await hook()
-                except Exception:
-                    log.exception("shutdown step %s failed", getattr(hook, "__qualname__", hook))
 
     app = FastAPI(title="civicmesh", version="0.1.0", lifespan=lifespan, redirect_slashes=False,
                   description="Open city data platform: NGSI-LD broker, live city, data exchange, ledger.")
     app.state.platform = platform
-
-    async def open_store_and_relay() -> None:
-        await store.open()
-        log.info("store: %s (%s engine)", _redacted(settings.database_url), store.engine)
-
-    async def start_relay() -> None:
-        await relay.start()
-
-    async def stop_relay() -> None:
-        await relay.stop()
-
-    async def close_store() -> None:
-        try:
-            await store.close()
-        finally:
-            await db.close()
-
-    # Rooms append their own hooks while mounting: they run after the store opens and before the relay starts,
-    # so every durable subscriber is registered when the relay replays the outbox. Shutdown runs in reverse: the
-    # relay stops first, so no event reaches a room that has already closed, and the store closes last.
-    app.state.startup_hooks = [open_store_and_relay]
-    app.state.shutdown_hooks = [close_store]
+    app.state.rooms = tuple(built)
 
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> Response:
@@ -147,12 +158,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    for name in ROOMS:
-        importlib.import_module(name).mount(app, platform)
+    for room in built:
+        for middleware in room.middleware:
+            app.add_middleware(middleware.cls, *middleware.args, **middleware.kwargs)
+        for router in room.routers:
+            app.include_router(router)
     metrics.install(app, platform)
-    app.state.startup_hooks.append(start_relay)
-    app.state.shutdown_hooks.append(stop_relay)
     return app
+
+
+async def _logged_stop(name: str, stop: Callable[[], Awaitable[None]]) -> None:
+    # A step that cannot stop cleanly is logged, and every other step still runs.
+    try:
+        await stop()
+    except Exception:
+        log.exception("%s did not stop cleanly", name)
+
+
+@asynccontextmanager
+async def _stops_logged(name: str, lifespan: AbstractAsyncContextManager[None]) -> AsyncIterator[None]:
+    await lifespan.__aenter__()
+    try:
+        yield
+    finally:
+        try:
+            await lifespan.__aexit__(None, None, None)
+        except Exception:
+            log.exception("room %s did not stop cleanly", name)
 
 
 def _redacted(url: str) -> str:

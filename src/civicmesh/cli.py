@@ -35,6 +35,8 @@ def serve(
     no_auth: bool = typer.Option(False, "--no-auth", help="Turn authentication off (local experiments only)."),
     mqtt: str = typer.Option(None, "--mqtt", help="MQTT broker URL for IoT ingestion, e.g. mqtt://127.0.0.1:1883."),
     log_level: str = typer.Option("info", help="Log level."),
+    data_dir: Path = typer.Option(None, "--data-dir", help="Where keys and other files live (default: beside a "
+                                  "SQLite database, else ./civicmesh-data)."),
 ) -> None:
     """Serve the platform over HTTP."""
     import uvicorn
@@ -42,15 +44,24 @@ def serve(
     from civicmesh.app import create_app
 
     settings = Settings.from_env(host=host, port=port, database_url=database, context_dir=context_dir,
-                                 demo=demo or None, no_auth=no_auth or None, mqtt_url=mqtt, log_level=log_level)
+                                 demo=demo or None, no_auth=no_auth or None, mqtt_url=mqtt, log_level=log_level,
+                                 data_dir=data_dir)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    console.print(f"[bold]civicmesh[/] data: {settings.database_url}")
+    console.print(f"[bold]civicmesh[/] data: {settings.database_url}, keys and files: {settings.data_home}")
     console.print(f"NGSI-LD API: http://{settings.host}:{settings.port}/ngsi-ld/v1/entities  "
                   f"docs: http://{settings.host}:{settings.port}/docs")
     console.print(f"[bold]operations dashboard: http://{settings.host}:{settings.port}/[/]")
     # Open dashboard streams (server-sent events) never end by themselves; give them a few seconds on shutdown.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=False, timeout_graceful_shutdown=3)
+                access_log=False, timeout_graceful_shutdown=3, **proxy_options(settings))
+
+
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's proxy-header options: X-Forwarded-For/-Proto are believed only from the configured proxies.
+    uvicorn's own default believes them from 127.0.0.1, so any local process (or a proxy that passes the header
+    through) could choose the client address the failed-login limiter counts against."""
+    trusted = settings.trusted_proxies.strip()
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted or None}
 
 
 @app.command()

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from civicmesh.workers import Worker
+
 log = logging.getLogger("civicmesh.events")
 
 ENTITY_CREATED = "entity.created"
@@ -68,7 +70,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._batch = batch
         self._idle_poll = idle_poll
-        self._task: asyncio.Task[None] | None = None
+        self._worker: Worker | None = None
         self._delivered = asyncio.Condition()
         self.position = 0
         self.owner = False
@@ -76,14 +78,14 @@ class OutboxRelay:
 
     def subscribe(self, name: str, handler: Handler, *, durable: bool = False) -> None:
         """Register before `start()`. A durable subscriber resumes where it stopped; others start at the tip."""
-        if self._task is not None:
+        if self._worker is not None:
             raise RuntimeError("subscribe before the relay starts")
         self._subscribers.append(_Subscriber(name, handler, durable))
 
     def subscribe_batch(self, name: str, handler: BatchHandler, *, durable: bool = False) -> None:
         """Like `subscribe`, but the handler gets each relayed run of events at once, so it can store what they
         cause in one transaction. A durable batch handler that fails gets the whole run again."""
-        if self._task is not None:
+        if self._worker is not None:
             raise RuntimeError("subscribe before the relay starts")
         self._subscribers.append(_Subscriber(name, None, durable, batch_handler=handler))
 
@@ -97,9 +99,10 @@ class OutboxRelay:
         acquire = getattr(self._store, "acquire_relay_lock", None)
         if acquire is None or await acquire():
             await self._take_over()
-            self._task = asyncio.create_task(self._run(), name="outbox-relay")
+            self._worker = Worker("outbox-relay", self._run)
         else:
-            self._task = asyncio.create_task(self._stand_by(acquire), name="outbox-relay-standby")
+            self._worker = Worker("outbox-relay-standby", lambda: self._stand_by(acquire))
+        self._worker.start()
 
     async def _stand_by(self, acquire: Callable[[], Awaitable[bool]]) -> None:
         while not await acquire():
@@ -122,13 +125,9 @@ class OutboxRelay:
             self._delivered.notify_all()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        if self._worker is not None:
+            await self._worker.stop()
+            self._worker = None
 
     async def wait_until(self, seq: int, timeout: float = 10.0) -> None:
         """Wait until every subscriber has seen `seq` (tests and read-your-writes consumers use this)."""

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+if TYPE_CHECKING:
+    from civicmesh.platform import Platform
 
-def install(app: FastAPI, platform: Any) -> None:
+
+def install(app: FastAPI, platform: Platform) -> None:
     registry = CollectorRegistry()
     requests = Counter("civicmesh_http_requests_total", "HTTP requests", ["method", "route", "status"],
                        registry=registry)
@@ -19,7 +22,7 @@ def install(app: FastAPI, platform: Any) -> None:
                         registry=registry, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
     relay_position = Gauge("civicmesh_event_relay_position", "last outbox sequence delivered to every subscriber",
                            registry=registry)
-    relay_position.set_function(lambda: platform.relay.position if platform.relay else 0)
+    relay_position.set_function(lambda: platform.relay.position)
 
     class Measure:
         """Plain ASGI middleware (Starlette's BaseHTTPMiddleware cost ~7 % of a request's CPU and buffers

@@ -9,13 +9,16 @@ import time
 import httpx
 import pytest
 
+from civicmesh.app import service
+from civicmesh.citizen.service import CitizenDesk
+
 from .conftest import API_KEY, CST, Clock, LiveServer
 
 pytestmark = pytest.mark.live
 
 
 def test_request_milestones_reach_the_ledger(live_server: LiveServer) -> None:
-    live_server.app.state.citizen_desk.clock = Clock(dt.datetime(2026, 9, 30, 10, 0, tzinfo=CST))
+    service(live_server.app, CitizenDesk).clock = Clock(dt.datetime(2026, 9, 30, 10, 0, tzinfo=CST))
     with httpx.Client(base_url=live_server.url, timeout=30) as http:
         created = http.post("/open311/v2/requests.json", data={
             "api_key": API_KEY, "service_code": "pothole", "lat": "30.209", "long": "120.2045",

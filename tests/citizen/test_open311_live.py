@@ -12,6 +12,9 @@ import xml.etree.ElementTree as ET
 import httpx
 import pytest
 
+from civicmesh.app import service
+from civicmesh.citizen.service import CitizenDesk
+
 from .conftest import API_KEY, CST, SPAM_KEY, Clock, LiveServer
 
 pytestmark = pytest.mark.live
@@ -24,7 +27,7 @@ def client(server: LiveServer) -> httpx.Client:
 
 def set_clock(server: LiveServer, moment: dt.datetime) -> Clock:
     clock = Clock(moment)
-    server.app.state.citizen_desk.clock = clock
+    service(server.app, CitizenDesk).clock = clock
     return clock
 
 

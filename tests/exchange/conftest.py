@@ -9,22 +9,13 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-import civicmesh.app
 from civicmesh.config import Settings
 from tests.conftest import LiveServer, free_port
 
 
 def secure_server(database_url: str, **settings: Any) -> LiveServer:
-    live = LiveServer(Settings(database_url=database_url, port=free_port(), no_auth=False,
-                               max_body_bytes=64 * 1024, **settings))
-    if "civicmesh.exchange.api" not in civicmesh.app.ROOMS:
-        from civicmesh.exchange.api import mount
-
-        hooks = live.app.state.startup_hooks
-        start_relay = hooks.pop()  # the relay must start after the exchange subscribed
-        mount(live.app, live.app.state.platform)
-        hooks.append(start_relay)
-    return live.start()
+    return LiveServer(Settings(database_url=database_url, port=free_port(), no_auth=False,
+                               max_body_bytes=64 * 1024, **settings)).start()
 
 
 def bootstrap_key(database_url: str) -> str:

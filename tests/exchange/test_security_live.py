@@ -153,6 +153,7 @@ def test_bodies_and_policy_validation(secure: Any) -> None:
         assert r.status_code == 200 and r.json()["permission"][0]["action"] == "use"
 
 
+@pytest.mark.live  # starts its own server
 def test_key_guessing_is_rate_limited(database_url: str) -> None:
     if not database_url.startswith("sqlite"):
         pytest.skip("the limiter is in memory and engine-independent; one engine is enough")

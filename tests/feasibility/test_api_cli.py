@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from civicmesh.app import problem_response
 from civicmesh.errors import Problem
-from civicmesh.feasibility.api import mount
+from civicmesh.feasibility.api import router
 from civicmesh.feasibility.cli import feasibility_app
 from civicmesh.feasibility.evaluate import as_json, run
 from civicmesh.feasibility.model import load_project
@@ -31,7 +31,7 @@ def client() -> TestClient:
     async def _problem(_: Request, exc: Problem) -> Response:
         return problem_response(exc)
 
-    mount(app, None)
+    app.include_router(router())
     return TestClient(app)
 
 
@@ -130,6 +130,7 @@ def test_pdf_without_chromium_is_a_clear_error_after_the_html(tmp_path: Path) ->
     assert "needs Chromium" in result.output and out.exists()
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian chromium to print the PDF")
 def test_pdf_with_chromium(tmp_path: Path) -> None:
     out = tmp_path / "report.html"

@@ -15,6 +15,9 @@ import pytest
 from tests.conftest import IN_CI, LiveServer, drop_postgres, free_port, fresh_postgres_url, start_server
 from tests.helpers import problem
 
+from civicmesh.app import service
+from civicmesh.ingest.api import IotApi
+
 
 def mosquitto_up(port: int = 1883) -> bool:
     try:
@@ -48,7 +51,7 @@ def own_database(database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
 def mqtt_server(own_database: str) -> Iterator[LiveServer]:
     require_mosquitto()
     live = start_server(own_database, mqtt_url="mqtt://127.0.0.1:1883")
-    wait_for(lambda: live.app.state.platform.extras["iot"].mqtt.connected.is_set(), "the agent never connected")
+    wait_for(lambda: service(live.app, IotApi).mqtt.connected.is_set(), "the agent never connected")
     yield live
     live.stop()
 
@@ -227,11 +230,11 @@ def test_a_qos1_message_is_acknowledged_only_once_stored(mqtt_server: LiveServer
     import paho.mqtt.client as mqtt
 
     apikey, device_id = provision(mqtt_server.url, tenant)
-    ingress = mqtt_server.app.state.platform.extras["iot"].mqtt
+    ingress = service(mqtt_server.app, IotApi).mqtt
     publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     publisher.connect("127.0.0.1", 1883)
     publisher.loop_start()
-    agent = mqtt_server.app.state.platform.extras["iot"].agent
+    agent = service(mqtt_server.app, IotApi).agent
     acked: list[int] = []
     original = ingress.client.ack
     before = agent.totals.stored
@@ -293,7 +296,7 @@ def test_the_agent_reconnects_after_the_connection_drops_and_the_broker_restarts
     url = private_database
     live = start_server(url, mqtt_url=f"mqtt://127.0.0.1:{port}")
     try:
-        ingress = live.app.state.platform.extras["iot"].mqtt
+        ingress = service(live.app, IotApi).mqtt
         wait_for(ingress.connected.is_set, "the agent never connected")
         apikey, device_id = provision(live.url, tenant)
 

@@ -7,10 +7,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from tests.conftest import start_server
 
+from civicmesh.app import service
 from civicmesh.demo import demo_entities
-from civicmesh.ingest.simulator import JUMP_SPAN, Simulator, aqi, iaqi
+from civicmesh.ingest.simulator import JUMP_SPAN, Simulator, SimulatorRunner, aqi, iaqi
 
 START = datetime(2025, 6, 16, 0, 0, tzinfo=UTC)  # 08:00 in Hangzhou, the morning rush
 
@@ -71,10 +73,11 @@ def test_readings_follow_the_day_are_seeded_and_the_bridge_jumps() -> None:
     assert abs(values[3] - values[0]) < 1  # before it, a slow creep
 
 
+@pytest.mark.live
 def test_the_demo_city_moves_through_the_agent_and_raises_bridge_alerts(tmp_path: Any) -> None:
     server = start_server(f"sqlite:///{tmp_path / 'demo.db'}", demo=True, simulator_interval=0.2)
     try:
-        runner = server.app.state.platform.extras["simulator"]
+        runner = service(server.app, SimulatorRunner)
         runner.simulator.jump_after = 8
         api = httpx.Client(base_url=server.url + "/ngsi-ld/v1", timeout=30)
         history: list = []

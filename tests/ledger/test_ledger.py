@@ -83,30 +83,34 @@ def test_batches_integrate_by_count_and_checkpoints_stay_consistent(db_url: str,
         lg.close()
 
 
-def test_entries_by_subject_with_proofs_and_typed_helpers(ledger: Ledger) -> None:
+def test_entries_by_subject_with_proofs_and_the_rights_helper(ledger: Ledger) -> None:
     i = ledger.register_data_rights("urn:ngsi-ld:DataProduct:bus-gps", "urn:org:transit", b"GTFS-RT feed v2")
-    j = ledger.record_asset_transaction(
-        "urn:agreement:7",
-        "urn:ngsi-ld:DataProduct:bus-gps",
+    j = ledger.append(
+        "data-asset.transaction",
         "urn:org:transit",
-        "urn:org:logistics",
-        "120.00",
-        "CNY",
-        "settled",
-    )
-    ledger.record_agreement_transition("urn:agreement:7", "offered", "active", actor="urn:org:logistics")
-    ledger.record_gate_decision("urn:org:logistics", "urn:ngsi-ld:Bus:1", "read", True, reason="agreement 7")
-    ledger.record_metering(
-        "urn:agreement:7",
-        "urn:org:logistics",
         "urn:ngsi-ld:DataProduct:bus-gps",
-        42,
-        "entities",
-        "2026-11-28T00:00:00Z",
-        "2026-11-28T01:00:00Z",
+        {
+            "agreement": "urn:agreement:7",
+            "asset": "urn:ngsi-ld:DataProduct:bus-gps",
+            "provider": "urn:org:transit",
+            "consumer": "urn:org:logistics",
+            "price": "120.00",
+            "currency": "CNY",
+            "settlement": "settled",
+        },
     )
-    ledger.record_citizen_milestone("urn:open311:req:9", "dispatched", actor="urn:org:hotline")
-    ledger.record_access_request_transition("urn:req:1", None, "pending", actor="urn:org:logistics")
+    ledger.append("agreement.transition", "urn:org:logistics", "urn:agreement:7",
+                  {"agreement": "urn:agreement:7", "from": "offered", "to": "active", "policy_sha256": None})
+    ledger.append("gate.decision", "urn:org:logistics", "urn:ngsi-ld:Bus:1",
+                  {"action": "read", "allowed": True, "reason": "agreement 7", "agreement": None})
+    ledger.append("metering.record", "urn:org:logistics", "urn:agreement:7",
+                  {"agreement": "urn:agreement:7", "consumer": "urn:org:logistics",
+                   "asset": "urn:ngsi-ld:DataProduct:bus-gps", "quantity": 42, "unit": "entities",
+                   "period": ["2026-11-28T00:00:00Z", "2026-11-28T01:00:00Z"]})
+    ledger.append("citizen.milestone", "urn:org:hotline", "urn:open311:req:9",
+                  {"request": "urn:open311:req:9", "milestone": "dispatched", "detail": {}})
+    ledger.append("access-request.transition", "urn:org:logistics", "urn:req:1",
+                  {"request": "urn:req:1", "from": None, "to": "pending", "reason": None})
     ledger.integrate()
     got = ledger.entries_by_subject("urn:ngsi-ld:DataProduct:bus-gps")
     assert [e["index"] for e in got["entries"]] == [i, j]
@@ -366,7 +370,7 @@ def test_exchange_and_citizen_events_become_entries_once(ledger: Ledger) -> None
     from civicmesh.events import ChangeEvent
     from civicmesh.ledger.api import _event_recorder
 
-    handle = _event_recorder(ledger)
+    handle = _event_recorder(lambda: ledger)
     agreed = ChangeEvent(
         seq=41,
         tenant="default",

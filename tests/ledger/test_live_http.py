@@ -16,9 +16,10 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner
 
-from civicmesh.app import create_app
+from civicmesh.app import create_app, service
 from civicmesh.config import Settings
 from civicmesh.ledger import merkle
+from civicmesh.ledger.api import LedgerService
 from civicmesh.ledger.cli import ledger_app
 from civicmesh.ledger.note import Checkpoint, parse_note
 
@@ -33,10 +34,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def server(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, object]]:
-    monkeypatch.setenv("CIVICMESH_LEDGER_KEY_DIR", str(tmp_path / "keys"))
-    monkeypatch.setenv("CIVICMESH_LEDGER_ORIGIN", ORIGIN)
-    app = create_app(Settings(database_url=db_url))
+def server(db_url: str, tmp_path: Path) -> Iterator[tuple[str, object]]:
+    app = create_app(Settings(database_url=db_url, ledger_key_dir=tmp_path / "keys", ledger_origin=ORIGIN))
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -46,7 +45,7 @@ def server(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", app.state.platform.extras["ledger"]
+    yield f"http://127.0.0.1:{port}", service(app, LedgerService).ledger
     srv.should_exit = True
     thread.join(10)
 

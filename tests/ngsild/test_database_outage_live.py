@@ -15,6 +15,7 @@ def _entity(n: int) -> dict[str, object]:
     return {"id": f"urn:ngsi-ld:Sensor:S{n}", "type": "Sensor", "level": {"type": "Property", "value": n}}
 
 
+@pytest.mark.live  # starts its own server
 def test_lost_database_connections_answer_503_and_recover(private_database: str) -> None:
     if not private_database.startswith("postgresql"):
         pytest.skip("connections that the server drops exist on PostgreSQL only")

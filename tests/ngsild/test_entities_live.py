@@ -256,6 +256,7 @@ def test_scope_round_trip(client: httpx.Client, scope: object) -> None:
     assert got["scope"] == scope  # one scope reads back as a string, several as a list
 
 
+@pytest.mark.live  # starts its own server
 def test_hosted_contexts_survive_a_restart(tmp_path) -> None:
     from tests.conftest import start_server
 

@@ -12,6 +12,11 @@ COUNTRY = "urn:ngsi-ld:Country:China"
 
 
 @pytest.fixture
+def client(app_client: httpx.Client) -> httpx.Client:
+    return app_client  # in-process (no socket): these tests are about what a read answers, not about the wire
+
+
+@pytest.fixture
 def linked(client: httpx.Client) -> None:
     entities = [
         {"id": BUILDING, "type": "Building", "name": "Library",

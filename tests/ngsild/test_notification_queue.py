@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from civicmesh.ngsild.subscriptions import _queued, _unqueued
+from civicmesh.ngsild.subscriptions.delivery import _queued, _unqueued
 
 NOTIFICATION = {
     "endpoint": {"uri": "http://127.0.0.1:9/notify", "accept": "application/json",
@@ -36,9 +36,9 @@ def test_json_ld_receivers_get_the_context_inside_each_entity() -> None:
 
 
 def test_a_lasting_delivery_outage_is_logged_once_a_minute_not_every_round(caplog) -> None:  # type: ignore[no-untyped-def]
-    from civicmesh.ngsild.subscriptions import Subscriptions
+    from civicmesh.ngsild.subscriptions.delivery import Delivery
 
-    subs = Subscriptions.__new__(Subscriptions)  # only the logging state matters here
+    subs = Delivery.__new__(Delivery)  # only the logging state matters here
     subs._logged = {}
     for _ in range(50):  # 50 failing rounds in a row (12 s of rounds)
         try:

@@ -25,6 +25,11 @@ def sensor(n: int, **extra: object) -> dict:
 
 
 @pytest.fixture
+def client(app_client: httpx.Client) -> httpx.Client:
+    return app_client  # in-process (no socket): these tests are about what a query answers, not about the wire
+
+
+@pytest.fixture
 def city(client: httpx.Client) -> list[dict]:
     items = [sensor(n) for n in range(1, 10)]
     items.append({"id": "urn:ngsi-ld:Streetlight:L1", "type": "Streetlight",

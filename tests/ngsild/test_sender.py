@@ -8,6 +8,8 @@ import pytest
 
 from civicmesh.ngsild.sender import HttpSender, ReceiverError
 
+pytestmark = pytest.mark.live  # each test starts an asyncio receiver on a loopback port
+
 ANSWERS = {
     "/length": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
     "/chunked": b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n",

@@ -20,6 +20,9 @@ from starlette.routing import Route
 from tests.conftest import LiveServer, free_port, start_server
 from tests.helpers import problem
 
+from civicmesh.app import service
+from civicmesh.ngsild.subscriptions import Subscriptions
+
 
 class Receiver:
     """A notification endpoint: a real HTTP server on a loopback port that records what it gets."""
@@ -144,13 +147,14 @@ def test_subscription_crud_and_errors(client: httpx.Client, receiver: Receiver) 
     problem(client.get("/subscriptions", params={"colour": "red"}), 400, "InvalidRequest")
 
 
+@pytest.mark.live  # starts its own server
 def test_a_receiver_outage_and_a_broker_restart_lose_nothing(private_database: str) -> None:
     url = private_database
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}/notify"
     broker: LiveServer = start_server(url)
     try:
-        broker.app.state.platform.extras["subscriptions"].retry_base = 0.2
+        service(broker.app, Subscriptions).retry_base = 0.2
         api = httpx.Client(base_url=broker.url + "/ngsi-ld/v1", timeout=30)
         api.post("/subscriptions", json=subscription(endpoint))
         for speed in range(5):  # the receiver is down: these must wait, not vanish
@@ -161,7 +165,7 @@ def test_a_receiver_outage_and_a_broker_restart_lose_nothing(private_database: s
     receiver = Receiver(port).start()
     restarted = start_server(url)
     try:
-        restarted.app.state.platform.extras["subscriptions"].retry_base = 0.2
+        service(restarted.app, Subscriptions).retry_base = 0.2
         bodies = receiver.wait(5, timeout=30)
         speeds = [b["data"][0]["speed"] for b in bodies]
         assert sorted(speeds) == [0, 1, 2, 3, 4]
@@ -180,6 +184,7 @@ def test_time_interval_subscriptions_notify_periodically(client: httpx.Client, r
     assert all(b["data"][0]["speed"] == 42 for b in bodies[:2])
 
 
+@pytest.mark.live  # starts its own server
 def test_a_hanging_receiver_does_not_hold_back_other_subscribers(private_database: str) -> None:
     """A webhook that accepts connections and never answers costs its own notifications a timeout; everybody
     else's keep arriving promptly, and the hanging receiver's notifications stay queued (not dropped)."""
@@ -192,7 +197,7 @@ def test_a_hanging_receiver_does_not_hold_back_other_subscribers(private_databas
     healthy = Receiver().start()
     broker = start_server(url)
     try:
-        subs = broker.app.state.platform.extras["subscriptions"]
+        subs = service(broker.app, Subscriptions)
         subs._sender.timeout = 2.0
         api = httpx.Client(base_url=broker.url + "/ngsi-ld/v1", timeout=30)
         stuck = subscription(f"http://127.0.0.1:{hanging.getsockname()[1]}/notify")
@@ -240,6 +245,7 @@ def _queued_for(database_url: str, subscription_id: str) -> int:
     return asyncio.run(count())
 
 
+@pytest.mark.live  # starts its own server
 def test_delivery_status_is_visible_as_soon_as_the_receiver_has_the_notification(private_database: str) -> None:
     """A client told of a notification may read the subscription at once (the ETSI suite's 046_12 does, within
     ms): the status shows the delivery even while the queue's settling transaction is still on its way."""

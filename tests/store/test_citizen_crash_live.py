@@ -36,7 +36,11 @@ url, step = sys.argv[1], sys.argv[2]
 async def main() -> None:
     app = create_app(Settings(database_url=url, no_auth=True))
     async with app.router.lifespan_context(app):
-        desk = app.state.citizen_desk
+        desk = getattr(app.state, "citizen_desk", None)  # cbc25d1 kept it there; now a room's service
+        if desk is None:
+            from civicmesh.app import service
+            from civicmesh.citizen.service import CitizenDesk
+            desk = service(app, CitizenDesk)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://child") as http:
             if step == "prepare":

@@ -15,15 +15,16 @@ an alert with `POST /alerts/{alert id}/acknowledge`: an ordinary gated write of 
 from __future__ import annotations
 
 import logging
-import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import yaml
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -34,6 +35,7 @@ from civicmesh.exchange.gate import ANONYMOUS
 from civicmesh.ngsild import qlang
 from civicmesh.ngsild.http import tenant_of
 from civicmesh.ngsild.model import ATTRIBUTE_TYPES, EntityParser, now_iso
+from civicmesh.platform import Platform, Room, Subscriber
 from civicmesh.store.alerts import AlertStore
 
 log = logging.getLogger("civicmesh.alerts")
@@ -77,10 +79,10 @@ class Compiled:
 
 
 class Alerts:
-    def __init__(self, platform: Any) -> None:
+    def __init__(self, platform: Platform) -> None:
         self.store = AlertStore(platform.store)
-        self.broker = platform.extras["broker"]
-        self.resolver = platform.extras["contexts"]
+        self.broker = platform.broker
+        self.resolver = platform.contexts
         self.raised = 0
         self._compiled: dict[str, tuple[float, list[Compiled]]] = {}
 
@@ -100,11 +102,11 @@ class Alerts:
         return rule
 
     async def put_rule(self, tenant: str, rule: Any, *, create: bool) -> dict[str, Any]:
-        rule = self.check(rule)
-        if not await self.store.put_rule(tenant, rule, now_iso(), create=create):
-            raise Problem("AlreadyExists", f"rule {rule['id']} already exists")
+        checked = self.check(rule)
+        if not await self.store.put_rule(tenant, checked, now_iso(), create=create):
+            raise Problem("AlreadyExists", f"rule {checked['id']} already exists")
         self._compiled.pop(tenant, None)
-        return rule
+        return checked
 
     async def delete_rule(self, tenant: str, rule_id: str) -> None:
         if not await self.store.delete_rule(tenant, rule_id):
@@ -228,10 +230,9 @@ class Alerts:
                 **({"acknowledgementNote": note} if note else {})}
 
 
-def mount(app: FastAPI, platform: Any) -> None:
+def build(platform: Platform) -> Room:
+    """Serve /alerts (rules, acknowledgements) and raise alerts from the change events; rules load on start."""
     alerts = Alerts(platform)
-    platform.extras["alerts"] = alerts
-    platform.relay.subscribe_batch("alerts", alerts.on_events, durable=True)
     router = APIRouter(prefix="/alerts", tags=["early warnings"])
 
     async def body(request: Request) -> Any:
@@ -285,14 +286,16 @@ def mount(app: FastAPI, platform: Any) -> None:
                                    ("/rules/{rule_id}", "GET", get_rule), ("/rules/{rule_id}", "PUT", replace_rule),
                                    ("/rules/{rule_id}", "DELETE", delete_rule)]:
         router.add_api_route(path, endpoint, methods=[method])  # type: ignore[arg-type]
-    app.include_router(router)
 
-    async def start() -> None:
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
         await alerts.store.migrate()
-        extra = os.environ.get("CIVICMESH_ALERT_RULES")
+        extra = platform.settings.alert_rules
         if platform.settings.demo:
             log.info("alerts: %d demo-city rules loaded", await alerts.load_file(DEFAULT_RULES))
         if extra:
             log.info("alerts: %d rules loaded from %s", await alerts.load_file(Path(extra)), extra)
+        yield
 
-    app.state.startup_hooks.append(start)
+    return Room("alerts", routers=[router], lifespan=lifespan, services=[alerts],
+                subscribers=[Subscriber("alerts", on_events=alerts.on_events, durable=True)])

@@ -7,15 +7,14 @@ the /citizen routes answer RFC 7807 ProblemDetails like the rest of the platform
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
-import os
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from civicmesh.citizen import open311
@@ -25,9 +24,13 @@ from civicmesh.citizen.open311 import FORMATS, FormError, errors, parse_submit_f
 from civicmesh.citizen.privacy import mask_email, mask_phone
 from civicmesh.citizen.service import OPEN_STATES, CitizenDesk, CitizenError, parse_time, utc_text
 from civicmesh.errors import Problem
+from civicmesh.platform import Platform, Room
 from civicmesh.store.citizen import CitizenStore
+from civicmesh.workers import Periodic
 
 log = logging.getLogger("civicmesh.citizen")
+
+T = TypeVar("T")
 
 MAX_RANGE = dt.timedelta(days=90)
 SUPERVISION_INTERVAL_S = 60.0
@@ -41,61 +44,44 @@ _PROBLEM_KINDS = {
 }
 
 
-@dataclass
-class _Holder:
-    desk: CitizenDesk | None = None
-    store: CitizenStore | None = None
-    task: asyncio.Task[None] | None = None
+def build(platform: Platform) -> Room:
+    """Serve Open311 and the departments' desk; supervise time limits in the background while the app runs."""
+    settings = platform.settings
+    catalogue = load_catalogue(settings.citizen_catalogue or None)
+    store = CitizenStore(platform.db)
+    # Milestones (citizen.<state>) commit with the change they describe; the ledger records them.
+    desk = CitizenDesk(store, catalogue, get_classifier, entities=platform.entities, milestones=True)
 
+    async def supervise() -> None:
+        for action in await desk.supervise():
+            log.info("citizen supervision: %s", action)
 
-def mount(app: FastAPI, platform: Any) -> None:
-    holder = _Holder()
-    catalogue = load_catalogue(os.environ.get("CIVICMESH_CITIZEN_CATALOGUE") or None)
+    async def train_classifier() -> None:
+        # Train the classifier off the event loop so the first free-text request does not wait for it.
+        await asyncio.to_thread(get_classifier)
 
-    async def startup() -> None:
-        store = CitizenStore(platform.db)
+    supervision = Periodic("citizen-supervision", supervise, SUPERVISION_INTERVAL_S, setup=train_classifier)
+
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
         await store.migrate()
-        holder.store = store
-        holder.desk = CitizenDesk(store, catalogue, get_classifier, entities=platform.extras.get("entities"),
-                                  milestones=True)
-        app.state.citizen_desk = holder.desk
-        holder.task = asyncio.create_task(_background(holder.desk), name="citizen-supervision")
-
-    async def shutdown() -> None:
-        if holder.task:
-            holder.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await holder.task
-
-    app.state.startup_hooks.append(startup)
-    app.state.shutdown_hooks.append(shutdown)
-
-    def desk() -> CitizenDesk:
-        if holder.desk is None:
-            raise RuntimeError("the citizen desk has not started")
-        return holder.desk
-
-    app.include_router(_open311_router(desk, platform))
-    app.include_router(_desk_router(desk))
-
-
-async def _background(desk: CitizenDesk) -> None:
-    # Train the classifier off the event loop so the first free-text request does not wait for it.
-    await asyncio.to_thread(get_classifier)
-    while True:
+        supervision.start()
         try:
-            actions = await desk.supervise()
-            for action in actions:
-                log.info("citizen supervision: %s", action)
-        except Exception:
-            log.exception("citizen supervision round failed")
-        await asyncio.sleep(SUPERVISION_INTERVAL_S)
+            yield
+        finally:
+            await supervision.stop()
+
+    def desk_of() -> CitizenDesk:
+        return desk
+
+    return Room("citizen", routers=[_open311_router(desk_of), _desk_router(desk_of)], lifespan=lifespan,
+                services=[desk])
 
 
 # --- Open311 -----------------------------------------------------------------------------------------------
 
 
-def _open311_router(desk_of: Any, platform: Any) -> APIRouter:
+def _open311_router(desk_of: Callable[[], CitizenDesk]) -> APIRouter:
     router = APIRouter(prefix="/open311/v2", tags=["Open311 GeoReport v2"])
 
     def fmt_ok(fmt: str) -> Response | None:
@@ -374,10 +360,10 @@ def department_view(desk: CitizenDesk, row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _desk_router(desk_of: Any) -> APIRouter:
+def _desk_router(desk_of: Callable[[], CitizenDesk]) -> APIRouter:
     router = APIRouter(prefix="/citizen", tags=["citizen desk"])
 
-    async def act(coro: Any) -> Any:
+    async def act(coro: Awaitable[T]) -> T:
         try:
             return await coro
         except CitizenError as exc:

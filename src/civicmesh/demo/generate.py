@@ -287,7 +287,7 @@ def to_lonlat(x: float, y: float) -> tuple[float, float]:
 
 
 def line_length_m(coords: Sequence[Sequence[float]]) -> float:
-    return ShapelyLine([to_xy(*c) for c in coords]).length
+    return float(ShapelyLine([to_xy(*c) for c in coords]).length)
 
 
 def along_line(

@@ -1,7 +1,7 @@
 """HTTP of the data exchange (/exchange/...) and the identity middleware in front of every room.
 
-`mount(app, platform)` authenticates every request (API keys, OIDC bearer tokens), sets
-`request.state.caller`, replaces the platform's allow-all gate by the exchange gate and serves /exchange.
+`build(platform)` adds the middleware that authenticates every request (API keys, OIDC bearer tokens) and sets
+`request.state.caller`, serves /exchange, and starts the exchange behind the platform's gate.
 """
 
 from __future__ import annotations
@@ -9,23 +9,28 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
+from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from civicmesh.config import DEFAULT_DATA_DIR
+from civicmesh.config import Settings
 from civicmesh.errors import Problem
 from civicmesh.exchange import dcat, odrl
 from civicmesh.exchange.enforce import ExchangeGate, current_caller
 from civicmesh.exchange.gate import Caller
-from civicmesh.exchange.identity import ExchangeCaller, FailureLimiter, is_admin
+from civicmesh.exchange.identity import ExchangeCaller, is_admin
+from civicmesh.exchange.limits import FailureLimiter, RequestRate, credential_of
 from civicmesh.exchange.service import AuthError, Exchange
+from civicmesh.platform import Platform, Room
 from civicmesh.store.exchange import ExchangeStore
 
 log = logging.getLogger("civicmesh.exchange")
@@ -38,18 +43,30 @@ ANONYMOUS_HTTP = ExchangeCaller(subject="anonymous", organization=None, roles=fr
 _WEB_DATA = ("/web/layers", "/web/events")
 _ADMIN_ONLY_NGSI = ("/ngsi-ld/v1/csourceRegistrations", "/ngsi-ld/v1/csourceSubscriptions", "/ngsi-ld/v1/types",
                     "/ngsi-ld/v1/attributes")
+# Longest a rotated key keeps working beside its replacement: a week to roll the new secret out.
+MAX_ROTATION_GRACE = 7 * 24 * 3600
 _CITIZEN_DEPT = re.compile(r"^/citizen/departments/([^/]+)/requests$")
 
 
-def bootstrap_file(database_url: str) -> Path:
-    """Where the first start leaves the bootstrap admin key: beside the SQLite file, else civicmesh-data/."""
-    parts = urlsplit(database_url)
-    if parts.scheme == "sqlite":
-        path = database_url[len("sqlite://"):]
-        path = path[1:] if path.startswith("/") else path
-        if path and path != ":memory:":
-            return Path(path).parent / "exchange-bootstrap-admin.key"
-    return DEFAULT_DATA_DIR / "exchange-bootstrap-admin.key"
+def bootstrap_file(settings: Settings) -> Path:
+    """Where the first start leaves the bootstrap admin key: in the data home (see Settings.data_home)."""
+    return settings.data_home / "exchange-bootstrap-admin.key"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a secret readable by its owner alone from the first byte: a fresh file made with mode 0600 (never a
+    world-readable file chmod-ed afterwards), moved over any older one in one rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fresh.unlink(missing_ok=True)
+    fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(fresh, path)
+    except BaseException:
+        fresh.unlink(missing_ok=True)
+        raise
 
 
 async def bootstrap_admin(exchange: Exchange, subject: str = "bootstrap-admin") -> dict[str, Any]:
@@ -76,11 +93,12 @@ def _problem(status: int, kind: str, detail: str, headers: dict[str, str] | None
 class IdentityMiddleware:
     """Authenticate, then let a request reach a room only if its surface admits the caller (default deny)."""
 
-    def __init__(self, app: ASGIApp, exchange: Exchange, platform: Any) -> None:
+    def __init__(self, app: ASGIApp, exchange: Exchange, platform: Platform) -> None:
         self.app = app
         self.exchange = exchange
         self.platform = platform
-        self.limiter = FailureLimiter()
+        self.limiter = FailureLimiter(platform.settings.auth_failure_limit, platform.settings.auth_failure_window)
+        self.rate = RequestRate(platform.settings.rate_per_second, platform.settings.rate_burst)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -115,6 +133,10 @@ class IdentityMiddleware:
             await _problem(status, kind, verdict, extra)(scope, receive, send)
             return
         assert caller is not None
+        too_many = self._over_rate(caller, client)
+        if too_many is not None:
+            await too_many(scope, receive, send)
+            return
         if path.startswith("/citizen/") and not is_admin(caller):
             receive, refusal = await self._citizen_department(caller, path, method, receive)
             if refusal:
@@ -136,10 +158,6 @@ class IdentityMiddleware:
         key = headers.get("x-api-key")
         if not authorization and not key:
             return None, None
-        wait = self.limiter.blocked(client)
-        if wait:
-            return None, _problem(429, "TooManyRequests", f"too many failed authentications from {client}; "
-                                  f"retry in {int(wait) + 1} s", {"Retry-After": str(int(wait) + 1)})
         purpose = headers.get(PURPOSE_HEADER)
         try:
             if key:
@@ -152,8 +170,30 @@ class IdentityMiddleware:
                 return await self.exchange.authenticate_key(credential, purpose), None
             return await self.exchange.authenticate_jwt(credential, purpose), None
         except AuthError as exc:
-            self.limiter.fail(client)
-            return None, _problem(401, "Unauthorized", str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            return None, await self._failed(exc, client)
+
+    async def _failed(self, exc: AuthError, client: str) -> Response:
+        """A credential that did not verify: 401, or 429 once its bucket (the key it named, else the client
+        address) has failed too often. Verification runs first, so a valid key is never refused here."""
+        bucket = f"key {exc.key_id}" if exc.key_id else f"address {client}"
+        wait = self.limiter.blocked(bucket)
+        if wait:
+            return _problem(429, "TooManyRequests", f"too many failed authentications for {bucket}; retry in "
+                            f"{int(wait) + 1} s", {"Retry-After": str(int(wait) + 1)})
+        self.limiter.fail(bucket)
+        await self.exchange.audit("auth.failed", None, bucket, {"reason": str(exc), "address": client})
+        return _problem(401, "Unauthorized", str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    def _over_rate(self, caller: ExchangeCaller, client: str) -> Response | None:
+        """429 with Retry-After when the caller's credential (an anonymous caller: its address) has used up its
+        request rate."""
+        wait = self.rate.take(credential_of(caller) if caller is not ANONYMOUS_HTTP else f"anonymous@{client}")
+        if not wait:
+            return None
+        seconds = max(1, int(wait + 0.999))
+        return _problem(429, "TooManyRequests", f"the credential of {caller.subject} sent more than "
+                        f"{self.rate.rate:g} requests a second (bursts up to {self.rate.burst}); retry in {seconds} s",
+                        {"Retry-After": str(seconds)})
 
     @staticmethod
     def _surface(caller: ExchangeCaller | None, path: str, method: str) -> str | None:
@@ -273,7 +313,7 @@ def _public(product: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in product.items() if not k.startswith("_")}
 
 
-def router(exchange: Exchange, gate: ExchangeGate, platform: Any) -> APIRouter:
+def router(exchange: Exchange, gate: ExchangeGate, platform: Platform) -> APIRouter:
     r = APIRouter(prefix="/exchange", tags=["data exchange"])
     limit = platform.settings.max_body_bytes
 
@@ -285,8 +325,11 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Any) -> APIRouter:
 
     @r.post("/organizations", status_code=201, summary="Register an organization (platform admin)")
     async def create_org(request: Request) -> dict[str, Any]:
-        _admin(_caller(request))
-        return await exchange.create_org(await _body(request, limit))
+        c = _caller(request)
+        _admin(c)
+        doc = await exchange.create_org(await _body(request, limit))
+        await exchange.audit("organization.created", c, doc["id"], {"kind": doc["kind"], "tenants": doc["tenants"]})
+        return doc
 
     @r.get("/organizations", summary="Registered organizations")
     async def orgs(request: Request) -> list[dict[str, Any]]:
@@ -306,7 +349,10 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Any) -> APIRouter:
         subject = body.get("subject")
         if not isinstance(subject, str) or not subject:
             raise Problem("BadRequestData", "'subject' (who the key is for) must be a non-empty string")
-        return await exchange.issue_key(org, subject, roles, scopes, body.get("expires_at"))
+        issued = await exchange.issue_key(org, subject, roles, scopes, body.get("expires_at"))
+        await exchange.audit("key.issued", c, issued["id"], {k: issued[k] for k in (
+            "organization", "subject", "roles", "scopes", "expires_at")})
+        return issued
 
     @r.get("/organizations/{org}/keys", summary="API keys of an organization (never the secrets)")
     async def keys(org: str, request: Request) -> list[dict[str, Any]]:
@@ -324,12 +370,45 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Any) -> APIRouter:
         events = [("exchange.key.revoked", key_id, {"organization": row["organization"], "by": c.subject})]
         if not await exchange.store.revoke_key(key_id, odrl_now(), events):
             raise Problem("Conflict", f"API key {key_id} is already revoked")
+        await exchange.audit("key.revoked", c, key_id, {"organization": row["organization"],
+                                                        "subject": row["subject"]})
         return {"id": key_id, "revoked": True}
+
+    @r.post("/keys/{key_id}/rotate", status_code=201,
+            summary="Replace an API key: a new secret (shown once); the old key revoked at once or after "
+                    "grace_seconds")
+    async def rotate(key_id: str, request: Request) -> dict[str, Any]:
+        c = _caller(request)
+        row = await exchange.store.get_key(key_id)
+        if row is None or not is_admin(c) and not (row["organization"] == c.organization and "org_admin" in c.roles
+                                                   and "platform_admin" not in row["roles"]):
+            raise Problem("ResourceNotFound", f"API key {key_id} does not exist")
+        body = await _body(request, limit) if await request.body() else {}
+        grace = body.get("grace_seconds", 0)
+        if isinstance(grace, bool) or not isinstance(grace, int) or not 0 <= grace <= MAX_ROTATION_GRACE:
+            raise Problem("BadRequestData", f"'grace_seconds' must be an integer from 0 to {MAX_ROTATION_GRACE}")
+        rotated = await exchange.rotate_key(key_id, grace)
+        await exchange.audit("key.rotated", c, key_id, {"organization": row["organization"],
+                                                        "subject": row["subject"], "new_key": rotated["id"],
+                                                        "old_key_valid_until": rotated["old_key_valid_until"]})
+        return rotated
+
+    @r.get("/audit", summary="The audit trail: keys issued, revoked, rotated; organizations, OIDC trust, "
+                             "ownership, products and agreements changed; failed authentications (platform admin)")
+    async def audit(request: Request, kind: str | None = None, organization: str | None = None, after: int = 0,
+                    limit_rows: int = 100) -> list[dict[str, Any]]:
+        _admin(_caller(request))
+        if not 1 <= limit_rows <= 1000 or not 0 <= after < 2**62:
+            raise Problem("BadRequestData", "'limit_rows' must be 1..1000 and 'after' a non-negative row id")
+        return await exchange.store.audit(kind=kind, organization=organization, after=after, limit=limit_rows)
 
     @r.put("/oidc", summary="Trust one OIDC issuer: issuer, audience and its JWKS (platform admin)")
     async def oidc(request: Request) -> dict[str, Any]:
-        _admin(_caller(request))
-        return await exchange.configure_oidc(await _body(request, limit))
+        c = _caller(request)
+        _admin(c)
+        configured = await exchange.configure_oidc(await _body(request, limit))
+        await exchange.audit("oidc.configured", c, configured["issuer"], configured)
+        return configured
 
     @r.post("/ownership", summary="Assign existing entities to an organization (platform admin)")
     async def ownership(request: Request) -> dict[str, Any]:
@@ -342,6 +421,8 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Any) -> APIRouter:
                                             "be a list of entity ids")
         for entity_id in ids:
             await exchange.store.claim(tenant, entity_id, org, odrl_now())
+        await exchange.audit("ownership.assigned", _caller(request), org, {"tenant": tenant, "entities": ids[:100],
+                                                                           "count": len(ids)})
         return {"organization": org, "tenant": tenant, "entities": len(ids)}
 
     @r.post("/policies/validate", summary="Check an ODRL policy; 400 lists every problem")
@@ -355,7 +436,10 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Any) -> APIRouter:
 
     @r.post("/products", status_code=201, summary="Offer a data product")
     async def create_product(request: Request) -> dict[str, Any]:
-        return _public(await exchange.create_product(_caller(request), await _body(request, limit)))
+        c = _caller(request)
+        product = _public(await exchange.create_product(c, await _body(request, limit)))
+        await exchange.audit("policy.offered", c, product["id"], {"offer": product.get("offer")})
+        return product
 
     @r.get("/catalog", summary="Search the catalog (q: words; sector; provider)")
     async def catalog(q: str | None = None, sector: str | None = None,
@@ -396,7 +480,10 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Any) -> APIRouter:
             summary="approve | reject | counter | accept | decline | withdraw | revoke (with a reason)")
     async def transition(nid: str, action: str, request: Request) -> dict[str, Any]:
         body = await _body(request, limit) if await request.body() else {}
-        return await exchange.transition(_caller(request), nid, action, body)
+        c = _caller(request)
+        moved = await exchange.transition(c, nid, action, body)
+        await exchange.audit(f"policy.{action}", c, nid, {"state": moved.get("state"), "reason": body.get("reason")})
+        return moved
 
     @r.get("/explain", summary="Why an entity is (or would be) shown, masked or denied to an organization")
     async def explain(request: Request, entity: str, tenant: str = "", action: str = "read",
@@ -417,11 +504,14 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Any) -> APIRouter:
         context = await gate._context(who)
         verdict = await gate.decide(who, tenant, doc, owners.get(entity), context, action=action, dry_run=True)
         shown = sorted(verdict.visible) if verdict.visible is not None else sorted(doc["attrs"])
+        # The names of attributes the caller may not read are shown only to an admin and to the party of the
+        # agreement that masks them: a denied entity, or one seen through a public product, lists none of them.
+        hidden = sorted(doc["attrs"]) if verdict.status == "denied" else sorted(set(doc["attrs"]) - set(shown))
+        told = is_admin(c) or verdict.status != "denied" and verdict.agreement is not None
         return {"entity": entity, "organization": org, "action": action, "purpose": purpose,
                 "decision": verdict.status, "reason": verdict.reason, "agreement": verdict.agreement,
                 "product": verdict.product, "visible_attributes": shown if verdict.status != "denied" else [],
-                "masked_attributes": sorted(set(doc["attrs"]) - set(shown)) if verdict.status != "denied"
-                else sorted(doc["attrs"]), "obligations": verdict.duties, "rules": verdict.trace}
+                "masked_attributes": hidden if told else [], "obligations": verdict.duties, "rules": verdict.trace}
 
     @r.get("/metering", summary="Access records (X-Road operational-monitoring shape)")
     async def metering(request: Request, agreement: str | None = None, since: str | None = None,
@@ -465,7 +555,7 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Any) -> APIRouter:
     return r
 
 
-async def _seed_demo(exchange: Exchange, platform: Any) -> None:
+async def _seed_demo(exchange: Exchange, platform: Platform) -> None:
     from civicmesh.demo import demo_entities
     from civicmesh.exchange import demo
     from civicmesh.ngsild import demo_context_url
@@ -476,36 +566,34 @@ async def _seed_demo(exchange: Exchange, platform: Any) -> None:
     await demo.seed(exchange, by_type, demo_context_url(platform.settings))
 
 
-def mount(app: FastAPI, platform: Any) -> None:
-    exchange = Exchange(platform, ExchangeStore(platform.db))
-    platform.store.on_delete.append(ExchangeStore.RELEASE_ON_DELETE)
-    gate = ExchangeGate(exchange, platform)
-    platform.gate = gate
-    broker = platform.extras.get("broker")
-    if broker is not None:  # mounted after the broker: point it at the real gate too
-        broker.gate = gate
-    platform.extras["exchange"] = exchange
-    app.add_middleware(IdentityMiddleware, exchange=exchange, platform=platform)
-    app.include_router(router(exchange, gate, platform))
+def build(platform: Platform) -> Room:
+    """Identify every request (middleware), serve /exchange, and start the exchange the platform's gate uses."""
+    exchange = platform.exchange
+    assert isinstance(platform.gate, ExchangeGate), "the platform's gate is the exchange's"
 
-    async def start() -> None:
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
         await exchange.start()
-        if platform.settings.no_auth:
-            log.warning("!!! AUTHENTICATION IS OFF (--no-auth / CIVICMESH_NO_AUTH=true): every request acts as a "
-                        "platform admin. Use this only for local experiments and conformance runs. !!!")
-        if platform.settings.demo:
-            await _seed_demo(exchange, platform)
-        if not await exchange.store.has_platform_admin():
-            issued = await bootstrap_admin(exchange)
-            path = bootstrap_file(platform.settings.database_url)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(issued["key"] + "\n")
-            path.chmod(0o600)
-            log.warning("exchange: first start; the bootstrap platform-admin API key is in %s (read it, then "
-                        "delete the file; `civicmesh exchange bootstrap` issues another)", path.resolve())
+        try:
+            if platform.settings.no_auth:
+                log.warning("!!! AUTHENTICATION IS OFF (--no-auth / CIVICMESH_NO_AUTH=true): every request acts as "
+                            "a platform admin. Use this only for local experiments and conformance runs. !!!")
+            if platform.settings.demo:
+                await _seed_demo(exchange, platform)
+            if not await exchange.store.has_platform_admin():
+                issued = await bootstrap_admin(exchange)
+                path = bootstrap_file(platform.settings)
+                write_private(path, issued["key"] + "\n")
+                log.warning("exchange: first start; the bootstrap platform-admin API key is in %s (read it, then "
+                            "delete the file; `civicmesh exchange bootstrap` issues another)", path.resolve())
+            yield
+        finally:
+            await exchange.stop()
 
-    async def stop() -> None:
-        await exchange.stop()
+    # Ownership ends in the transaction that deletes the entity (finding 12), so a later create of the same id
+    # by someone else is a fresh claim and a deletion notification still knows whose entity it was.
+    platform.store.on_delete.append(ExchangeStore.RELEASE_ON_DELETE)
 
-    app.state.startup_hooks.append(start)
-    app.state.shutdown_hooks.append(stop)
+    return Room("exchange", routers=[router(exchange, platform.gate, platform)],
+                lifespan=lifespan,
+                middleware=[Middleware(IdentityMiddleware, exchange=exchange, platform=platform)])

@@ -13,7 +13,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -21,6 +21,10 @@ from civicmesh.errors import Problem
 from civicmesh.exchange import odrl
 from civicmesh.exchange.gate import AccessRequest, Caller, Decision, Gate
 from civicmesh.exchange.identity import ExchangeCaller, is_admin, iso
+
+if TYPE_CHECKING:
+    from civicmesh.exchange.service import Exchange
+    from civicmesh.platform import Core
 
 LOCATION = "https://uri.etsi.org/ngsi-ld/location"
 # The authenticated caller of the HTTP request being served. A room that calls the broker without a caller
@@ -65,7 +69,7 @@ class Session:
 
 
 class ExchangeGate(Gate):
-    def __init__(self, exchange: Any, platform: Any) -> None:
+    def __init__(self, exchange: Exchange, platform: Core) -> None:
         self.exchange = exchange
         self.store = exchange.store
         self.platform = platform
@@ -326,7 +330,7 @@ class ExchangeGate(Gate):
         return best
 
     def _terms(self, product: dict[str, Any]) -> Any:
-        resolver = self.platform.extras["contexts"]
+        resolver = self.platform.contexts
         return resolver.term_map(product["@context"]) if product.get("@context") else resolver.core
 
     def _meter(self, caller: Caller, tenant: str, operation: str, status: str, reason: str, started: float, *,

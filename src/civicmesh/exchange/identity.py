@@ -1,12 +1,10 @@
-"""Who is calling: API keys (hashed, scoped, expiring, revocable), OIDC/JWT bearer tokens, failure rate limits."""
+"""Who is calling: API keys (hashed, scoped, expiring, revocable) and OIDC/JWT bearer tokens."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
-import time
-from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -110,35 +108,6 @@ class JwtVerifier:
             raise ValueError(f"the JWT issuer is not {self.issuer!r}") from exc
         except jwt.PyJWTError as exc:
             raise ValueError(f"the JWT was rejected: {exc}") from exc
-
-
-class FailureLimiter:
-    """At most `limit` failed authentications per client address per `window` seconds (stops key guessing)."""
-
-    def __init__(self, limit: int = 20, window: float = 60.0) -> None:
-        self.limit = limit
-        self.window = window
-        self._failures: dict[str, deque[float]] = {}
-
-    def _recent(self, client: str) -> deque[float]:
-        q = self._failures.setdefault(client, deque())
-        cutoff = time.monotonic() - self.window
-        while q and q[0] < cutoff:
-            q.popleft()
-        return q
-
-    def blocked(self, client: str) -> float:
-        """Seconds to wait, or 0."""
-        q = self._recent(client)
-        if len(q) < self.limit:
-            return 0.0
-        return max(1.0, q[0] + self.window - time.monotonic())
-
-    def fail(self, client: str) -> None:
-        self._recent(client).append(time.monotonic())
-        if len(self._failures) > 50_000:  # forget idle clients rather than grow without bound
-            for name in [k for k, v in self._failures.items() if not v][:10_000]:
-                del self._failures[name]
 
 
 def utcnow() -> datetime:

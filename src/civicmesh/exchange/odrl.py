@@ -263,9 +263,9 @@ def _set_op(operator: str, value: str | None, right: Any, chain: list[str]) -> b
         return operator in ("neq", "isNoneOf")
     items = right if isinstance(right, list) else [right]
     if operator == "eq":
-        return value == right
+        return bool(value == right)
     if operator == "neq":
-        return value != right
+        return bool(value != right)
     if operator in ("isA", "isPartOf"):
         return any(item in chain for item in items)
     if operator == "hasPart":
@@ -395,7 +395,7 @@ def evaluate(policy: dict[str, Any], ctx: Context, attributes: set[str]) -> Outc
     outcome = ctx.memo.get(key)
     if outcome is None:
         outcome = ctx.memo[key] = _evaluate(policy, ctx, attributes)
-    return outcome  # type: ignore[no-any-return]
+    return outcome
 
 
 def spatial_constraints(node: Any, out: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:

@@ -5,14 +5,13 @@ HTTP lives in api.py and the per-access decision in enforce.py; SQL lives in civ
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import secrets
 import statistics
 import time
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from civicmesh.errors import Problem
 from civicmesh.exchange import odrl
@@ -30,6 +29,10 @@ from civicmesh.exchange.identity import (
     utcnow,
 )
 from civicmesh.store.exchange import Events, ExchangeStore
+from civicmesh.workers import Periodic
+
+if TYPE_CHECKING:
+    from civicmesh.platform import Core
 
 log = logging.getLogger("civicmesh.exchange")
 
@@ -47,7 +50,12 @@ AGREEMENT_CACHE_SECONDS = 2.0
 
 
 class AuthError(Exception):
-    """Authentication failed; the message says why (never which part of a secret was wrong)."""
+    """Authentication failed; the message says why (never which part of a secret was wrong). `key_id` names the
+    stored key a presented API key claimed to be, when there is one (the failure limiter counts per key)."""
+
+    def __init__(self, message: str, key_id: str | None = None) -> None:
+        super().__init__(message)
+        self.key_id = key_id
 
 
 def _text(body: dict[str, Any], name: str, *, required: bool = True, limit: int = 4000) -> str | None:
@@ -70,8 +78,9 @@ def _bilingual(body: dict[str, Any], name: str) -> dict[str, str]:
 
 
 class Exchange:
-    def __init__(self, platform: Any, store: ExchangeStore) -> None:
-        self.platform = platform
+    def __init__(self, platform: Core | None, store: ExchangeStore) -> None:
+        # None offline (`civicmesh exchange bootstrap`), where nothing reaches the entity store or the relay.
+        self._platform = platform
         self.store = store
         self.verifier: JwtVerifier | None = None
         self._orgs: dict[str, dict[str, Any]] = {}
@@ -79,7 +88,14 @@ class Exchange:
         self._products: dict[str, dict[str, Any]] = {}
         self._public: list[dict[str, Any]] | None = None
         self._metering: list[dict[str, Any]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        # Metering is counted in memory and written every half second, with the sweep of expired agreements.
+        self._flusher = Periodic("exchange-metering", self._flush_round, 0.5, wait_first=True)
+
+    @property
+    def platform(self) -> Core:
+        if self._platform is None:
+            raise RuntimeError("this exchange runs offline: it has no entity store, relay or contexts")
+        return self._platform
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -89,21 +105,16 @@ class Exchange:
         oidc = await self.store.get_setting("oidc")
         if oidc:
             self.verifier = JwtVerifier(oidc["issuer"], oidc["audience"], oidc["jwks"])
-        self._flusher = asyncio.create_task(self._flush_loop())
+        self._flusher.start()
 
     async def stop(self) -> None:
-        if self._flusher:
-            self._flusher.cancel()
+        await self._flusher.stop()
         await self.flush()
 
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(0.5)
-            try:
-                await self.flush()
-                await self.sweep()
-            except Exception:  # noqa: BLE001 - a failing flush is retried next round, never kills the loop
-                log.exception("exchange: metering flush failed; will retry")
+    async def _flush_round(self) -> None:
+        # A failing round is logged by the Periodic and retried on the next, never ending the flushing for good.
+        await self.flush()
+        await self.sweep()
 
     # -- organizations and keys --------------------------------------------------------------------------
     async def create_org(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -158,6 +169,39 @@ class Exchange:
         await self.store.add_key(row)
         return {k: v for k, v in row.items() if k != "secret_hash"} | {"key": key}
 
+    async def rotate_key(self, key_id: str, grace_seconds: int) -> dict[str, Any]:
+        """A new key with the old one's organization, subject, roles, scopes and expiry; the old one is revoked at
+        once (grace 0) or keeps working for `grace_seconds` more. The new secret is shown once."""
+        old = await self.store.get_key(key_id)
+        if old is None:
+            raise Problem("ResourceNotFound", f"API key {key_id} does not exist")
+        new_id, key, digest = new_key()
+        now = utcnow()
+        row = {"id": new_id, "secret_hash": digest, "organization": old["organization"], "subject": old["subject"],
+               "roles": old["roles"], "scopes": old["scopes"], "created_at": iso(now), "expires_at": old["expires_at"]}
+        old_until = iso(now + timedelta(seconds=grace_seconds)) if grace_seconds > 0 else None
+        if not await self.store.rotate_key(key_id, row, iso(now), old_until):
+            raise Problem("Conflict", f"API key {key_id} is revoked; issue a new key instead")
+        return {k: v for k, v in row.items() if k != "secret_hash"} | {
+            "key": key, "replaces": key_id, "old_key_valid_until": old_until or iso(now)}
+
+    async def credential_live(self, caller: Caller) -> bool:
+        """Whether the API key a caller signed in with is still neither revoked nor expired (for connections
+        that outlive the request that authenticated them)."""
+        key_id = getattr(caller, "credential", None)
+        if getattr(caller, "via", None) != "api-key" or not key_id:
+            return True
+        row = await self.store.get_key(key_id)
+        return row is not None and not row["revoked_at"] and not (
+            row["expires_at"] and datetime.fromisoformat(row["expires_at"].replace("Z", "+00:00")) <= utcnow())
+
+    async def audit(self, kind: str, caller: Caller | None, subject: str, data: dict[str, Any]) -> None:
+        """One row of the audit trail: who (the caller, or None for the anonymous), did what, to what."""
+        await self.store.add_audit({"at": iso(utcnow()), "kind": kind,
+                                    "actor": caller.subject if caller else None,
+                                    "organization": caller.organization if caller else None,
+                                    "subject": subject, "data": data})
+
     async def authenticate_key(self, text: str, purpose: str | None) -> ExchangeCaller:
         parts = split_key(text)
         if parts is None:
@@ -165,7 +209,7 @@ class Exchange:
         row = await self.store.get_key(parts[0])
         problem = key_problem(row, parts[1], utcnow())
         if problem or row is None:
-            raise AuthError(problem or "the API key is not valid")
+            raise AuthError(problem or "the API key is not valid", row["id"] if row else None)
         return ExchangeCaller(subject=row["subject"], organization=row["organization"],
                               roles=frozenset(row["roles"]), scopes=frozenset(row["scopes"]), via="api-key",
                               purpose=purpose, credential=row["id"])
@@ -180,12 +224,17 @@ class Exchange:
         org = claims.get("org")
         if not isinstance(org, str) or await self.org(org) is None:
             raise AuthError(f"the JWT's 'org' claim {org!r} names no registered organization")
+        if org == "platform" and not self.platform.settings.jwt_platform_org:
+            # The identity provider is another party: acting as the platform itself takes an API key, unless the
+            # operator says otherwise (CIVICMESH_JWT_PLATFORM_ORG=true).
+            raise AuthError("a JWT may not act for the platform organization (org: platform)")
         roles = claims.get("roles", [])
         roles = [r for r in roles if r in ROLES and r != "platform_admin"] if isinstance(roles, list) else []
-        scope = claims.get("scope", "*")
+        # OAuth 2.0 scope (RFC 8693 section 4.2): a space-separated string. No claim grants nothing, not '*'.
+        scope = claims.get("scope")
+        scopes = frozenset(scope.split()) & SCOPES if isinstance(scope, str) else frozenset()
         return ExchangeCaller(subject=str(claims["sub"]), organization=org, roles=frozenset(roles),
-                              scopes=frozenset(str(scope).split()), via="jwt", purpose=purpose,
-                              credential=claims.get("jti"))
+                              scopes=scopes, via="jwt", purpose=purpose, credential=claims.get("jti"))
 
     async def configure_oidc(self, body: dict[str, Any]) -> dict[str, Any]:
         issuer, audience, jwks = body.get("issuer"), body.get("audience"), body.get("jwks")
@@ -247,8 +296,8 @@ class Exchange:
                           extra={"problems": problems})
         assert isinstance(types, list) and isinstance(attrs, list)  # the checks above raised otherwise
         context = body.get("@context")
-        terms = self.platform.extras["contexts"].term_map(context) if context else \
-            self.platform.extras["contexts"].core
+        terms = self.platform.contexts.term_map(context) if context else \
+            self.platform.contexts.core
         product_id = f"urn:civicmesh:product:{provider}:{secrets.token_hex(6)}"
         offer.update(uid=product_id + ":offer", assigner=provider, target=product_id)
         doc = {"id": product_id, "provider": provider, "title": title, "description": description,

@@ -6,10 +6,9 @@ Over HTTP a project may not name files (they would resolve on the server); an in
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import orjson
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
@@ -17,6 +16,7 @@ from civicmesh.errors import Problem
 from civicmesh.feasibility.evaluate import as_json, run
 from civicmesh.feasibility.model import ProjectError, load_project
 from civicmesh.feasibility.report import render_html
+from civicmesh.platform import Platform, Room
 
 MAX_BODY = 1_000_000
 MAX_DRAWS = 200_000
@@ -32,7 +32,13 @@ def _draws(raw: str) -> int:
     return draws
 
 
-def mount(app: FastAPI, platform: Any) -> None:
+def build(platform: Platform) -> Room:
+    """Serve /feasibility/evaluate; the evaluator needs nothing from the platform."""
+    return Room("feasibility", routers=[router()])
+
+
+def router() -> APIRouter:
+    """POST /feasibility/evaluate: a project file in, an economic evaluation report out."""
     router = APIRouter(prefix="/feasibility", tags=["feasibility"])
 
     @router.post("/evaluate", summary="Evaluate a project file (YAML or JSON body)",
@@ -66,4 +72,4 @@ def mount(app: FastAPI, platform: Any) -> None:
         return Response(orjson.dumps(as_json(result), option=orjson.OPT_SERIALIZE_NUMPY),
                         media_type="application/json")
 
-    app.include_router(router)
+    return router

@@ -53,7 +53,9 @@ def evaluate(
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
     eco, fin = result.results["economic"], result.results["financial"]
-    m = lambda v: money(v, parsed.currency, "en")  # noqa: E731
+    def m(v: float | None) -> str:
+        return money(v, parsed.currency, "en")
+
     payback = "never" if fin["payback"] is None else f"{fin['payback']:.2f} years"
     console.print(f"economic NPV {m(eco['npv'])} at {parsed.social_rate:.0%}, financial NPV {m(fin['npv'])} at "
                   f"{parsed.financial_rate:.0%}, payback {payback}")

@@ -75,7 +75,8 @@ class IOTable:
 
     @property
     def A(self) -> np.ndarray:  # noqa: N802
-        return self.Z / self.x[None, :]
+        coefficients: np.ndarray = self.Z / self.x[None, :]
+        return coefficients
 
     @property
     def L(self) -> np.ndarray:  # noqa: N802
@@ -217,7 +218,8 @@ def _extension_row(folder: Path, spec: Any, sectors: list[tuple[str, ...]], name
         raise TableError(f"{extension}/F.txt: its columns do not match the sectors of Z.txt")
     for label, values in zip(labels, F, strict=True):
         if label[0] == spec["row"]:
-            return values
+            row: np.ndarray = values
+            return row
     raise TableError(f"{extension}/F.txt has no row {spec['row']!r}; it has {', '.join(lb[0] for lb in labels)}")
 
 

@@ -223,9 +223,14 @@ class _Writer:
     def indicators(self) -> str:
         t, r, p = self.t, self.e.results, self.p
         fin, eco = r["financial"], r["economic"]
-        yes_no = lambda ok: t["yes"] if ok else t["no"]  # noqa: E731
-        irr_ok = lambda b, rate: (b["irr"] is not None and b["irr"] >= rate) or (  # noqa: E731
-            b["irr"] is None and b.get("mirr") is not None and b["mirr"] >= rate)
+
+        def yes_no(ok: bool) -> str:
+            return str(t["yes"] if ok else t["no"])
+
+        def irr_ok(b: dict[str, Any], rate: float) -> bool:
+            return bool((b["irr"] is not None and b["irr"] >= rate) or (
+                b["irr"] is None and b.get("mirr") is not None and b["mirr"] >= rate))
+
         rows = [
             [f"{t['fnpv']} ({t['at']} {p.financial_rate:.0%})", self.m(fin["npv"]), "≥ 0", yes_no(fin["npv"] >= 0)],
             [t["firr"], self.irr(fin), f"≥ {p.financial_rate:.0%}", yes_no(irr_ok(fin, p.financial_rate))],
@@ -457,7 +462,9 @@ def conclusion(e: Evaluation, lang: str) -> list[str]:
     """The findings in plain words, one paragraph each, every figure also in the tables below."""
     p, r = e.project, e.results
     eco, fin, col = r["economic"], r["financial"], r["collaboration"]
-    m = lambda v: money(v, p.currency, lang)  # noqa: E731
+    def m(v: float | None) -> str:
+        return money(v, p.currency, lang)
+
     t = TEXT[lang]
     irr_e, irr_f = _irr_words(eco, t), _irr_words(fin, t)
     top = e.tornado[0] if e.tornado else None

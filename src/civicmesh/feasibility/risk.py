@@ -32,12 +32,15 @@ def inverse_cdf(spec: Uncertain, u: np.ndarray) -> np.ndarray:
         width = p["high"] - p["low"]
         a = 1 + 4 * (p["mode"] - p["low"]) / width
         b = 1 + 4 * (p["high"] - p["mode"]) / width
-        return p["low"] + width * stats.beta.ppf(u, a, b)
+        pert: np.ndarray = p["low"] + width * stats.beta.ppf(u, a, b)
+        return pert
     if spec.dist == "normal":
-        return stats.norm.ppf(u, p["mean"], p["sd"])
+        normal: np.ndarray = stats.norm.ppf(u, p["mean"], p["sd"])
+        return normal
     # Lognormal given the multiplier's own mean and sd (not those of its logarithm).
     sigma2 = np.log1p((p["sd"] / p["mean"]) ** 2)
-    return p["mean"] * np.exp(-sigma2 / 2 + np.sqrt(sigma2) * stats.norm.ppf(u))
+    lognormal: np.ndarray = p["mean"] * np.exp(-sigma2 / 2 + np.sqrt(sigma2) * stats.norm.ppf(u))
+    return lognormal
 
 
 def _triangular_ppf(u: np.ndarray, low: float, mode: float, high: float) -> np.ndarray:

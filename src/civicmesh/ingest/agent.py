@@ -23,6 +23,7 @@ from civicmesh.ingest import payloads
 from civicmesh.ingest.provisioning import mappings_of, static_attributes_of
 from civicmesh.ngsild.model import EntityParser, now_iso
 from civicmesh.store.ingest import IngestStore
+from civicmesh.workers import Worker
 
 log = logging.getLogger("civicmesh.ingest")
 
@@ -89,20 +90,14 @@ class Agent:
         self.queue: asyncio.Queue[Measurement] = asyncio.Queue()
         self.totals = Totals()
         self._routes: dict[tuple[str, str], Route | _Miss] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._writer = Worker("ingest-writer", self._run)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="ingest-writer")
+        self._writer.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await self._writer.stop()
 
     def forget_routes(self) -> None:
         """Provisioning changed: resolve devices afresh."""

@@ -8,11 +8,12 @@ devices inside it (default `/`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -21,7 +22,11 @@ from civicmesh.ingest import provisioning
 from civicmesh.ingest.agent import Agent, Measurement, Outcome
 from civicmesh.ngsild.http import _TENANT
 from civicmesh.ngsild.model import now_iso
+from civicmesh.platform import Platform, Room
 from civicmesh.store.ingest import IngestStore
+
+if TYPE_CHECKING:
+    from civicmesh.ingest.mqtt import MqttIngress
 
 log = logging.getLogger("civicmesh.ingest")
 
@@ -70,12 +75,12 @@ def _int(value: str | None, name: str, default: int, top: int) -> int:
 
 
 class IotApi:
-    def __init__(self, platform: Any) -> None:
+    def __init__(self, platform: Platform) -> None:
         self.platform = platform
-        self.resolver = platform.extras["contexts"]
+        self.resolver = platform.contexts
         self.store = IngestStore(platform.store)
-        self.agent = Agent(platform.extras["broker"], self.resolver, self.store)
-        self.mqtt: Any = None
+        self.agent = Agent(platform.broker, self.resolver, self.store)
+        self.mqtt: MqttIngress | None = None
 
     # -- service groups ----------------------------------------------------------------------------------
     async def add_services(self, request: Request) -> Response:
@@ -243,7 +248,9 @@ class IotApi:
         if url:
             from civicmesh.ingest.mqtt import MqttIngress, default_client_id
 
-            self.mqtt = MqttIngress(url, self.agent, default_client_id(self.platform.settings.database_url))
+            settings = self.platform.settings
+            client_id = settings.mqtt_client_id or default_client_id(settings.database_url)
+            self.mqtt = MqttIngress(url, self.agent, client_id)
             self.mqtt.start()
             log.info("IoT agent: MQTT ingestion from %s", url)
         else:
@@ -255,9 +262,10 @@ class IotApi:
         await self.agent.stop()
 
 
-def mount(app: FastAPI, platform: Any) -> None:
+def build(platform: Platform) -> Room:
+    """Serve /iot (provisioning and HTTP measurements), run the agent and, if configured, MQTT ingestion; with the
+    demo city, its simulator."""
     api = IotApi(platform)
-    platform.extras["iot"] = api
     router = APIRouter(prefix="/iot", tags=["IoT agent"])
     routes: list[tuple[str, str, Callable[..., Any]]] = [
               ("/services", "POST", api.add_services), ("/services", "GET", api.list_services),
@@ -269,11 +277,27 @@ def mount(app: FastAPI, platform: Any) -> None:
               ("/deadletters", "GET", api.dead_letters), ("/stats", "GET", api.stats)]
     for path, method, endpoint in routes:
         router.add_api_route(path, endpoint, methods=[method])
-    app.include_router(router)
-    app.state.startup_hooks.append(api.start)
-    app.state.shutdown_hooks.append(api.stop)
+    services: list[object] = [api]
+    simulator = None
+    if platform.settings.demo and platform.settings.simulator_interval > 0:
+        from civicmesh.ingest.simulator import simulator_runner
 
-    if platform.settings.demo and getattr(platform.settings, "simulator_interval", 5.0) > 0:
-        from civicmesh.ingest.simulator import mount_simulator
+        simulator = simulator_runner(platform, api)
+        services.append(simulator)
 
-        mount_simulator(app, platform, api)
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        # The simulator sends through the agent, so it starts after the agent and stops before it.
+        await api.start()
+        try:
+            if simulator is not None:
+                await simulator.start()
+            try:
+                yield
+            finally:
+                if simulator is not None:
+                    await simulator.stop()
+        finally:
+            await api.stop()
+
+    return Room("iot", routers=[router], lifespan=lifespan, services=services)

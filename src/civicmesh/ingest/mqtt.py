@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import threading
 from typing import Any
 from urllib.parse import urlparse
@@ -46,10 +45,8 @@ def parse_topic(topic: str) -> tuple[str, str, str, str | None] | None:
 
 
 def default_client_id(database_url: str) -> str:
-    """Stable across restarts of one deployment (so its session survives), distinct between deployments."""
-    explicit = os.environ.get("CIVICMESH_MQTT_CLIENT_ID")
-    if explicit:
-        return explicit
+    """Stable across restarts of one deployment (so its session survives), distinct between deployments
+    (Settings.mqtt_client_id, CIVICMESH_MQTT_CLIENT_ID, overrides it)."""
     return "civicmesh-ingest-" + hashlib.sha256(database_url.encode()).hexdigest()[:12]
 
 
@@ -78,11 +75,12 @@ class MqttIngress:
 
     def start(self) -> None:
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
         self.loop = asyncio.get_running_loop()
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5,
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5,
                              manual_ack=True)
         if self.username:
             client.username_pw_set(self.username, self.password)
@@ -92,7 +90,7 @@ class MqttIngress:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        properties = Properties(PacketTypes.CONNECT)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
         properties.SessionExpiryInterval = SESSION_EXPIRY
         properties.ReceiveMaximum = RECEIVE_MAXIMUM
         client.connect_async(self.host, self.port, keepalive=20, clean_start=False, properties=properties)

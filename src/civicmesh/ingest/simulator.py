@@ -15,15 +15,19 @@ faster than the wall clock so a day passes in 24 minutes by default. Same seed, 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import random
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from civicmesh.demo.generate import aqi_level
 from civicmesh.ingest.agent import Measurement
+from civicmesh.workers import Periodic
+
+if TYPE_CHECKING:
+    from civicmesh.ingest.api import IotApi
+    from civicmesh.platform import Platform
 
 log = logging.getLogger("civicmesh.ingest.simulator")
 
@@ -62,7 +66,8 @@ def _local(entity_id: str) -> str:
 
 
 def _first(attr: Any) -> dict[str, Any]:
-    return attr[0] if isinstance(attr, list) else attr
+    first: dict[str, Any] = attr[0] if isinstance(attr, list) else attr
+    return first
 
 
 class Simulator:
@@ -149,13 +154,13 @@ class Simulator:
 class SimulatorRunner:
     """Provisions the demo devices and sends a tick of readings every `interval` seconds until stopped."""
 
-    def __init__(self, api: Any, simulator: Simulator, interval: float, mqtt_url: str | None) -> None:
+    def __init__(self, api: IotApi, simulator: Simulator, interval: float, mqtt_url: str | None) -> None:
         self.api = api
         self.simulator = simulator
         self.interval = interval
         self.mqtt_url = mqtt_url
         self._publisher: Any = None
-        self._task: asyncio.Task[None] | None = None
+        self._worker = Periodic("demo-simulator", self._tick, interval, setup=self._setup)
         self.sent = 0
 
     async def provision(self) -> None:
@@ -179,9 +184,10 @@ class SimulatorRunner:
         from urllib.parse import urlparse
 
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
         parts = urlparse(self.mqtt_url)
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="")
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="")
         client.connect_async(str(parts.hostname or "127.0.0.1"), parts.port or 1883, keepalive=30)
         client.loop_start()
         self._publisher = client
@@ -196,42 +202,28 @@ class SimulatorRunner:
         self.sent += len(readings)
         return len(readings)
 
-    async def _run(self) -> None:
+    async def _setup(self) -> None:
         await self.provision()
         if self.mqtt_url:
             self._connect_publisher()
-        while True:
-            try:
-                await self.step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("demo simulator tick failed")
-            await asyncio.sleep(self.interval)
+
+    async def _tick(self) -> None:
+        await self.step()
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="demo-simulator")
+        self._worker.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await self._worker.stop()
         if self._publisher is not None:
             self._publisher.loop_stop()
             self._publisher.disconnect()
 
 
-def mount_simulator(app: Any, platform: Any, api: Any) -> None:
-    """Run the simulator after the agent (and the demo city) have started; stop it first on shutdown."""
+def simulator_runner(platform: Platform, api: IotApi) -> SimulatorRunner:
+    """The demo city's simulator, sending through the IoT agent at the configured interval."""
     from civicmesh.demo import demo_entities
 
-    seed = int(getattr(platform.settings, "simulator_seed", 2025) or 2025)
-    runner = SimulatorRunner(api, Simulator(demo_entities(), seed=seed),
-                             float(getattr(platform.settings, "simulator_interval", 5.0)), platform.settings.mqtt_url)
-    platform.extras["simulator"] = runner
-    app.state.startup_hooks.append(runner.start)
-    app.state.shutdown_hooks.append(runner.stop)
+    settings = platform.settings
+    return SimulatorRunner(api, Simulator(demo_entities(), seed=settings.simulator_seed),
+                           settings.simulator_interval, settings.mqtt_url)

@@ -1,6 +1,7 @@
 """The trusted ledger: RFC 9162 Merkle log, C2SP checkpoints, witnesses, proofs, tiles and the verifier.
 
-Other rooms append through the `Ledger` in `platform.extras["ledger"]`, e.g.
+Other rooms reach the ledger through the change-event stream (exchange.*, citizen.* events); tools open a
+`Ledger` themselves, e.g.
 `ledger.register_data_rights(asset, owner, description)` or `ledger.append(kind, actor, subject, payload)`.
 """
 

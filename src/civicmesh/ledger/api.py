@@ -11,18 +11,20 @@ import asyncio
 import base64
 import binascii
 import logging
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from civicmesh.errors import Problem
+from civicmesh.events import ChangeEvent, Handler
 from civicmesh.ledger import tiles
-from civicmesh.ledger.keys import key_dir_from_env, load_or_create_log_key, origin_from_env
+from civicmesh.ledger.entries import is_platform_kind
 from civicmesh.ledger.log import Ledger
-from civicmesh.store.ledger import LedgerStore
+from civicmesh.platform import Platform, Room, Subscriber
 
 log = logging.getLogger("civicmesh.ledger")
 
@@ -55,24 +57,46 @@ async def _body(request: Request) -> Any:
         raise Problem("InvalidRequest", f"request body is not JSON: {exc}") from None
 
 
-def router(ledger: Ledger) -> APIRouter:
+def _as_caller(items: list[Any], caller: Any) -> list[Any]:
+    """Entries as the authenticated caller writes them: its organization is the actor, and the platform's own kinds
+    are the platform's alone. The platform (a platform admin of the platform organization, or a process with no
+    identity layer at all) records for rooms outside this process and may name the actor."""
+    if caller is None or (caller.organization == "platform" and "platform_admin" in caller.roles):
+        return items
+    org = caller.organization
+    if not org:
+        raise Problem("Forbidden", "appending to the ledger needs a caller that belongs to an organization")
+    stamped = []
+    for n, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise Problem("BadRequestData", f"entry {n} is not an object")
+        if is_platform_kind(item.get("kind")):
+            raise Problem("Forbidden", f"entry {n}: kind {item.get('kind')!r} is recorded by the platform only")
+        if item.get("actor", org) != org:
+            raise Problem("Forbidden", f"entry {n}: the actor is the caller's organization {org!r}, not "
+                          f"{item.get('actor')!r}")
+        stamped.append({**item, "actor": org})
+    return stamped
+
+
+def router(held: LedgerService) -> APIRouter:
     r = APIRouter(prefix="/ledger", tags=["ledger"])
 
     @r.get("/checkpoint", summary="Newest signed checkpoint (C2SP tlog-checkpoint), with cosignatures")
     def checkpoint() -> Response:
-        return Response(ledger.checkpoint(), media_type=TEXT, headers=FRESH)
+        return Response(held.ledger.checkpoint(), media_type=TEXT, headers=FRESH)
 
     @r.get("/checkpoint/cosigned", summary="Newest checkpoint that at least one witness cosigned")
     def cosigned() -> Response:
-        return Response(ledger.cosigned_checkpoint(), media_type=TEXT, headers=FRESH)
+        return Response(held.ledger.cosigned_checkpoint(), media_type=TEXT, headers=FRESH)
 
     @r.get("/checkpoints/{size}", summary="The checkpoint signed at a given tree size")
     def checkpoint_at(size: int) -> Response:
-        return Response(ledger.checkpoint(size), media_type=TEXT, headers=FRESH)
+        return Response(held.ledger.checkpoint(size), media_type=TEXT, headers=FRESH)
 
     @r.get("/keys", summary="The log's verifier keys (active and retired)")
     def keys() -> Response:
-        return _json(ledger.store.keys())
+        return _json(held.ledger.store.keys())
 
     @r.get("/proof/inclusion", summary="RFC 9162 inclusion proof by leaf index or leaf hash")
     def inclusion(
@@ -81,13 +105,13 @@ def router(ledger: Ledger) -> APIRouter:
         if (index is None) == (leaf_hash is None):
             raise Problem("BadRequestData", "give exactly one of 'index' or 'leaf_hash'")
         if leaf_hash is not None:
-            return _json(ledger.inclusion_proof_by_hash(_hash_param(leaf_hash, "leaf_hash"), size))
+            return _json(held.ledger.inclusion_proof_by_hash(_hash_param(leaf_hash, "leaf_hash"), size))
         assert index is not None
-        return _json(ledger.inclusion_proof(index, size))
+        return _json(held.ledger.inclusion_proof(index, size))
 
     @r.get("/proof/consistency", summary="RFC 9162 consistency proof between two tree sizes")
     def consistency(size1: int, size2: int | None = None) -> Response:
-        return _json(ledger.consistency_proof(size1, size2))
+        return _json(held.ledger.consistency_proof(size1, size2))
 
     @r.get("/tile/{path:path}", summary="C2SP tlog-tiles: hash tiles and entry bundles")
     def tile(path: str) -> Response:
@@ -96,9 +120,9 @@ def router(ledger: Ledger) -> APIRouter:
         except tiles.TilePathError as exc:
             raise Problem("BadRequestData", f"tile path {path!r}: {exc}") from None
         if level == "entries":
-            data = ledger.entry_bundle(index, width)
+            data = held.ledger.entry_bundle(index, width)
         else:
-            data = ledger.tile(int(level), index, width)
+            data = held.ledger.tile(int(level), index, width)
         return Response(data, media_type="application/octet-stream", headers=IMMUTABLE)
 
     @r.get("/entries", summary="Entries about a subject, each with its inclusion proof")
@@ -110,12 +134,12 @@ def router(ledger: Ledger) -> APIRouter:
         proofs: bool = True,
     ) -> Response:
         return _json(
-            ledger.entries_by_subject(subject, kind=kind, after=after, limit=limit, with_proofs=proofs)
+            held.ledger.entries_by_subject(subject, kind=kind, after=after, limit=limit, with_proofs=proofs)
         )
 
     @r.get("/entries/{index}", summary="One entry")
     def entry(index: int) -> Response:
-        return _json(ledger.entry(index))
+        return _json(held.ledger.entry(index))
 
     @r.post("/entries", status_code=201, summary="Append one entry (object) or several (array), all or none")
     async def append(request: Request) -> Response:
@@ -123,12 +147,13 @@ def router(ledger: Ledger) -> APIRouter:
         items = body if isinstance(body, list) else [body]
         if not items or len(items) > 10_000:
             raise Problem("BadRequestData", "send 1..10000 entries")
-        indices = await asyncio.to_thread(ledger.append_many, items)
+        items = _as_caller(items, getattr(request.state, "caller", None))
+        indices = await asyncio.to_thread(held.ledger.append_many, items)
         return _json({"indices": indices}, 201)
 
     @r.get("/witnesses", summary="Registered witnesses and the last size each cosigned")
     def witnesses() -> Response:
-        return _json(ledger.witnesses())
+        return _json(held.ledger.witnesses())
 
     @r.post("/witnesses", status_code=201, summary="Register a witness key (cosignature/v1 vkey)")
     async def add_witness(request: Request) -> Response:
@@ -138,7 +163,7 @@ def router(ledger: Ledger) -> APIRouter:
         ):
             raise Problem("BadRequestData", 'send {"name", "vkey", "organization"} as strings')
         return _json(
-            await asyncio.to_thread(ledger.add_witness, body["name"], body["vkey"], body["organization"]), 201
+            await asyncio.to_thread(held.ledger.add_witness, body["name"], body["vkey"], body["organization"]), 201
         )
 
     @r.post("/witnesses/{name:path}/cosignatures", status_code=201, summary="Hand in a cosignature line")
@@ -151,17 +176,17 @@ def router(ledger: Ledger) -> APIRouter:
         ):
             raise Problem("BadRequestData", 'send {"size": <int>, "cosignature": "— <name> <base64>"}')
         return _json(
-            await asyncio.to_thread(ledger.add_cosignature, name, body["size"], body["cosignature"]), 201
+            await asyncio.to_thread(held.ledger.add_cosignature, name, body["size"], body["cosignature"]), 201
         )
 
     return r
 
 
-def _event_recorder(ledger: Ledger) -> Any:
+def _event_recorder(current: Callable[[], Ledger]) -> Handler:
     """Durable relay subscriber: every exchange.* and citizen.* event becomes one entry, once."""
     from civicmesh.ledger.entries import utc_now
 
-    async def handle(event: Any) -> None:
+    async def handle(event: ChangeEvent) -> None:
         if not event.kind.startswith(("exchange.", "citizen.")):
             return
         data = event.data if isinstance(event.data, dict) else {"data": event.data}
@@ -169,7 +194,7 @@ def _event_recorder(ledger: Ledger) -> Any:
         actor = str(data.get("actor") or data.get("organization") or event.tenant or "platform")
         try:
             await asyncio.to_thread(
-                ledger.append,
+                current().append,
                 event.kind.lower().replace("_", "-"),  # entry kinds are dotted lowercase words
                 actor,
                 event.subject,
@@ -183,30 +208,41 @@ def _event_recorder(ledger: Ledger) -> Any:
     return handle
 
 
-def mount(app: FastAPI, platform: Any) -> None:
-    """Open the ledger on the platform's database, mount /ledger/, put it in platform.extras['ledger']."""
-    key_dir: Path = key_dir_from_env()
-    # Built now (its routes need it), opened on the platform's database when that is open (start).
-    origin = origin_from_env()
-    ledger = Ledger(LedgerStore(platform.db), origin, load_or_create_log_key(key_dir, origin), prepare=False)
-    platform.extras["ledger"] = ledger
-    app.include_router(router(ledger))
-    relay = getattr(platform, "relay", None)
-    if relay is not None:
+class LedgerService:
+    """The room's ledger, open while the app runs: its database is opened on start, not while the app is built."""
+
+    def __init__(self) -> None:
+        self._ledger: Ledger | None = None
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            raise RuntimeError("the ledger has not started")
+        return self._ledger
+
+
+def build(platform: Platform) -> Room:
+    """Serve /ledger/ and record every exchange.* and citizen.* event; the ledger opens on start."""
+    settings = platform.settings
+    held = LedgerService()
+
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        key_dir = settings.ledger_keys
+        # On the platform's Database, opened by now (it created a missing PostgreSQL database first: finding 18).
+        ledger = await asyncio.to_thread(Ledger.on_database, platform.db, settings.ledger_origin, key_dir)
+        held._ledger = ledger
         try:
-            relay.subscribe("ledger", _event_recorder(ledger), durable=True)
-        except RuntimeError as exc:
-            log.warning("ledger could not subscribe to events: %s", exc)
+            size = await asyncio.to_thread(ledger.integrated_size)  # a synchronous read: off the event loop
+            log.info("ledger %s: tree size %d, keys in %s", ledger.origin, size, key_dir)
+            ledger.start()
+            yield
+        finally:
+            held._ledger = None
+            try:
+                await ledger.stop()
+            finally:
+                ledger.close()
 
-    async def start() -> None:
-        await asyncio.to_thread(ledger.store.migrate)
-        await asyncio.to_thread(ledger.prepare)
-        size = await asyncio.to_thread(ledger.integrated_size)
-        log.info("ledger %s: tree size %d, keys in %s", ledger.origin, size, key_dir)
-        ledger.start()
-
-    async def stop() -> None:
-        await ledger.stop()
-
-    app.state.startup_hooks.append(start)
-    app.state.shutdown_hooks.append(stop)
+    return Room("ledger", routers=[router(held)], lifespan=lifespan, services=[held],
+                subscribers=[Subscriber("ledger", on_event=_event_recorder(lambda: held.ledger), durable=True)])

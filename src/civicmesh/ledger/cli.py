@@ -11,12 +11,11 @@ import orjson
 import typer
 from rich.console import Console
 
+from civicmesh.config import Settings
 from civicmesh.errors import Problem
 from civicmesh.ledger.keys import (
     generate_log_key,
     generate_witness_key,
-    key_dir_from_env,
-    origin_from_env,
     read_signer,
     read_verifier,
     write_secret,
@@ -33,18 +32,25 @@ DbOpt = Annotated[
     str | None, typer.Option("--database-url", help="Default: CIVICMESH_DATABASE_URL or settings")
 ]
 OriginOpt = Annotated[str | None, typer.Option("--origin", help="Default: CIVICMESH_LEDGER_ORIGIN")]
-KeyDirOpt = Annotated[Path | None, typer.Option("--key-dir", help="Default: CIVICMESH_LEDGER_KEY_DIR")]
+KeyDirOpt = Annotated[
+    Path | None, typer.Option("--key-dir", help="Default: CIVICMESH_LEDGER_KEY_DIR, else ledger-keys in the data home")
+]
+
+
+def _settings(database_url: str | None) -> Settings:
+    """CIVICMESH_* settings with the database given on the command line, if any (the key directory follows it)."""
+    return Settings.from_env(database_url=database_url)
 
 
 def _open(database_url: str | None, origin: str | None, key_dir: Path | None) -> Any:
-    from civicmesh.config import Settings
     from civicmesh.ledger.log import Ledger
 
-    url = database_url or Settings.from_env().database_url
-    kd = key_dir or key_dir_from_env()
+    settings = _settings(database_url)
+    url = settings.database_url
+    kd = key_dir or settings.ledger_keys
     err.print(f"[dim]ledger database {url}, keys in {kd}[/dim]")
     try:
-        return Ledger.open(url, origin or origin_from_env(), kd)
+        return Ledger.open(url, origin or settings.ledger_origin, kd)
     except NoteError as exc:
         _fail(str(exc))
 
@@ -57,9 +63,10 @@ def _fail(message: str) -> None:
 @ledger_app.command()
 def keygen(origin: OriginOpt = None, key_dir: KeyDirOpt = None) -> None:
     """Create the log's Ed25519 signing key (named after the origin)."""
-    kd = key_dir or key_dir_from_env()
+    settings = _settings(None)
+    kd = key_dir or settings.ledger_keys
     try:
-        key = generate_log_key(kd, origin or origin_from_env())
+        key = generate_log_key(kd, origin or settings.ledger_origin)
     except NoteError as exc:
         _fail(str(exc))
     console.print(f"log key written to {kd / 'log.key'}; publish this verifier key:")
@@ -87,7 +94,7 @@ def rotate(database_url: DbOpt = None, origin: OriginOpt = None, key_dir: KeyDir
     """Retire the signing key and start a new one; the current checkpoint is re-signed by both."""
     ledger = _open(database_url, origin, key_dir)
     try:
-        new = ledger.rotate_key(key_dir or key_dir_from_env())
+        new = ledger.rotate_key(key_dir or _settings(database_url).ledger_keys)
     finally:
         ledger.close()
     console.print("new verifier key:")

@@ -29,6 +29,15 @@ AGREEMENT_TRANSITION = "agreement.transition"
 METERING_RECORD = "metering.record"
 GATE_DECISION = "gate.decision"
 CITIZEN_MILESTONE = "citizen.milestone"
+# First words of the kinds the platform records itself (the relay's exchange.* and citizen.* events, the kinds
+# above, the audit trail): an organization appending over HTTP may not write them, so a reader can trust that such
+# an entry came from the platform.
+PLATFORM_KIND_ROOTS = frozenset({"exchange", "citizen", "data-rights", "data-asset", "access-request", "agreement",
+                                 "metering", "gate", "audit", "market", "ledger", "iot", "alerts", "platform"})
+
+
+def is_platform_kind(kind: object) -> bool:
+    return isinstance(kind, str) and kind.split(".", 1)[0].lower() in PLATFORM_KIND_ROOTS
 
 
 def utc_now() -> str:

@@ -1,6 +1,6 @@
 """The log's signing keys on disk: generation, loading and rotation.
 
-Layout of the key directory (default `civicmesh-data/ledger-keys`, env CIVICMESH_LEDGER_KEY_DIR):
+Layout of the key directory (Settings.ledger_keys: CIVICMESH_LEDGER_KEY_DIR, else ledger-keys in the data home):
   log.key              the active Ed25519 signer key, "PRIVATE+KEY+<origin>+<id>+<base64>", mode 0600
   log.vkey             its verifier key, safe to publish
   retired/<id>.key     earlier keys; kept so an operator can prove the hand-over, never used to sign again
@@ -12,19 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from civicmesh.config import DEFAULT_DATA_DIR
 from civicmesh.ledger.note import ALG_COSIGNATURE_V1, ALG_ED25519, NoteError, SignerKey, VerifierKey
-
-DEFAULT_ORIGIN = "civicmesh.local/ledger"
-DEFAULT_KEY_DIR = DEFAULT_DATA_DIR / "ledger-keys"
-
-
-def origin_from_env() -> str:
-    return os.environ.get("CIVICMESH_LEDGER_ORIGIN", DEFAULT_ORIGIN)
-
-
-def key_dir_from_env() -> Path:
-    return Path(os.environ.get("CIVICMESH_LEDGER_KEY_DIR", str(DEFAULT_KEY_DIR)))
 
 
 def write_secret(path: Path, text: str) -> None:

@@ -37,7 +37,9 @@ from civicmesh.ledger.note import (
     parse_signature_line,
     sign_note,
 )
+from civicmesh.store.db import Database
 from civicmesh.store.ledger import Integration, LedgerStore, NewEntry
+from civicmesh.workers import Periodic
 
 log = logging.getLogger("civicmesh.ledger")
 
@@ -68,7 +70,6 @@ class Ledger:
         batch_size: int = 1000,
         interval: float = 1.0,
         extra_signers: Iterable[SignerKey] = (),
-        prepare: bool = True,
     ) -> None:
         if signer.name != origin:
             raise NoteError(f"signer key name {signer.name!r} differs from origin {origin!r}")
@@ -80,17 +81,19 @@ class Ledger:
         self.batch_size = batch_size
         self.interval = interval
         self._integrate_lock = threading.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._integrator = Periodic("ledger-integrator", self._integrate_round, interval, wait_first=True)
         # The largest tree size seen: the log never shrinks, so a requested size up to it needs no query.
         self._known_size = 0
-        if prepare:
-            self.prepare()
+        self.store.record_key(signer.verifier.encode(), "active", E.utc_now())
+        self.integrate()  # the empty tree (or a tree left unintegrated by a crash) gets its checkpoint now
 
-    def prepare(self) -> None:
-        """Record the signing key and give the empty tree (or a tree left unintegrated by a crash) its checkpoint.
-        `prepare=False` defers this until the platform's database is open (in a worker thread)."""
-        self.store.record_key(self.signer.verifier.encode(), "active", E.utc_now())
-        self.integrate()
+    @classmethod
+    def on_database(cls, db: Database, origin: str, key_dir: Path, **kw: Any) -> Ledger:
+        """The ledger on an open Database the platform shares (call from a worker thread); `close` leaves the
+        Database open."""
+        store = LedgerStore(db)
+        store.migrate()
+        return cls(store, origin, load_or_create_log_key(key_dir, origin), **kw)
 
     @classmethod
     def open(cls, database_url: str, origin: str, key_dir: Path, **kw: Any) -> Ledger:
@@ -198,7 +201,8 @@ class Ledger:
             self.integrate()
         return indices
 
-    # Typed helpers: one per kind of record the platform keeps. `actor` is the organization acting.
+    # The one typed helper (the `ledger register-asset` command uses it); every other record goes through `append`
+    # with its own kind, so the ledger knows no room's vocabulary.
 
     def register_data_rights(
         self,
@@ -217,130 +221,6 @@ class Ledger:
             actor or owner,
             asset,
             {"asset": asset, "owner": owner, "rights": rights, "description_sha256": desc_hash},
-            **kw,
-        )
-
-    def record_asset_transaction(
-        self,
-        agreement: str,
-        asset: str,
-        provider: str,
-        consumer: str,
-        price: str,
-        currency: str,
-        settlement: str,
-        *,
-        actor: str | None = None,
-        **kw: Any,
-    ) -> int:
-        """A data-asset transaction. `price` is a decimal string so no float rounding enters the record."""
-        return self.append(
-            E.DATA_ASSET_TRANSACTION,
-            actor or provider,
-            asset,
-            {
-                "agreement": agreement,
-                "asset": asset,
-                "provider": provider,
-                "consumer": consumer,
-                "price": price,
-                "currency": currency,
-                "settlement": settlement,
-            },
-            **kw,
-        )
-
-    def record_access_request_transition(
-        self,
-        request: str,
-        from_state: str | None,
-        to_state: str,
-        *,
-        actor: str,
-        reason: str | None = None,
-        **kw: Any,
-    ) -> int:
-        return self.append(
-            E.ACCESS_REQUEST_TRANSITION,
-            actor,
-            request,
-            {"request": request, "from": from_state, "to": to_state, "reason": reason},
-            **kw,
-        )
-
-    def record_agreement_transition(
-        self,
-        agreement: str,
-        from_state: str | None,
-        to_state: str,
-        *,
-        actor: str,
-        policy_sha256: str | None = None,
-        **kw: Any,
-    ) -> int:
-        return self.append(
-            E.AGREEMENT_TRANSITION,
-            actor,
-            agreement,
-            {"agreement": agreement, "from": from_state, "to": to_state, "policy_sha256": policy_sha256},
-            **kw,
-        )
-
-    def record_metering(
-        self,
-        agreement: str,
-        consumer: str,
-        asset: str,
-        quantity: int | str,
-        unit: str,
-        period_start: str,
-        period_end: str,
-        *,
-        actor: str | None = None,
-        **kw: Any,
-    ) -> int:
-        return self.append(
-            E.METERING_RECORD,
-            actor or consumer,
-            agreement,
-            {
-                "agreement": agreement,
-                "consumer": consumer,
-                "asset": asset,
-                "quantity": quantity,
-                "unit": unit,
-                "period": [period_start, period_end],
-            },
-            **kw,
-        )
-
-    def record_gate_decision(
-        self,
-        organization: str,
-        target: str,
-        action: str,
-        allowed: bool,
-        *,
-        reason: str,
-        agreement: str | None = None,
-        **kw: Any,
-    ) -> int:
-        return self.append(
-            E.GATE_DECISION,
-            organization,
-            target,
-            {"action": action, "allowed": allowed, "reason": reason, "agreement": agreement},
-            **kw,
-        )
-
-    def record_citizen_milestone(
-        self, request: str, milestone: str, *, actor: str, detail: Mapping[str, Any] | None = None, **kw: Any
-    ) -> int:
-        return self.append(
-            E.CITIZEN_MILESTONE,
-            actor,
-            request,
-            {"request": request, "milestone": milestone, "detail": dict(detail or {})},
             **kw,
         )
 
@@ -368,28 +248,16 @@ class Ledger:
         self._known_size = max(self._known_size, size)
         return size
 
-    async def run_integrator(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await asyncio.to_thread(self.integrate)
-            except Exception:  # a transient database error must not stop integration for good
-                log.exception("ledger integration failed; retrying in %.1fs", self.interval)
+    async def _integrate_round(self) -> None:
+        # A transient database error is logged by the Periodic and the next round retries: integration never
+        # stops for good.
+        await asyncio.to_thread(self.integrate)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self.run_integrator(), name="ledger-integrator"
-            )
+        self._integrator.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._integrator.stop()
         try:
             await asyncio.to_thread(self.integrate)
         except RuntimeError:  # the interpreter is exiting and its thread pool is gone: the next start integrates

@@ -47,7 +47,8 @@ class Witness:
     def _load(self) -> dict[str, dict[str, object]]:
         if not self.state_path.exists():
             return {}
-        return json.loads(self.state_path.read_text())
+        states: dict[str, dict[str, object]] = json.loads(self.state_path.read_text())
+        return states
 
     def state(self, origin: str) -> WitnessState | None:
         got = self._load().get(origin)

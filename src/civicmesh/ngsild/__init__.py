@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
+from civicmesh.platform import Room
+
+if TYPE_CHECKING:
+    from civicmesh.config import Settings
+    from civicmesh.ngsild.context import ContextResolver
+    from civicmesh.platform import Platform
 
 log = logging.getLogger("civicmesh.ngsild")
 
@@ -14,35 +21,31 @@ DEMO_CONTEXT_ID = "demo-city"
 DEMO_CONTEXT_URN = "urn:civicmesh:context:demo-city"
 
 
-def demo_context_url(settings: Any) -> str:
+def demo_context_url(settings: Settings) -> str:
     return f"http://{settings.host}:{settings.port}/ngsi-ld/v1/jsonldContexts/{DEMO_CONTEXT_ID}"
 
 
-def mount(app: FastAPI, platform: Any) -> None:
-    """Build the broker on the platform's store and gate, and serve /ngsi-ld/v1."""
-    from civicmesh.demo import demo_context, demo_entities
-    from civicmesh.ngsild.broker import Broker, EntitySink
+def build_contexts(settings: Settings) -> ContextResolver:
+    """The @context resolver: the configured cache directory, and the demo city's context always hosted, so its
+    data reads back with short names."""
+    from civicmesh.demo import demo_context
     from civicmesh.ngsild.context import ContextResolver, HostedContext
     from civicmesh.ngsild.model import now_iso
-    from civicmesh.ngsild.routes import NgsiLd
-    from civicmesh.ngsild.routes import mount as mount_routes
 
-    settings = platform.settings
     resolver = ContextResolver(settings.context_dir)
-    broker = Broker(platform.store, platform.gate)
-    platform.extras["contexts"] = resolver
-    platform.extras["broker"] = broker
-    platform.extras["entities"] = EntitySink(broker, resolver.core)
-    # The demo city's @context is always hosted, so its data reads back with short names.
     url = demo_context_url(settings)
     resolver.hosted[DEMO_CONTEXT_ID] = HostedContext(DEMO_CONTEXT_ID, url, "Hosted", demo_context(), now_iso())
     resolver.register_document(url, demo_context())
     resolver.register_document(DEMO_CONTEXT_URN, demo_context())
-    ngsi = NgsiLd(broker, resolver, max_body=settings.max_body_bytes, max_limit=settings.max_limit,
-                  default_limit=settings.default_limit)
-    mount_routes(app, ngsi)
-    platform.extras["ngsild"] = ngsi
-    app.state.startup_hooks.append(ngsi.restore_contexts)
+    return resolver
+
+
+def build(platform: Platform) -> Room:
+    """Serve /ngsi-ld/v1 with the platform's broker; restore hosted contexts and load the demo city on start."""
+    from civicmesh.demo import demo_entities
+    from civicmesh.ngsild.routes import router
+
+    settings = platform.settings
 
     async def load_demo() -> None:
         from civicmesh.loader import load_entities
@@ -51,9 +54,15 @@ def mount(app: FastAPI, platform: Any) -> None:
         if await platform.store.get("", entities[0]["id"]) is not None:
             log.info("demo city already loaded")
             return
-        result = await load_entities(platform.store, settings.context_dir, entities, context=url,
-                                     resolver=resolver)
+        result = await load_entities(platform.store, settings.context_dir, entities,
+                                     context=demo_context_url(settings), resolver=platform.contexts)
         log.info("demo city: loaded %d entities (%d failed)", len(result.success), len(result.errors))
 
-    if settings.demo:
-        app.state.startup_hooks.append(load_demo)
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        await platform.ngsi.restore_contexts()
+        if settings.demo:
+            await load_demo()
+        yield
+
+    return Room("ngsild", routers=[router(platform.ngsi)], lifespan=lifespan)

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from civicmesh.errors import Problem
 from civicmesh.exchange.gate import ANONYMOUS, AccessRequest, Caller, Gate
+from civicmesh.ngsild import masking
 from civicmesh.ngsild import operations as ops
 from civicmesh.ngsild.model import clone, now_iso
 from civicmesh.store.base import Change, EntityQuery
+
+if TYPE_CHECKING:
+    from civicmesh.store.interface import EntityStore
 
 Doc = dict[str, Any]
 
@@ -32,7 +36,7 @@ class UpdateResult:
 
 
 class Broker:
-    def __init__(self, store: Any, gate: Gate) -> None:
+    def __init__(self, store: EntityStore, gate: Gate) -> None:
         self.store = store
         self.gate = gate
 
@@ -236,7 +240,7 @@ class Broker:
         await self._allow(caller, tenant, "query")
         screen = getattr(self.gate, "screen", None)
         if screen is None or self.gate.sees_everything(caller):
-            return await self.store.query(tenant, query)  # type: ignore[no-any-return]
+            return await self.store.query(tenant, query)
         # EXCHANGE: a caller that is screened pages and counts over what it may see, not over what is stored.
         docs, decided, count = await self._screened_page(tenant, query, caller)
         return await screen(caller, tenant, "query", docs, decided=decided), count
@@ -247,11 +251,14 @@ class Broker:
         decided: list[Any] = []
         seen, skip, at = 0, query.offset, 0
         chunk = max(100, query.offset + query.limit)
+        # Filter terms on attributes the caller may not read act as if those attributes were absent (masking).
+        terms = masking.plan(query)
         while True:
-            batch, _ = await self.store.query(tenant, dataclasses.replace(query, offset=at, limit=chunk, count=False))
+            batch, _ = await self.store.query(tenant, dataclasses.replace(terms.store_query, offset=at, limit=chunk,
+                                                                          count=False))
             at += len(batch)
             for doc, verdict in zip(batch, await self.gate.admits(caller, tenant, batch), strict=True):
-                if verdict is None:
+                if verdict is None or not masking.matches_seen(terms, doc, getattr(verdict, "visible", None)):
                     continue
                 seen += 1
                 if skip:
@@ -304,13 +311,13 @@ class Broker:
     async def type_summary(self, tenant: str, caller: Caller = ANONYMOUS) -> list[tuple[str, int]]:
         await self.require_tenant(tenant)
         await self._allow(caller, tenant, "query")
-        return await self.store.type_summary(tenant)  # type: ignore[no-any-return]
+        return await self.store.type_summary(tenant)
 
     async def attribute_summary(self, tenant: str, type_iri: str | None = None,
                                 caller: Caller = ANONYMOUS) -> list[tuple[str, str, str, int]]:
         await self.require_tenant(tenant)
         await self._allow(caller, tenant, "query", types=(type_iri,) if type_iri else ())
-        return await self.store.attribute_summary(tenant, type_iri)  # type: ignore[no-any-return]
+        return await self.store.attribute_summary(tenant, type_iri)
 
     async def purge(self, tenant: str, query: EntityQuery, caller: Caller = ANONYMOUS) -> int:
         await self.require_tenant(tenant)

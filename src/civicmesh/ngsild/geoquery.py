@@ -37,7 +37,7 @@ class GeoQuery:
     geoproperty: str = DEFAULT_GEOPROPERTY  # as written; the broker expands it with the @context
     min_distance: float | None = None  # metres, `near` only
     max_distance: float | None = None  # metres, `near` only
-    geometry: BaseGeometry = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+    geometry: BaseGeometry = field(default=None, compare=False, repr=False)
 
     @property
     def georel(self) -> str:
@@ -134,7 +134,7 @@ def _multi_problem(items: Any, where: str, what: str, check: Any) -> str | None:
         return f"{where}: a {what} needs an array of at least one member, got {_show(items)}"
     for i, item in enumerate(items):
         if err := check(item, f"{where}[{i}]"):
-            return err
+            return str(err)
     return None
 
 
@@ -337,7 +337,7 @@ def matches(query: GeoQuery, geom: BaseGeometry | dict[str, Any]) -> bool:
     geom = _as_geometry(geom)
     if query.relation == "near":
         ref = query.geometry
-        d = distance_m((ref.x, ref.y), geom)  # type: ignore[attr-defined]
+        d = distance_m((ref.x, ref.y), geom)
         if query.max_distance is not None and d > query.max_distance:
             return False
         return query.min_distance is None or d >= query.min_distance
@@ -372,7 +372,7 @@ def bbox_for(query: GeoQuery) -> tuple[float, float, float, float] | None:
         return (minx, miny, maxx, maxy)
     if query.max_distance is None:
         return None
-    lon0, lat0 = query.geometry.x, query.geometry.y  # type: ignore[attr-defined]
+    lon0, lat0 = query.geometry.x, query.geometry.y
     # Angular radius of the search cap, widened slightly so rounding never drops a boundary match.
     radius = query.max_distance / EARTH_RADIUS_M * (1 + 1e-9) + 1e-12
     dlat = math.degrees(radius)

@@ -332,4 +332,4 @@ def parse_scope(raw: object) -> list[str]:
     for item in items:
         if not isinstance(item, str) or not re.fullmatch(r"(/[^/#+\s]+)+", item):
             raise Problem("BadRequestData", f"scope {item!r} is not a path like /Madrid/Gardens")
-    return list(items)  # type: ignore[arg-type]
+    return list(items)

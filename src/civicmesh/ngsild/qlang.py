@@ -596,7 +596,7 @@ def _cmp(literal: Any, candidate: Any) -> int | None:
         return None
     if lk == "time":
         lv, cv = _time_key(lv), _time_key(cv)
-    return (cv > lv) - (cv < lv)
+    return int((cv > lv) - (cv < lv))
 
 
 def _time_key(t: time) -> float:

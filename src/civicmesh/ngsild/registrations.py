@@ -10,15 +10,17 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from civicmesh import endpoints
 from civicmesh.errors import Problem
 from civicmesh.ngsild.context import TermMap
 from civicmesh.ngsild.http import body_call, json_response, read_call
 from civicmesh.ngsild.model import check_name, is_datetime, is_uri, now_iso, validate_geometry
 from civicmesh.ngsild.routes import PREFIX, _allow_params, _flag, _int, _split, caller_of
+from civicmesh.platform import Platform, Room
 
 KIND = "csourceRegistration"
 MODES = {"inclusive", "exclusive", "redirect", "auxiliary"}
@@ -122,11 +124,12 @@ def _matches(reg: dict[str, Any], ids: list[str] | None, types: set[str] | None,
     return True
 
 
-def mount(app: FastAPI, platform: Any) -> None:
+def build(platform: Platform) -> Room:
+    """Serve /csourceRegistrations (context-source registrations, stored as documents)."""
     router = APIRouter(prefix=PREFIX)
     store = platform.store
-    resolver = platform.extras["contexts"]
-    broker = platform.extras["broker"]
+    resolver = platform.contexts
+    broker = platform.broker
     max_body = platform.settings.max_body_bytes
 
     async def create(request: Request) -> Response:
@@ -134,6 +137,7 @@ def mount(app: FastAPI, platform: Any) -> None:
         call, body = await body_call(request, resolver, max_body)
         await broker.authorize(caller_of(request), call.tenant, "create")
         reg = parse_registration(body, call.terms)
+        endpoints.check_uri(reg["endpoint"], platform.settings.endpoint_allow)
         reg["createdAt"] = reg["modifiedAt"] = now_iso()
         if not await store.put_document(call.tenant, KIND, reg["id"], reg, create=True):
             raise Problem("AlreadyExists", f"registration {reg['id']} already exists")
@@ -168,6 +172,7 @@ def mount(app: FastAPI, platform: Any) -> None:
         await broker.authorize(caller_of(request), call.tenant, "update")
         reg = await _existing(call.tenant, reg_id)
         reg.update(parse_registration(body, call.terms, partial=True))
+        endpoints.check_uri(reg["endpoint"], platform.settings.endpoint_allow)
         reg["modifiedAt"] = now_iso()
         await store.put_document(call.tenant, KIND, reg_id, reg, create=False)
         return Response(status_code=204)
@@ -187,7 +192,7 @@ def mount(app: FastAPI, platform: Any) -> None:
         reg = await store.get_document(tenant, KIND, reg_id)
         if reg is None:
             raise Problem("ResourceNotFound", f"registration {reg_id} does not exist")
-        return reg  # type: ignore[no-any-return]
+        return reg
 
     routes: list[tuple[str, list[str], Callable[..., Any]]] = [
         ("/csourceRegistrations", ["POST"], create), ("/csourceRegistrations", ["GET"], query),
@@ -196,4 +201,4 @@ def mount(app: FastAPI, platform: Any) -> None:
     for path, methods, endpoint in routes:
         router.add_api_route(path, endpoint, methods=methods)
         router.add_api_route(path + "/", endpoint, methods=methods, include_in_schema=False)
-    app.include_router(router)
+    return Room("registrations", routers=[router])

@@ -8,11 +8,12 @@ import re
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from civicmesh.errors import Problem
+from civicmesh.exchange import limits
 from civicmesh.exchange.gate import ANONYMOUS, Caller
 from civicmesh.ngsild.broker import BatchResult, Broker, UpdateResult
 from civicmesh.ngsild.context import (
@@ -385,6 +386,7 @@ class NgsiLd:
                                       per_item_context=True)
         if not body:
             raise Problem("BadRequestData", "the batch is empty")
+        limits.check_batch(caller_of(request), len(body), request.app.state.platform.settings.max_batch_entities)
         options = _split(request.query_params.get("options")) or []
         if operation == "delete":
             bad: BatchResult = BatchResult()
@@ -782,7 +784,8 @@ def expand_q(expr: Any, terms: TermMap) -> Any:
     return qlang.map_terms(expr, terms.expand)
 
 
-def mount(app: FastAPI, ngsi: NgsiLd) -> None:
+def router(ngsi: NgsiLd) -> APIRouter:
+    """Every /ngsi-ld/v1 route of entities, types, attributes, batch operations and hosted contexts."""
     router = APIRouter(prefix=PREFIX)
 
     def route(path: str, methods: list[str], endpoint: Any) -> None:
@@ -811,4 +814,4 @@ def mount(app: FastAPI, ngsi: NgsiLd) -> None:
     route("/jsonldContexts", ["POST"], ngsi.add_context)
     route("/jsonldContexts/{context_id}", ["GET"], ngsi.get_context)
     route("/jsonldContexts/{context_id}", ["DELETE"], ngsi.delete_context)
-    app.include_router(router)
+    return router

@@ -14,6 +14,8 @@ from collections import defaultdict
 from functools import lru_cache
 from urllib.parse import urlsplit
 
+from civicmesh.endpoints import EndpointRefused, check_headers
+
 
 class ReceiverError(Exception):
     """The receiver could not be reached, closed the connection, or answered something that is not HTTP."""
@@ -133,9 +135,16 @@ class HttpSender:
         self._idle: dict[tuple[str, int], list[_Connection]] = defaultdict(list)
         self._slots: dict[tuple[str, int], asyncio.Semaphore] = {}
 
-    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
-        """Send one POST; return the status code. Raises ReceiverError (or TimeoutError) when there is none."""
+    async def post(self, url: str, body: bytes, headers: dict[str, str], *, address: str | None = None) -> int:
+        """Send one POST; return the status code. Raises ReceiverError (or TimeoutError) when there is none.
+        With `address` the connection goes to that address (checked by the endpoint policy), not to whatever
+        the host name resolves to now."""
         host, port, start = _target(url)
+        try:
+            check_headers(headers)  # no CR/LF into the request: a value must not end the header block
+        except EndpointRefused as exc:
+            raise ReceiverError(str(exc)) from None
+        host = address or host
         fields = "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k.lower() not in ("host", "content-length"))
         request = b"".join((start, f"{fields}Content-Length: {len(body)}\r\n\r\n".encode("latin-1"), body))
         key = (host, port)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -42,6 +42,7 @@ from civicmesh.ngsild.model import (
 )
 from civicmesh.ngsild.render import View, render_instance, simple_value
 from civicmesh.ngsild.routes import PREFIX, _allow_params, _int, _names, _split, caller_of
+from civicmesh.platform import Platform, Room, Subscriber
 from civicmesh.store.history import TIME_COLUMNS, History, HistoryRow
 
 AGGREGATES = ("totalCount", "distinctCount", "sum", "avg", "min", "max", "stddev", "sumsq")
@@ -291,11 +292,11 @@ def cut_page(rows_by_entity: dict[str, list[tuple[Any, ...]]], ask: Ask,
 
 
 class Temporal:
-    def __init__(self, platform: Any) -> None:
+    def __init__(self, platform: Platform) -> None:
         self.history = History(platform.store)
-        self.broker = platform.extras["broker"]
-        self.resolver = platform.extras["contexts"]
-        self.ngsi = platform.extras["ngsild"]
+        self.broker = platform.broker
+        self.resolver = platform.contexts
+        self.ngsi = platform.ngsi
         self.page_size = max(platform.settings.temporal_page_size, 1)
         self.max_body = platform.settings.max_body_bytes
 
@@ -883,9 +884,9 @@ def _aggregate_rows(rows: list[tuple[Any, ...]], methods: list[str], origin: flo
     return out
 
 
-def mount(app: FastAPI, platform: Any) -> None:
+def build(platform: Platform) -> Room:
+    """Serve the temporal API and record every change event as history."""
     temporal = Temporal(platform)
-    platform.relay.subscribe_batch("temporal", temporal.on_events, durable=True)
     router = APIRouter(prefix=PREFIX + "/temporal")
     routes: list[tuple[str, list[str], Callable[..., Any]]] = [
         ("/entities", ["GET"], temporal.query), ("/entities", ["POST"], temporal.create),
@@ -901,4 +902,5 @@ def mount(app: FastAPI, platform: Any) -> None:
         router.add_api_route(path, endpoint, methods=methods)
         if not path.endswith(":path}"):
             router.add_api_route(path + "/", endpoint, methods=methods, include_in_schema=False)
-    app.include_router(router)
+    return Room("temporal", routers=[router],
+                subscribers=[Subscriber("temporal", on_events=temporal.on_events, durable=True)])

@@ -121,7 +121,7 @@ IndexRow = tuple[str, str, str | None, str, float | None, str | None]
 def _leaf_rows(attr: str, path: str, atype: str | None, value: Any, out: list[IndexRow]) -> None:
     kind = type(value)
     if kind is str:
-        out.append((attr, path, atype, "s", None, normalize_text(value)))  # type: ignore[arg-type]
+        out.append((attr, path, atype, "s", None, normalize_text(value)))
     elif kind is bool:
         out.append((attr, path, atype, "b", 1.0 if value else 0.0, None))
     elif kind is int or kind is float:
@@ -209,7 +209,7 @@ class WriteOutcome:
         regeo = {i for i, names in partial.items()
                  if _geometry_touched(current.get(i), names) or _geometry_touched(final.get(i), names)}
         whole = [i for i in dict.fromkeys(c.entity_id for c in changes) if i in stored and i not in partial]
-        return cls(final, whole, partial, regeo)  # type: ignore[arg-type]
+        return cls(final, whole, partial, regeo)
 
 
 def _geometry_touched(doc: dict[str, Any] | None, attrs: set[str]) -> bool:

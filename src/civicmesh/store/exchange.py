@@ -40,7 +40,14 @@ _DDL = [
     "CREATE INDEX IF NOT EXISTS exchange_metering_day ON exchange_metering (day, consumer, provider)",
     "CREATE INDEX IF NOT EXISTS exchange_metering_agreement ON exchange_metering (agreement)",
 ]
-_TABLES = ("exchange_metering", "exchange_transitions", "exchange_negotiations", "exchange_products",
+# Step 2: the audit trail of administrative and security events: keys issued, revoked, rotated; organizations,
+# trust (OIDC) and ownership changed; failed authentications.
+_AUDIT_DDL = [
+    "CREATE TABLE IF NOT EXISTS exchange_audit (id {pk}, at TEXT NOT NULL, kind TEXT NOT NULL, actor TEXT,"
+    " organization TEXT, subject TEXT NOT NULL, data TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS exchange_audit_kind ON exchange_audit (kind, id)",
+]
+_TABLES = ("exchange_audit", "exchange_metering", "exchange_transitions", "exchange_negotiations", "exchange_products",
            "exchange_owners", "exchange_keys", "exchange_orgs", "exchange_settings")
 METERING_COLUMNS = ("at", "day", "consumer", "provider", "product", "agreement", "operation", "tenant",
                     "entities", "bytes", "status", "reason", "duration_ms")
@@ -69,7 +76,8 @@ class ExchangeStore:
         self.db = db
 
     async def migrate(self) -> None:
-        await self.db.migrate("exchange", [self.db.typed(_DDL)], legacy="exchange_schema_version")
+        await self.db.migrate("exchange", [self.db.typed(_DDL), self.db.typed(_AUDIT_DDL)],
+                              legacy="exchange_schema_version")
 
     async def drop_all(self) -> None:
         await self.db.drop_room("exchange", _TABLES)
@@ -149,6 +157,52 @@ class ExchangeStore:
             if rows:
                 self._events(tx, events)
         return bool(rows)
+
+    async def rotate_key(self, old_id: str, row: dict[str, Any], at: str, old_expires_at: str | None) -> bool:
+        """Replace a live key by `row` in one transaction: the old key is revoked at `at`, or, with
+        `old_expires_at`, keeps working until then (a grace period to roll the new secret out). False when the
+        old key is already revoked (nothing written)."""
+        async with self.db.transaction() as tx:
+            if old_expires_at is None:
+                rows = await tx.fetch("UPDATE exchange_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
+                                      " RETURNING id", [at, old_id])
+            else:
+                rows = await tx.fetch(
+                    "UPDATE exchange_keys SET expires_at = ? WHERE id = ? AND revoked_at IS NULL AND (expires_at IS"
+                    " NULL OR expires_at > ?) RETURNING id", [old_expires_at, old_id, old_expires_at])
+                if not rows:  # it expires sooner than the grace would last: leave its expiry, still rotate
+                    rows = await tx.fetch("SELECT id FROM exchange_keys WHERE id = ? AND revoked_at IS NULL",
+                                          [old_id])
+            if not rows:
+                return False
+            await tx.execute(
+                "INSERT INTO exchange_keys (id, secret_hash, organization, subject, roles, scopes, created_at,"
+                " expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                [row["id"], row["secret_hash"], row["organization"], row["subject"], json.dumps(row["roles"]),
+                 json.dumps(row["scopes"]), row["created_at"], row["expires_at"]])
+        return True
+
+    # --- audit trail --------------------------------------------------------------------------------------
+    async def add_audit(self, row: dict[str, Any]) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute("INSERT INTO exchange_audit (at, kind, actor, organization, subject, data)"
+                             " VALUES (?, ?, ?, ?, ?, ?)", [row["at"], row["kind"], row["actor"],
+                                                            row["organization"], row["subject"],
+                                                            json.dumps(row["data"])])
+
+    async def audit(self, *, kind: str | None = None, organization: str | None = None, after: int = 0,
+                    limit: int = 100) -> list[dict[str, Any]]:
+        """Audit rows after id `after`, oldest first; `kind` matches a kind or a dotted prefix of kinds."""
+        where, params = ["id > ?"], list[Any]([after])
+        if kind:
+            where.append("(kind = ? OR kind LIKE ?)")
+            params += [kind, kind.replace("_", "").replace("%", "") + ".%"]
+        if organization:
+            where.append("organization = ?")
+            params.append(organization)
+        rows = await self.db.fetch("SELECT id, at, kind, actor, organization, subject, data FROM exchange_audit"
+                                   f" WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", [*params, limit])
+        return [{**dict(r), "id": int(r["id"]), "data": json.loads(r["data"])} for r in rows]
 
     async def has_platform_admin(self) -> bool:
         rows = await self.db.fetch("SELECT roles FROM exchange_keys WHERE revoked_at IS NULL")

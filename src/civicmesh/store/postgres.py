@@ -427,7 +427,7 @@ class PostgresStore:
             sql += " AND t.iri = %s"
             params.append(type_iri)
         sql += " GROUP BY k.attr, a.atype, t.iri ORDER BY k.attr"
-        return [tuple(r) for r in await self._fetch(sql, params)]  # type: ignore[misc]
+        return [tuple(r) for r in await self._fetch(sql, params)]
 
     # -- documents ---------------------------------------------------------------------------------------
     async def put_document(self, tenant: str, kind: str, doc_id: str, body: dict[str, Any], *,
@@ -522,7 +522,7 @@ class PostgresStore:
     async def due_notifications(self, now: float, limit: int) -> list[tuple[int, str, str, bytes, int]]:
         rows = await self._fetch("SELECT nid, tenant, subscription, payload, attempts FROM notification_queue "
                                  "WHERE due_at <= %s ORDER BY due_at, nid LIMIT %s", (now, limit))
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [tuple(r) for r in rows]
 
     async def settle_notifications(self, delivered: list[int], retry: list[tuple[int, float, str]],
                                    dropped: list[int], documents: Sequence[DocumentUpdate] = ()) -> None:

@@ -468,7 +468,7 @@ class SqliteStore:
             sql += " AND t.iri = ?"
             params.append(type_iri)
         sql += " GROUP BY k.attr, a.atype, t.iri ORDER BY k.attr"
-        return await self._in_reader(lambda c: [tuple(r) for r in c.execute(sql, params)])  # type: ignore[misc]
+        return await self._in_reader(lambda c: [tuple(r) for r in c.execute(sql, params)])
 
     # -- documents ---------------------------------------------------------------------------------------
     async def put_document(self, tenant: str, kind: str, doc_id: str, body: dict[str, Any], *,
@@ -560,7 +560,7 @@ class SqliteStore:
 
     async def due_notifications(self, now: float, limit: int) -> list[tuple[int, str, str, bytes, int]]:
         def run(c: sqlite3.Connection) -> list[tuple[int, str, str, bytes, int]]:
-            return [tuple(r) for r in c.execute(  # type: ignore[misc]
+            return [tuple(r) for r in c.execute(
                 "SELECT nid, tenant, subscription, payload, attempts FROM notification_queue WHERE due_at <= ? "
                 "ORDER BY due_at, nid LIMIT ?", (now, limit))]
         return await self._in_reader(run)

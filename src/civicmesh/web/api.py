@@ -15,14 +15,16 @@ from importlib import resources
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from civicmesh.demo.basemap import city_basemap
 from civicmesh.errors import Problem
+from civicmesh.exchange import limits
 from civicmesh.exchange.gate import ANONYMOUS, AccessRequest
 from civicmesh.ngsild import demo_context_url
 from civicmesh.ngsild.http import tenant_of
+from civicmesh.platform import Platform, Room, Subscriber
 from civicmesh.web.layers import LAYERS, snapshot
 from civicmesh.web.live import Listener, LiveHub
 
@@ -80,7 +82,12 @@ def _chosen_tenant(request: Request, tenant: str | None) -> str:
     return tenant
 
 
-def router(hub: LiveHub, platform: Any) -> APIRouter:
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def router(hub: LiveHub, platform: Platform) -> APIRouter:
+    streams = limits.StreamSlots(platform.settings.max_sse_per_identity)  # open /web/events per identity
     r = APIRouter(tags=["dashboard"])
     files = _static_files()
     if "index.html" not in files:
@@ -136,16 +143,17 @@ def router(hub: LiveHub, platform: Any) -> APIRouter:
         decision = await platform.gate.check(AccessRequest(caller, chosen, "query"))
         if not decision.allowed:
             raise Problem("Forbidden", decision.reason or "the access gate denied the live stream")
-        listener = Listener(caller, chosen)
-        return StreamingResponse(hub.stream(listener), media_type="text/event-stream",
+        listener, holder = Listener(caller, chosen), limits.stream_identity(caller, _client(request))
+        streams.acquire(holder)
+        live = limits.credential_check(platform.gate, caller)  # a revoked key ends the stream
+        return StreamingResponse(streams.held(holder, hub.stream(listener), live), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     return r
 
 
-def mount(app: FastAPI, platform: Any) -> None:
+def build(platform: Platform) -> Room:
+    """Serve the dashboard at / with its live event stream (a transient subscriber: it starts at the tip)."""
     hub = LiveHub(platform)
-    platform.extras["web"] = hub
-    if platform.relay is not None:
-        platform.relay.subscribe_batch("web", hub.on_events)
-    app.include_router(router(hub, platform))
+    return Room("web", routers=[router(hub, platform)], services=[hub],
+                subscribers=[Subscriber("web", on_events=hub.on_events)])

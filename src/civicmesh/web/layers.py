@@ -11,12 +11,16 @@ entities.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from civicmesh.exchange.gate import Caller
 from civicmesh.ngsild import DEMO_CONTEXT_URN
 from civicmesh.ngsild.render import SIMPLIFIED, View, render_entity
 from civicmesh.store.base import EntityQuery
+
+if TYPE_CHECKING:
+    from civicmesh.ngsild.context import TermMap
+    from civicmesh.platform import Platform
 
 # Citizen requests are published as Smart Data Models IssueTracking entities (citizen/entity.py); the demo
 # @context has no term for them, so the layer names the type by its IRI.
@@ -48,11 +52,11 @@ LAYERS: list[dict[str, Any]] = [
 SNAPSHOT_LIMIT = 50_000
 
 
-def demo_terms(platform: Any) -> Any:
-    return platform.extras["contexts"].term_map(DEMO_CONTEXT_URN)
+def demo_terms(platform: Platform) -> TermMap:
+    return platform.contexts.term_map(DEMO_CONTEXT_URN)
 
 
-async def snapshot(platform: Any, caller: Caller, tenant: str) -> dict[str, Any]:
+async def snapshot(platform: Platform, caller: Caller, tenant: str) -> dict[str, Any]:
     """Every layer's entities as this caller may read them: {"layers": {id: [keyValues entity, ...]}}."""
     terms = demo_terms(platform)
     layer_of: dict[str, str] = {}
@@ -60,7 +64,7 @@ async def snapshot(platform: Any, caller: Caller, tenant: str) -> dict[str, Any]
         for entity_type in layer["types"]:
             layer_of.setdefault(terms.expand(entity_type), layer["id"])
     query = EntityQuery(types=[frozenset({iri}) for iri in layer_of], limit=SNAPSHOT_LIMIT + 1)
-    docs, _ = await platform.extras["broker"].query(tenant, query, caller)
+    docs, _ = await platform.broker.query(tenant, query, caller)
     location = terms.expand("location")
     views = {layer["id"]: View(terms, SIMPLIFIED, attrs=None if layer["attrs"] is None else frozenset(
         [location, *(terms.expand(a) for a in layer["attrs"])])) for layer in LAYERS}

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -30,6 +30,9 @@ from civicmesh.exchange.enforce import Session, current_caller
 from civicmesh.exchange.gate import Caller
 from civicmesh.ngsild.render import SIMPLIFIED, View, render_entity
 from civicmesh.web.layers import demo_terms
+
+if TYPE_CHECKING:
+    from civicmesh.platform import Platform
 
 log = logging.getLogger("civicmesh.web")
 
@@ -58,13 +61,20 @@ class Listener:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     overflowed: bool = False
     session: Session | None = None
+    # The attributes the changes a waiting entry stands for touched (None: one of them created or deleted the
+    # entity), so a change that touched only attributes this page may not read is not sent (`LiveHub.screened`).
+    touched: dict[str, frozenset[str] | None] = field(default_factory=dict)
 
     def offer(self, event: ChangeEvent) -> None:
+        earlier = self.touched.get(event.subject, frozenset()) if event.subject in self.waiting else frozenset()
+        now = None if event.kind != ENTITY_UPDATED else frozenset(event.data.get("attributes") or ())
+        self.touched[event.subject] = None if earlier is None or now is None else earlier | now
         self.waiting[event.subject] = event  # a newer change of a waiting entity replaces the older one
         self.changes[event.subject] = self.changes.get(event.subject, 0) + 1
         if len(self.waiting) > QUEUE_LIMIT:
             self.waiting.clear()
             self.changes.clear()
+            self.touched.clear()
             self.overflowed = True
 
     def take(self) -> tuple[list[ChangeEvent], dict[str, int]]:
@@ -82,7 +92,7 @@ class Listener:
 class LiveHub:
     """Fans entity change events out to the connected pages."""
 
-    def __init__(self, platform: Any) -> None:
+    def __init__(self, platform: Platform) -> None:
         self.platform = platform
         self.listeners: set[Listener] = set()
         self.delivered = 0
@@ -104,17 +114,18 @@ class LiveHub:
                        counts: dict[str, int] | None = None) -> dict[str, Any]:
         """The batch as this listener may see it: entities (keyValues, demo names), ids of deleted ones, and how
         many changes (`changes`) what is shown stands for, older changes of the same entity included."""
-        current = [e.data["after"] for e in events if e.data.get("after") is not None]
+        touched = {e.subject: listener.touched.pop(e.subject, None) for e in events}  # before any await
         gone = [e.data["before"] for e in events if e.data.get("after") is None and e.data.get("before")]
-        docs = current + gone
         screen = getattr(self.platform.gate, "screen", None)
-        if screen is not None and docs:
-            # Screen as this page's caller, also where the gate falls back on the ambient caller.
-            token = current_caller.set(listener.caller)
-            try:
+        docs: list[dict[str, Any]] = gone
+        token = current_caller.set(listener.caller)  # as this page's caller, also where the gate falls back on it
+        try:
+            current = await self._firing(listener, [e for e in events if e.data.get("after") is not None], touched)
+            docs = current + gone
+            if screen is not None and docs:
                 docs = await screen(listener.caller, listener.tenant, "stream", docs, session=listener.session)
-            finally:
-                current_caller.reset(token)
+        finally:
+            current_caller.reset(token)
         deleted = {d["id"] for d in gone}
         view = View(demo_terms(self.platform), SIMPLIFIED)
         entities = []
@@ -129,6 +140,28 @@ class LiveHub:
         return {"seq": newest.seq, "at": _epoch_ms(newest.at), "sent": time.time() * 1000,
                 "changes": sum(counts.get(d["id"], 1) for d in docs),
                 "entities": entities, "deleted": [d["id"] for d in docs if d["id"] in deleted]}
+
+    async def _firing(self, listener: Listener, events: list[ChangeEvent],
+                      touched: dict[str, frozenset[str] | None]) -> list[dict[str, Any]]:
+        """The entities these changes leave, but not those whose changes touched only attributes the page may not
+        read: sending them would tell it that a masked attribute changed, and when. The gate judges the
+        attributes of the state before and after, so an attribute a change deleted is judged too."""
+        gate = self.platform.gate
+        judged = [e for e in events if touched.get(e.subject) and e.data.get("before") is not None]
+        if not judged or gate.sees_everything(listener.caller):
+            return [e.data["after"] for e in events]
+        both = [{**e.data["after"], "attrs": {**e.data["before"]["attrs"], **e.data["after"]["attrs"]}}
+                for e in judged]
+        quiet: set[str] = set()
+        for event, doc, verdict in zip(judged, both, await gate.admits(listener.caller, listener.tenant, both),
+                                       strict=True):
+            names = touched[event.subject] or frozenset()
+            visible = getattr(verdict, "visible", None)
+            # A name in neither state was deleted by an earlier change this entry stands for: it cannot be judged
+            # here, so the entity is sent.
+            if verdict is not None and visible is not None and names <= doc["attrs"].keys() and not names & visible:
+                quiet.add(event.subject)
+        return [e.data["after"] for e in events if e.subject not in quiet]
 
     def _meter(self, listener: Listener) -> None:
         meter = getattr(self.platform.gate, "meter_session", None)
