@@ -13,7 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from civicmesh import metrics
+from civicmesh import access, headers, metrics
+from civicmesh.bodies import BodyLimit
 from civicmesh.config import Settings
 from civicmesh.errors import Problem
 from civicmesh.events import OutboxRelay
@@ -82,7 +83,7 @@ def problem_response(problem: Problem) -> Response:
     import orjson
 
     return Response(orjson.dumps(problem.to_dict()), status_code=problem.status,
-                    media_type="application/problem+json")
+                    media_type="application/problem+json", headers=problem.headers or None)
 
 
 def create_app(settings: Settings | None = None, rooms: Sequence[RoomBuilder] | None = None) -> FastAPI:
@@ -154,7 +155,7 @@ def create_app(settings: Settings | None = None, rooms: Sequence[RoomBuilder] | 
         app.add_exception_handler(error, _unexpected)
     app.add_exception_handler(Exception, _unexpected)
 
-    @app.get("/health", include_in_schema=False)
+    @app.get("/health", include_in_schema=False, dependencies=[access.public.depends()])
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -164,6 +165,10 @@ def create_app(settings: Settings | None = None, rooms: Sequence[RoomBuilder] | 
         for router in room.routers:
             app.include_router(router)
     metrics.install(app, platform)
+    # Outermost last: CORS answers preflights, the headers cover every answer, the limit holds before any room.
+    app.add_middleware(BodyLimit, default=settings.max_body_bytes)
+    headers.install(app, settings.cors_origins)
+    access.seal(app)  # every route declares its access rule, or the app is not built
     return app
 
 

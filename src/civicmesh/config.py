@@ -43,7 +43,10 @@ class Settings:
     port: int = 8000
     # Directory of cached JSON-LD contexts: files named by URL (see ngsild.context) plus an optional index.json.
     context_dir: str | None = None
+    # Largest request body on any route, authentication on or off (a route may declare its own, bodies.limit_body).
     max_body_bytes: int = 8 * 1024 * 1024
+    # Origins whose pages may call the API from a browser (comma-separated); empty: no cross-origin access.
+    cors_origins: str = ""
     # Largest page a query may ask for with `limit`; default page size is smaller.
     max_limit: int = 1000
     default_limit: int = 20

@@ -81,6 +81,7 @@ def test_receiver_info_cannot_inject_headers(strict: LiveServer) -> None:
         assert c.post("/subscriptions", json=sub).status_code == 201
 
 
+@pytest.mark.live
 def test_a_name_that_resolves_to_loopback_gets_nothing_sent(private_database: str) -> None:
     """Creation cannot see through a host name; the check after resolution at send time does. A database of its
     own, so no other (lenient) test server delivers this server's queue."""

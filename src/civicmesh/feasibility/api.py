@@ -12,6 +12,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from civicmesh.access import scope
+from civicmesh.bodies import limit_body
 from civicmesh.errors import Problem
 from civicmesh.feasibility.evaluate import as_json, run
 from civicmesh.feasibility.model import ProjectError, load_project
@@ -39,7 +41,8 @@ def build(platform: Platform) -> Room:
 
 def router() -> APIRouter:
     """POST /feasibility/evaluate: a project file in, an economic evaluation report out."""
-    router = APIRouter(prefix="/feasibility", tags=["feasibility"])
+    router = APIRouter(prefix="/feasibility", tags=["feasibility"],
+                       dependencies=[scope("feasibility").depends(), limit_body(MAX_BODY)])
 
     @router.post("/evaluate", summary="Evaluate a project file (YAML or JSON body)",
                  responses={200: {"content": {"application/json": {}, "text/html": {}}}})

@@ -17,6 +17,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from civicmesh.access import scope
+from civicmesh.bodies import read_json
 from civicmesh.errors import Problem
 from civicmesh.ingest import provisioning
 from civicmesh.ingest.agent import Agent, Measurement, Outcome
@@ -47,10 +49,7 @@ def _servicepath(request: Request) -> str:
 
 
 async def _json(request: Request) -> Any:
-    try:
-        return orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise Problem("InvalidRequest", f"the body is not valid JSON: {exc}") from None
+    return await read_json(request)  # at most the platform's body limit, counted as it streams (bodies.py)
 
 
 def _json_response(body: Any, status: int = 200) -> Response:
@@ -266,7 +265,7 @@ def build(platform: Platform) -> Room:
     """Serve /iot (provisioning and HTTP measurements), run the agent and, if configured, MQTT ingestion; with the
     demo city, its simulator."""
     api = IotApi(platform)
-    router = APIRouter(prefix="/iot", tags=["IoT agent"])
+    router = APIRouter(prefix="/iot", tags=["IoT agent"], dependencies=[scope("iot").depends()])
     routes: list[tuple[str, str, Callable[..., Any]]] = [
               ("/services", "POST", api.add_services), ("/services", "GET", api.list_services),
               ("/services", "PUT", api.update_service), ("/services", "DELETE", api.delete_service),

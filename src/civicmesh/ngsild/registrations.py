@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from civicmesh import endpoints
+from civicmesh.access import platform_admin
 from civicmesh.errors import Problem
 from civicmesh.ngsild.context import TermMap
 from civicmesh.ngsild.http import body_call, json_response, read_call
@@ -126,7 +127,8 @@ def _matches(reg: dict[str, Any], ids: list[str] | None, types: set[str] | None,
 
 def build(platform: Platform) -> Room:
     """Serve /csourceRegistrations (context-source registrations, stored as documents)."""
-    router = APIRouter(prefix=PREFIX)
+    # Registrations are not yet screened per organization, so only a platform admin may use them.
+    router = APIRouter(prefix=PREFIX, dependencies=[platform_admin.depends()])
     store = platform.store
     resolver = platform.contexts
     broker = platform.broker

@@ -12,9 +12,18 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from civicmesh.access import (
+    ANONYMOUS,
+    Caller,
+    Rule,
+    anonymous_data,
+    authenticated,
+    platform_admin,
+    public,
+    when,
+)
 from civicmesh.errors import Problem
 from civicmesh.exchange import limits
-from civicmesh.exchange.gate import ANONYMOUS, Caller
 from civicmesh.ngsild.broker import BatchResult, Broker, UpdateResult
 from civicmesh.ngsild.context import (
     CORE_CONTEXT_URL,
@@ -784,34 +793,43 @@ def expand_q(expr: Any, terms: TermMap) -> Any:
     return qlang.map_terms(expr, terms.expand)
 
 
+def _batch_query(request: Request) -> bool:
+    return request.path_params.get("operation") == "query"
+
+
 def router(ngsi: NgsiLd) -> APIRouter:
     """Every /ngsi-ld/v1 route of entities, types, attributes, batch operations and hosted contexts."""
     router = APIRouter(prefix=PREFIX)
+    # Reads of city data are screened per entity by the gate (public open data for anonymous callers); writes need
+    # a caller (the gate decides which); what is not yet screened per organization is a platform admin's.
+    read, write, admin = anonymous_data, authenticated, platform_admin
+    batch = when(_batch_query, anonymous_data, authenticated)
 
-    def route(path: str, methods: list[str], endpoint: Any) -> None:
-        router.add_api_route(path, endpoint, methods=methods, include_in_schema=True)
-        router.add_api_route(path + "/", endpoint, methods=methods, include_in_schema=False)
+    def route(path: str, methods: list[str], endpoint: Any, rule: Rule) -> None:
+        router.add_api_route(path, endpoint, methods=methods, include_in_schema=True, dependencies=[rule.depends()])
+        router.add_api_route(path + "/", endpoint, methods=methods, include_in_schema=False,
+                             dependencies=[rule.depends()])
 
-    route("/entities", ["POST"], ngsi.create)
-    route("/entities", ["GET"], ngsi.query)
-    route("/entities", ["DELETE"], ngsi.purge)
-    route("/entities", ["PATCH", "PUT"], ngsi.missing_id)
-    route("/entities/{entity_id:path}/attrs/{attr}", ["PATCH"], ngsi.partial_update)
-    route("/entities/{entity_id:path}/attrs/{attr}", ["PUT"], ngsi.replace_attr)
-    route("/entities/{entity_id:path}/attrs/{attr}", ["DELETE"], ngsi.delete_attr)
-    route("/entities/{entity_id:path}/attrs", ["POST"], ngsi.append)
-    route("/entities/{entity_id:path}/attrs", ["PATCH"], ngsi.update_attrs)
-    route("/entities/{entity_id}", ["GET"], ngsi.retrieve)
-    route("/entities/{entity_id}", ["DELETE"], ngsi.delete)
-    route("/entities/{entity_id}", ["PATCH"], ngsi.merge)
-    route("/entities/{entity_id}", ["PUT"], ngsi.replace)
-    route("/entityOperations/{operation}", ["POST"], ngsi.batch)
-    route("/types", ["GET"], ngsi.types)
-    route("/types/{type_name:path}", ["GET"], ngsi.type_info)
-    route("/attributes", ["GET"], ngsi.attributes)
-    route("/attributes/{attr:path}", ["GET"], ngsi.attribute_info)
-    route("/jsonldContexts", ["GET"], ngsi.list_contexts)
-    route("/jsonldContexts", ["POST"], ngsi.add_context)
-    route("/jsonldContexts/{context_id}", ["GET"], ngsi.get_context)
-    route("/jsonldContexts/{context_id}", ["DELETE"], ngsi.delete_context)
+    route("/entities", ["POST"], ngsi.create, write)
+    route("/entities", ["GET"], ngsi.query, read)
+    route("/entities", ["DELETE"], ngsi.purge, write)
+    route("/entities", ["PATCH", "PUT"], ngsi.missing_id, write)
+    route("/entities/{entity_id:path}/attrs/{attr}", ["PATCH"], ngsi.partial_update, write)
+    route("/entities/{entity_id:path}/attrs/{attr}", ["PUT"], ngsi.replace_attr, write)
+    route("/entities/{entity_id:path}/attrs/{attr}", ["DELETE"], ngsi.delete_attr, write)
+    route("/entities/{entity_id:path}/attrs", ["POST"], ngsi.append, write)
+    route("/entities/{entity_id:path}/attrs", ["PATCH"], ngsi.update_attrs, write)
+    route("/entities/{entity_id}", ["GET"], ngsi.retrieve, read)
+    route("/entities/{entity_id}", ["DELETE"], ngsi.delete, write)
+    route("/entities/{entity_id}", ["PATCH"], ngsi.merge, write)
+    route("/entities/{entity_id}", ["PUT"], ngsi.replace, write)
+    route("/entityOperations/{operation}", ["POST"], ngsi.batch, batch)
+    route("/types", ["GET"], ngsi.types, admin)
+    route("/types/{type_name:path}", ["GET"], ngsi.type_info, admin)
+    route("/attributes", ["GET"], ngsi.attributes, admin)
+    route("/attributes/{attr:path}", ["GET"], ngsi.attribute_info, admin)
+    route("/jsonldContexts", ["GET"], ngsi.list_contexts, public)
+    route("/jsonldContexts", ["POST"], ngsi.add_context, admin)
+    route("/jsonldContexts/{context_id}", ["GET"], ngsi.get_context, public)
+    route("/jsonldContexts/{context_id}", ["DELETE"], ngsi.delete_context, admin)
     return router

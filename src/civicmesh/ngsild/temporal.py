@@ -24,6 +24,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from civicmesh.access import anonymous_data, authenticated
 from civicmesh.errors import Problem
 from civicmesh.events import ENTITY_DELETED, ChangeEvent
 from civicmesh.ngsild.context import TermMap
@@ -899,8 +900,11 @@ def build(platform: Platform) -> Room:
         ("/entityOperations/query", ["POST"], temporal.post_query),
     ]
     for path, methods, endpoint in routes:
-        router.add_api_route(path, endpoint, methods=methods)
+        # History is city data: its reads are screened like current reads; its writes need a caller.
+        rule = anonymous_data if methods == ["GET"] or path == "/entityOperations/query" else authenticated
+        router.add_api_route(path, endpoint, methods=methods, dependencies=[rule.depends()])
         if not path.endswith(":path}"):
-            router.add_api_route(path + "/", endpoint, methods=methods, include_in_schema=False)
+            router.add_api_route(path + "/", endpoint, methods=methods, include_in_schema=False,
+                                 dependencies=[rule.depends()])
     return Room("temporal", routers=[router],
                 subscribers=[Subscriber("temporal", on_events=temporal.on_events, durable=True)])
