@@ -13,8 +13,8 @@ import asyncio
 import time
 from typing import Any
 
+from civicmesh.access import AccessRequest, Caller, Gate
 from civicmesh.exchange import odrl
-from civicmesh.exchange.gate import AccessRequest, Caller, Gate
 
 AREA = {"type": "Polygon", "coordinates": [[[120.0, 30.0], [120.2, 30.0], [120.2, 30.2], [120.0, 30.2],
                                             [120.0, 30.0]]]}

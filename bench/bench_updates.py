@@ -27,7 +27,7 @@ def _entity(i: int, speed: float, attrs: int = 14) -> dict[str, Any]:
 
 
 async def _engine(url: str) -> tuple[float, float]:
-    from civicmesh.exchange.gate import Gate
+    from civicmesh.access import Gate
     from civicmesh.ngsild.broker import Broker
     from civicmesh.ngsild.context import ContextResolver
     from civicmesh.ngsild.model import EntityParser

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from civicmesh.access import Gate
 from civicmesh.events import ChangeEvent, OutboxRelay
-from civicmesh.exchange.gate import Gate
 from civicmesh.ngsild.broker import Broker
 from civicmesh.ngsild.context import ContextResolver
 from civicmesh.ngsild.model import EntityParser

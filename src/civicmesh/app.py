@@ -13,10 +13,12 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from civicmesh import metrics
+from civicmesh import access, headers, metrics
+from civicmesh.bodies import BodyLimit
 from civicmesh.config import Settings
 from civicmesh.errors import Problem
 from civicmesh.events import OutboxRelay
+from civicmesh.inputs import NulGuard
 from civicmesh.platform import Core, Platform, Room, RoomBuilder, find_service
 from civicmesh.store import open_store
 from civicmesh.store.base import DATABASE_ERRORS, unavailable
@@ -54,6 +56,7 @@ def build_platform(settings: Settings) -> Platform:
     from civicmesh.store.exchange import open_exchange_store
 
     store = open_store(settings.database_url)
+    store.regex_seconds = settings.regex_seconds
     relay = OutboxRelay(store)
     store.add_listener(relay.notify)
     core = Core(settings=settings, store=store, relay=relay, contexts=build_contexts(settings))
@@ -61,7 +64,7 @@ def build_platform(settings: Settings) -> Platform:
     gate = ExchangeGate(exchange, core)
     broker = Broker(store, gate)
     ngsi = NgsiLd(broker, core.contexts, max_body=settings.max_body_bytes, max_limit=settings.max_limit,
-                  default_limit=settings.default_limit)
+                  default_limit=settings.default_limit, max_vertices=settings.max_geometry_vertices)
     return Platform(settings=settings, store=store, relay=relay, contexts=core.contexts, exchange=exchange,
                     gate=gate, broker=broker, entities=EntitySink(broker, core.contexts.core), ngsi=ngsi)
 
@@ -80,7 +83,7 @@ def problem_response(problem: Problem) -> Response:
     import orjson
 
     return Response(orjson.dumps(problem.to_dict()), status_code=problem.status,
-                    media_type="application/problem+json")
+                    media_type="application/problem+json", headers=problem.headers or None)
 
 
 def create_app(settings: Settings | None = None, rooms: Sequence[RoomBuilder] | None = None) -> FastAPI:
@@ -151,7 +154,7 @@ def create_app(settings: Settings | None = None, rooms: Sequence[RoomBuilder] | 
         app.add_exception_handler(error, _unexpected)
     app.add_exception_handler(Exception, _unexpected)
 
-    @app.get("/health", include_in_schema=False)
+    @app.get("/health", include_in_schema=False, dependencies=[access.public.depends()])
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -161,6 +164,11 @@ def create_app(settings: Settings | None = None, rooms: Sequence[RoomBuilder] | 
         for router in room.routers:
             app.include_router(router)
     metrics.install(app, platform)
+    app.add_middleware(NulGuard)  # a NUL in the path or query reaches no room (issue 13, finding 13)
+    # Outermost last: CORS answers preflights, the headers cover every answer, the limit holds before any room.
+    app.add_middleware(BodyLimit, default=settings.max_body_bytes)
+    headers.install(app, settings.cors_origins)
+    access.seal(app)  # every route declares its access rule, or the app is not built
     return app
 
 

@@ -41,7 +41,10 @@ class Settings:
     port: int = 8000
     # Directory of cached JSON-LD contexts: files named by URL (see ngsild.context) plus an optional index.json.
     context_dir: str | None = None
+    # Largest request body on any route, authentication on or off (a route may declare its own, bodies.limit_body).
     max_body_bytes: int = 8 * 1024 * 1024
+    # Origins whose pages may call the API from a browser (comma-separated); empty: no cross-origin access.
+    cors_origins: str = ""
     # Largest page a query may ask for with `limit`; default page size is smaller.
     max_limit: int = 1000
     default_limit: int = 20
@@ -59,6 +62,14 @@ class Settings:
     mqtt_client_id: str | None = None
     nats_url: str | None = None
     log_level: str = "info"
+    # Hostile input (issue 13): one feasibility evaluation runs in a child process with this much address space
+    # (200,000 draws of the largest example take 150 MB) and is stopped after this many seconds (1.5 s for it).
+    feasibility_memory_mb: int = 1024
+    feasibility_seconds: float = 60.0
+    # On PostgreSQL, a query that matches regular expressions (`~`) is cancelled after this many seconds.
+    regex_seconds: float = 5.0
+    # Vertices one geometry of a geo-query may have: a 15,000-vertex polygon took 9 s to test against the city.
+    max_geometry_vertices: int = 1000
     # Outbound endpoints (notifications, context sources, callbacks) the endpoint policy admits although they are
     # loopback or private: comma-separated addresses, CIDRs or host[:port] (see civicmesh.endpoints). Link-local
     # and cloud-metadata addresses stay refused whatever this says. `make run`, the conformance script and the

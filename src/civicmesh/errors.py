@@ -33,7 +33,8 @@ class Problem(Exception):
     """An error answered as `application/problem+json`. `detail` must say precisely what is wrong."""
 
     def __init__(self, kind: str, detail: str, *, status: int | None = None, title: str | None = None,
-                 extra: dict[str, Any] | None = None, type_uri: str | None = None) -> None:
+                 extra: dict[str, Any] | None = None, type_uri: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         default_status, default_title = ERROR_TYPES.get(kind, (400, kind))
         self.kind = kind
         self.status = status or default_status
@@ -41,6 +42,8 @@ class Problem(Exception):
         self.detail = detail if detail != self.title else detail + "."
         self.type_uri = type_uri or NGSI_ERRORS + kind
         self.extra = extra or {}
+        # Response headers the answer must carry (WWW-Authenticate on a 401, RFC 9110 section 11.6.1).
+        self.headers = headers or {}
         super().__init__(f"{kind}: {detail}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from civicmesh.access import Gate
 from civicmesh.errors import Problem
-from civicmesh.exchange.gate import Gate
 from civicmesh.ngsild.broker import BatchResult, Broker
 from civicmesh.ngsild.context import ContextResolver
 from civicmesh.ngsild.model import EntityParser

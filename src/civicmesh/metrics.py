@@ -10,6 +10,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from civicmesh.access import platform_admin
+
 if TYPE_CHECKING:
     from civicmesh.platform import Platform
 
@@ -60,6 +62,6 @@ def install(app: FastAPI, platform: Platform) -> None:
 
     app.add_middleware(Measure)
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=[platform_admin.depends()])
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -32,9 +32,9 @@ if TYPE_CHECKING:
     from fastapi import APIRouter
     from starlette.middleware import Middleware
 
+    from civicmesh.access import Gate
     from civicmesh.config import Settings
     from civicmesh.events import BatchHandler, Handler, OutboxRelay
-    from civicmesh.exchange.gate import Gate
     from civicmesh.exchange.service import Exchange
     from civicmesh.ngsild.broker import Broker, EntitySink
     from civicmesh.ngsild.context import ContextResolver

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import jwt
 import orjson
 import pytest
@@ -194,6 +196,24 @@ def test_subscriptions_per_organization_are_limited(quotas: Any) -> None:
         first = made[0].headers["Location"].rsplit("/", 1)[1]
         assert b.delete(f"/ngsi-ld/v1/subscriptions/{first}", headers=tenant).status_code == 204
         assert b.post("/ngsi-ld/v1/subscriptions", json=sub(), headers=tenant).status_code == 201
+
+
+def test_parallel_subscription_creates_cannot_overrun_the_limit(quotas: Any) -> None:
+    live, admin = quotas
+    s = setup_orgs(live, admin)
+    tenant = {"NGSILD-Tenant": s["tenant"], "X-API-Key": s["key_b"]}
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=live.url, headers=tenant, timeout=60) as b:
+            answers = await asyncio.gather(*(b.post("/ngsi-ld/v1/subscriptions", json={
+                "id": f"urn:ngsi-ld:Subscription:{uuid.uuid4().hex[:8]}", "type": "Subscription",
+                "entities": [{"type": "TrafficFlowObserved"}],
+                "notification": {"endpoint": {"uri": "http://93.184.216.34/notify"}}}) for _ in range(12)))
+        return sorted(r.status_code for r in answers)
+
+    assert asyncio.run(burst()) == [201] * 3 + [403] * 9
+    with client(live, s["key_b"]) as b:
+        assert len(b.get("/ngsi-ld/v1/subscriptions", headers={"NGSILD-Tenant": s["tenant"]}).json()) == 3
 
 
 def test_batch_size_is_limited_for_callers_that_are_not_platform_admins(quotas: Any) -> None:

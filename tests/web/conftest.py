@@ -172,15 +172,29 @@ def page(browser: Any) -> Iterator[Any]:
     opened = context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
+    # A file or script the page's Content-Security-Policy blocks is reported on the console, not as a page error.
+    opened.on("console", lambda message: errors.append(message.text)
+              if "Content Security Policy" in message.text else None)
     opened.errors = errors
     yield opened
     context.close()
     assert not errors, f"the page raised JavaScript errors: {errors}"
 
 
+def wait_until(page: Any, expression: str, timeout: float = 30000) -> None:
+    """Poll a JavaScript expression until it is true. Not page.wait_for_function: Playwright compiles its string
+    predicate with eval inside the page, which the dashboard's Content-Security-Policy forbids (no
+    'unsafe-eval'), and the page must be tested under the policy it is served with."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(f"() => Boolean({expression})"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{expression} was not true within {timeout / 1000:.0f} s")
+        page.wait_for_timeout(50)
+
+
 def open_dashboard(page: Any, live: LiveServer) -> None:
     page.goto(live.url + "/")
-    page.wait_for_function("window.civicmesh && window.civicmesh.ready && window.civicmesh.live", timeout=20000)
+    wait_until(page, "window.civicmesh && window.civicmesh.ready && window.civicmesh.live", timeout=20000)
 
 
 def screenshot(page: Any, name: str) -> Path:

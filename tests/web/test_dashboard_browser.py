@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.web.conftest import demo_client, layer_counts, open_dashboard, screenshot, shown_counts
+from tests.web.conftest import demo_client, layer_counts, open_dashboard, screenshot, shown_counts, wait_until
 
 AIR = "urn:ngsi-ld:AirQualityObserved:hz-binjiang"
 SPAN = "urn:ngsi-ld:DeviceMeasurement:hz-bridge-displacement-3"
@@ -110,7 +110,7 @@ def test_language_switch_is_remembered(page: Any, city_sqlite: Any) -> None:
     assert "最新检查点" in page.locator("#tab-ledger").inner_text()
     screenshot(page, "chinese")
     page.reload()
-    page.wait_for_function("window.civicmesh && window.civicmesh.ready")
+    wait_until(page, "window.civicmesh && window.civicmesh.ready")
     assert page.locator("h1").inner_text() == "城市运行中心"
     page.click("#lang-en")
     assert page.locator("h1").inner_text() == "City operations centre"

@@ -14,6 +14,7 @@ from tests.web.conftest import (
     open_dashboard,
     screenshot,
     shown_counts,
+    wait_until,
 )
 from tests.web.gate_setup import GatedCity, gated_city
 
@@ -32,7 +33,7 @@ def sign_in(page: Any, key: str) -> None:
     page.fill("#apikey", key)
     page.click("#signin-button")
     page.wait_for_selector("#signout-button:not([hidden])")
-    page.wait_for_function("window.civicmesh.live")
+    wait_until(page, "window.civicmesh.live")
 
 
 def test_an_enterprise_sees_only_the_attributes_it_was_granted(page: Any, gated: GatedCity) -> None:

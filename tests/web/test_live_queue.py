@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from civicmesh.access import ANONYMOUS
 from civicmesh.events import ENTITY_UPDATED, ChangeEvent
-from civicmesh.exchange.gate import ANONYMOUS
 from civicmesh.web import live
 from civicmesh.web.live import Listener
 

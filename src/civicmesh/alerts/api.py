@@ -28,10 +28,11 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from civicmesh.access import Caller, caller, is_admin, scope
 from civicmesh.alerts.detectors import SEVERITIES, RuleError, check_rule, step
+from civicmesh.bodies import limit_body, read_json
 from civicmesh.errors import Problem
 from civicmesh.events import ENTITY_CREATED, ENTITY_UPDATED, ChangeEvent
-from civicmesh.exchange.gate import ANONYMOUS
 from civicmesh.ngsild import qlang
 from civicmesh.ngsild.http import tenant_of
 from civicmesh.ngsild.model import ATTRIBUTE_TYPES, EntityParser, now_iso
@@ -44,6 +45,8 @@ ALERT_TYPE = "https://uri.etsi.org/ngsi-ld/default-context/Alert"
 LOCATION = "https://uri.etsi.org/ngsi-ld/location"
 ACKNOWLEDGED_AT = "https://uri.etsi.org/ngsi-ld/default-context/acknowledgedAt"
 ACKNOWLEDGED_BY = "https://uri.etsi.org/ngsi-ld/default-context/acknowledgedBy"
+PLATFORM = "platform"  # owner of rules loaded from files and of rules made before owners existed
+RULE_BODY_LIMIT = 64 * 1024
 RULES_TTL = 5.0  # seconds a tenant's compiled rules are trusted (another worker may have changed them)
 
 
@@ -101,14 +104,35 @@ class Alerts:
         Compiled(rule, self.resolver)  # a bad q or an unknown @context fails now, not on every change
         return rule
 
-    async def put_rule(self, tenant: str, rule: Any, *, create: bool) -> dict[str, Any]:
+    async def put_rule(self, tenant: str, rule: Any, *, create: bool, by: Caller | None = None) -> dict[str, Any]:
+        """Insert (create) or replace a rule. `by`: the caller over HTTP; a rule belongs to the organization that
+        made it (its `owner`), and only it or a platform admin may replace it. None: the platform's own load."""
         checked = self.check(rule)
+        current = None if create else await self.store.rule(tenant, checked["id"])
+        owner = checked.get("owner")
+        if by is not None:
+            if current is not None:
+                self._may_change(by, current)
+            if owner is not None and owner != by.organization and not is_admin(by):
+                raise Problem("Forbidden", f"a rule of {by.organization} cannot name another owner ({owner!r})")
+            owner = owner or (current or {}).get("owner") or by.organization
+        checked["owner"] = owner or PLATFORM
         if not await self.store.put_rule(tenant, checked, now_iso(), create=create):
             raise Problem("AlreadyExists", f"rule {checked['id']} already exists")
         self._compiled.pop(tenant, None)
         return checked
 
-    async def delete_rule(self, tenant: str, rule_id: str) -> None:
+    @staticmethod
+    def _may_change(by: Caller, rule: dict[str, Any]) -> None:
+        owner = rule.get("owner") or PLATFORM  # rules stored before owners existed are the platform's
+        if owner != by.organization and not is_admin(by):
+            raise Problem("Forbidden", f"rule {rule['id']} belongs to {owner}; only it or a platform admin may "
+                                       "replace or delete it")
+
+    async def delete_rule(self, tenant: str, rule_id: str, by: Caller | None = None) -> None:
+        current = await self.store.rule(tenant, rule_id)
+        if by is not None and current is not None:
+            self._may_change(by, current)
         if not await self.store.delete_rule(tenant, rule_id):
             raise Problem("ResourceNotFound", f"rule {rule_id} does not exist")
         self._compiled.pop(tenant, None)
@@ -120,6 +144,8 @@ class Alerts:
             raise ValueError(f"{path} must hold a YAML list of rules")
         for rule in rules:
             current = await self.store.rule(tenant, rule.get("id", ""))
+            if isinstance(rule, dict):
+                rule.setdefault("owner", PLATFORM)
             if current != rule:  # unchanged rules keep their detector state across restarts
                 await self.put_rule(tenant, rule, create=False)
         return len(rules)
@@ -233,19 +259,18 @@ class Alerts:
 def build(platform: Platform) -> Room:
     """Serve /alerts (rules, acknowledgements) and raise alerts from the change events; rules load on start."""
     alerts = Alerts(platform)
-    router = APIRouter(prefix="/alerts", tags=["early warnings"])
+    # Rules are small JSON objects; 64 KiB is far above the largest demo rule (about 400 bytes).
+    router = APIRouter(prefix="/alerts", tags=["early warnings"],
+                       dependencies=[scope("alerts").depends(), limit_body(RULE_BODY_LIMIT)])
 
     async def body(request: Request) -> Any:
-        try:
-            return orjson.loads(await request.body())
-        except orjson.JSONDecodeError as exc:
-            raise Problem("InvalidRequest", f"the body is not valid JSON: {exc}") from None
+        return await read_json(request, RULE_BODY_LIMIT)
 
     def json(data: Any, status: int = 200) -> Response:
         return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
     async def add_rule(request: Request) -> Response:
-        rule = await alerts.put_rule(tenant_of(request), await body(request), create=True)
+        rule = await alerts.put_rule(tenant_of(request), await body(request), create=True, by=caller(request))
         return Response(status_code=201, headers={"Location": f"/alerts/rules/{rule['id']}"})
 
     async def list_rules(request: Request) -> Response:
@@ -261,25 +286,21 @@ def build(platform: Platform) -> Room:
         data = await body(request)
         if isinstance(data, dict) and data.setdefault("id", rule_id) != rule_id:
             raise Problem("BadRequestData", f"the body's id {data['id']!r} differs from the id in the URL")
-        await alerts.put_rule(tenant_of(request), data, create=False)
+        await alerts.put_rule(tenant_of(request), data, create=False, by=caller(request))
         return Response(status_code=204)
 
     async def delete_rule(request: Request, rule_id: str) -> Response:
-        await alerts.delete_rule(tenant_of(request), rule_id)
+        await alerts.delete_rule(tenant_of(request), rule_id, by=caller(request))
         return Response(status_code=204)
 
     async def acknowledge(request: Request, alert_id: str) -> Response:
-        raw = await request.body()
-        data = {}
-        if raw.strip():
-            data = await body(request)
-            if not isinstance(data, dict):
-                raise Problem("BadRequestData", "the body must be a JSON object, e.g. {\"note\": \"crew sent\"}")
+        data = await read_json(request, RULE_BODY_LIMIT, empty={})
+        if not isinstance(data, dict):
+            raise Problem("BadRequestData", "the body must be a JSON object, e.g. {\"note\": \"crew sent\"}")
         note = data.get("note")
         if note is not None and (not isinstance(note, str) or len(note) > 1000):
             raise Problem("BadRequestData", "note must be a string of at most 1000 characters")
-        caller = getattr(request.state, "caller", ANONYMOUS)
-        return json(await alerts.acknowledge(tenant_of(request), alert_id, caller, note))
+        return json(await alerts.acknowledge(tenant_of(request), alert_id, caller(request), note))
 
     for path, method, endpoint in [("/{alert_id}/acknowledge", "POST", acknowledge),
                                    ("/rules", "POST", add_rule), ("/rules", "GET", list_rules),

@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from civicmesh.access import Caller, Rule, caller, is_admin, organization_of, public
+from civicmesh.bodies import read_json, read_object
 from civicmesh.citizen import open311
 from civicmesh.citizen.catalogue import load_catalogue
 from civicmesh.citizen.classifier import get_classifier
@@ -33,6 +34,7 @@ log = logging.getLogger("civicmesh.citizen")
 T = TypeVar("T")
 
 MAX_RANGE = dt.timedelta(days=90)
+BODY_LIMIT = 65536  # bytes of a desk action's JSON body (a note or reason of a few thousand characters at most)
 SUPERVISION_INTERVAL_S = 60.0
 _PROBLEM_KINDS = {
     400: "BadRequestData",
@@ -89,7 +91,8 @@ def build(platform: Platform) -> Room:
 
 
 def _open311_router(desk_of: Callable[[], CitizenDesk]) -> APIRouter:
-    router = APIRouter(prefix="/open311/v2", tags=["Open311 GeoReport v2"])
+    # Open311 is for residents and their apps: public, with its own API keys for submissions.
+    router = APIRouter(prefix="/open311/v2", tags=["Open311 GeoReport v2"], dependencies=[public.depends()])
 
     def fmt_ok(fmt: str) -> Response | None:
         if fmt not in FORMATS:
@@ -316,16 +319,51 @@ def _problem(exc: CitizenError) -> Problem:
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > 65536:
-        raise Problem("PayloadTooLarge", f"the body has {len(raw)} bytes; at most 65536")
-    try:
-        body = orjson.loads(raw or b"{}")
-    except orjson.JSONDecodeError as exc:
-        raise Problem("InvalidRequest", f"the body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise Problem("BadRequestData", "the body must be a JSON object")
-    return body
+    return await read_object(request, BODY_LIMIT, empty={})
+
+
+# -- who may use the desk: a city department, for itself; the hotline (platform admin) for everything ----------
+async def _own_department(who: Caller, request: Request) -> str | None:
+    if not who.may("citizen"):
+        return f"the credential of {who.subject} lacks the scope 'citizen'"
+    org = organization_of(request) or {}
+    own = org.get("citizen_department")
+    if org.get("kind") != "department" or not own:
+        return f"the citizen desk is for city departments; {who.organization} is not one with a citizen_department"
+    named = request.path_params.get("department")
+    if named is not None and named != own:
+        return f"{who.organization} may read only department {own!r}'s queue"
+    if request.method == "POST":
+        body = await read_json(request, BODY_LIMIT, empty={})
+        named = body.get("department") if isinstance(body, dict) else None
+        if named is not None and named != own:
+            return f"{who.organization} may act only as department {own!r}, not {named!r}"
+    return None
+
+
+async def _hotline_only(who: Caller, request: Request) -> str | None:
+    return "return visits and supervision are the hotline's (a platform admin), not a department's"
+
+
+DEPARTMENT = Rule("citizen-department", check=_own_department)
+HOTLINE = Rule("citizen-hotline", check=_hotline_only)
+
+
+def _party_view(request: Request, desk: CitizenDesk, row: dict[str, Any]) -> dict[str, Any]:
+    """The department view, with the reporter's contact only for the hotline and the departments handling the
+    request: ids are sequential, so any other department walking them sees no more than Open311 publishes."""
+    view = department_view(desk, row)
+    who = caller(request)
+    if is_admin(who):
+        return view
+    own = (organization_of(request) or {}).get("citizen_department")
+    if own and own in {row["lead_department"], *(row["co_departments"] or [])}:
+        return view
+    reporter = view["contact"]
+    view["contact"] = {"first_name": None, "last_name": None, "email": None, "phone": None,
+                       "anonymous": reporter["anonymous"], "hidden": "only the departments handling this request "
+                       "and the hotline see the reporter's contact"}
+    return view
 
 
 def _text(body: dict[str, Any], name: str, required: bool = True) -> str:
@@ -369,6 +407,7 @@ def department_view(desk: CitizenDesk, row: dict[str, Any]) -> dict[str, Any]:
 
 def _desk_router(desk_of: Callable[[], CitizenDesk]) -> APIRouter:
     router = APIRouter(prefix="/citizen", tags=["citizen desk"])
+    mine = [DEPARTMENT.depends()]
 
     async def act(coro: Awaitable[T]) -> T:
         try:
@@ -376,27 +415,27 @@ def _desk_router(desk_of: Callable[[], CitizenDesk]) -> APIRouter:
         except CitizenError as exc:
             raise _problem(exc) from exc
 
-    @router.get("/catalogue")
+    @router.get("/catalogue", dependencies=mine)
     async def catalogue() -> dict[str, Any]:
         return desk_of().catalogue.to_dict()
 
-    @router.get("/triage")
-    async def triage() -> list[dict[str, Any]]:
+    @router.get("/triage", dependencies=mine)
+    async def triage(request: Request) -> list[dict[str, Any]]:
         desk = desk_of()
-        return [department_view(desk, r) for r in await desk.triage_queue()]
+        return [_party_view(request, desk, r) for r in await desk.triage_queue()]
 
-    @router.get("/requests/{request_id}")
-    async def get_one(request_id: int) -> dict[str, Any]:
+    @router.get("/requests/{request_id}", dependencies=mine)
+    async def get_one(request_id: int, request: Request) -> dict[str, Any]:
         desk = desk_of()
         row = await act(desk.get(request_id))
-        return {**department_view(desk, row), "history": await desk.store.events(request_id)}
+        return {**_party_view(request, desk, row), "history": await desk.store.events(request_id)}
 
-    @router.get("/requests/{request_id}/entity")
+    @router.get("/requests/{request_id}/entity", dependencies=mine)
     async def entity(request_id: int) -> dict[str, Any]:
         desk = desk_of()
         return desk.entity(await act(desk.get(request_id)))
 
-    @router.get("/public/requests/{request_id}")
+    @router.get("/public/requests/{request_id}", dependencies=[public.depends()])
     async def public_contact(request_id: int) -> dict[str, Any]:
         """The reporter's own view over the public API: contact details masked."""
         desk = desk_of()
@@ -413,51 +452,51 @@ def _desk_router(desk_of: Callable[[], CitizenDesk]) -> APIRouter:
             "phone": mask_phone(row["phone"]) if row["phone"] else None,
         }
 
-    @router.get("/departments/{department}/requests")
-    async def department_queue(department: str, state: str | None = None) -> list[dict[str, Any]]:
+    @router.get("/departments/{department}/requests", dependencies=mine)
+    async def department_queue(department: str, request: Request, state: str | None = None) -> list[dict[str, Any]]:
         desk = desk_of()
         if department not in desk.catalogue.departments:
             raise Problem("ResourceNotFound", f"department {department!r} is not in the dispatch catalogue")
         rows = await desk.store.query_requests(
             department=department, only_masters=True, states=[state] if state else None, limit=1000
         )
-        return [department_view(desk, r) for r in rows]
+        return [_party_view(request, desk, r) for r in rows]
 
-    @router.post("/requests/{request_id}/assign")
+    @router.post("/requests/{request_id}/assign", dependencies=mine)
     async def assign(request_id: int, request: Request) -> dict[str, Any]:
         body = await _json_body(request)
         desk = desk_of()
         row = await act(desk.assign(request_id, _text(body, "department"), _text(body, "note", False)))
-        return department_view(desk, row)
+        return _party_view(request, desk, row)
 
-    @router.post("/requests/{request_id}/accept")
+    @router.post("/requests/{request_id}/accept", dependencies=mine)
     async def accept(request_id: int, request: Request) -> dict[str, Any]:
         body = await _json_body(request)
         desk = desk_of()
-        return department_view(desk, await act(desk.accept(request_id, _text(body, "department"))))
+        return _party_view(request, desk, await act(desk.accept(request_id, _text(body, "department"))))
 
-    @router.post("/requests/{request_id}/return")
+    @router.post("/requests/{request_id}/return", dependencies=mine)
     async def return_(request_id: int, request: Request) -> dict[str, Any]:
         body = await _json_body(request)
         desk = desk_of()
         row = await act(desk.return_request(request_id, _text(body, "department"), _text(body, "reason")))
-        return department_view(desk, row)
+        return _party_view(request, desk, row)
 
-    @router.post("/requests/{request_id}/progress")
+    @router.post("/requests/{request_id}/progress", dependencies=mine)
     async def progress(request_id: int, request: Request) -> dict[str, Any]:
         body = await _json_body(request)
         desk = desk_of()
         row = await act(desk.progress(request_id, _text(body, "department"), _text(body, "note")))
-        return department_view(desk, row)
+        return _party_view(request, desk, row)
 
-    @router.post("/requests/{request_id}/resolve")
+    @router.post("/requests/{request_id}/resolve", dependencies=mine)
     async def resolve(request_id: int, request: Request) -> dict[str, Any]:
         body = await _json_body(request)
         desk = desk_of()
         row = await act(desk.resolve(request_id, _text(body, "department"), _text(body, "note")))
-        return department_view(desk, row)
+        return _party_view(request, desk, row)
 
-    @router.post("/requests/{request_id}/visit")
+    @router.post("/requests/{request_id}/visit", dependencies=[HOTLINE.depends()])
     async def visit(request_id: int, request: Request) -> dict[str, Any]:
         body = await _json_body(request)
         satisfaction, resolved = body.get("satisfaction"), body.get("resolved")
@@ -467,13 +506,13 @@ def _desk_router(desk_of: Callable[[], CitizenDesk]) -> APIRouter:
             raise Problem("BadRequestData", "'resolved' must be true or false")
         desk = desk_of()
         row = await act(desk.return_visit(request_id, satisfaction, resolved, _text(body, "comment", False)))
-        return department_view(desk, row)
+        return _party_view(request, desk, row)
 
-    @router.post("/supervision/run")
+    @router.post("/supervision/run", dependencies=[HOTLINE.depends()])
     async def supervise() -> list[dict[str, Any]]:
         return await desk_of().supervise()
 
-    @router.get("/kpis")
+    @router.get("/kpis", dependencies=mine)
     async def kpis(month: str | None = None) -> dict[str, Any]:
         return await act(desk_of().kpis(month))
 

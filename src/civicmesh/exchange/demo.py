@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from civicmesh.exchange.gate import Caller
+from civicmesh.access import Caller
 from civicmesh.exchange.identity import iso, utcnow
 
 log = logging.getLogger("civicmesh.exchange")

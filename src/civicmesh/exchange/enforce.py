@@ -8,7 +8,6 @@ attributes masked; anonymous callers see public open-data products. Every decisi
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -17,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from civicmesh.access import AccessRequest, Caller, Decision, Gate, current_caller
 from civicmesh.errors import Problem
 from civicmesh.exchange import odrl
-from civicmesh.exchange.gate import AccessRequest, Caller, Decision, Gate
 from civicmesh.exchange.identity import ExchangeCaller, is_admin, iso
 
 if TYPE_CHECKING:
@@ -27,10 +26,8 @@ if TYPE_CHECKING:
     from civicmesh.platform import Core
 
 LOCATION = "https://uri.etsi.org/ngsi-ld/location"
-# The authenticated caller of the HTTP request being served. A room that calls the broker without a caller
-# (the IoT agent's HTTP endpoint, alert rules) acts for this caller; with no HTTP request at all (MQTT, the relay,
-# the simulator) the platform itself is acting.
-current_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("civicmesh_caller", default=None)
+# `current_caller` (civicmesh.access): a room that calls the broker without a caller acts for the HTTP request's
+# caller; with no HTTP request at all (MQTT, the relay, the simulator) the platform itself (SYSTEM) is acting.
 SYSTEM = ExchangeCaller(subject="civicmesh", organization="platform", roles=frozenset({"platform_admin"}),
                         via="internal")
 

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from civicmesh.exchange.gate import Caller
+from civicmesh.access import Caller, is_admin
+
+__all__ = ["ExchangeCaller", "is_admin"]  # is_admin lives in civicmesh.access; rooms still import it here
 
 ROLES = {"platform_admin", "org_admin", "data_steward", "analyst"}
 # What a key may be used for; "*" is every scope.
@@ -29,10 +31,6 @@ class ExchangeCaller(Caller):
 
     def may(self, scope: str) -> bool:
         return "*" in self.scopes or scope in self.scopes
-
-
-def is_admin(caller: Caller) -> bool:
-    return "platform_admin" in caller.roles
 
 
 def new_key() -> tuple[str, str, str]:

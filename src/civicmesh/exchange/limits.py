@@ -7,6 +7,7 @@ second on four workers admits up to 200 across them), which bounds abuse without
 from __future__ import annotations
 
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
@@ -109,29 +110,50 @@ def check_batch(caller: Any, size: int, limit: int) -> None:
                       "(CIVICMESH_MAX_BATCH_ENTITIES): split it")
 
 
+class Slot:
+    """One open stream's place in its identity's share; alive as long as the stream that holds it."""
+
+    __slots__ = ("identity", "__weakref__")
+
+    def __init__(self, identity: str) -> None:
+        self.identity = identity
+
+
 class StreamSlots:
-    """Open live streams per identity: at most `limit` at once."""
+    """Open live streams per identity: at most `limit` at once.
+
+    A slot is given back when its stream ends, and also when a stream that never started is dropped (the client
+    left before the response began: an async generator that never ran never reaches its `finally`), because the
+    slots are held weakly and only the stream refers to its slot."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.open: dict[str, int] = {}
+        self.open: dict[str, weakref.WeakSet[Slot]] = {}
 
-    def acquire(self, identity: str) -> None:
-        held = self.open.get(identity, 0)
-        if held >= self.limit:
-            raise Problem("TooManyRequests", f"{identity} already has {held} live streams open; the limit is "
-                          f"{self.limit} (CIVICMESH_MAX_SSE_PER_IDENTITY): close one first", status=429,
+    def count(self, identity: str) -> int:
+        return len(self.open.get(identity, ()))
+
+    def acquire(self, identity: str) -> Slot:
+        if len(self.open) > MAX_TRACKED:  # identities whose streams all ended leave empty sets behind
+            for name in [k for k, v in self.open.items() if not v]:
+                del self.open[name]
+        slots = self.open.setdefault(identity, weakref.WeakSet())
+        if len(slots) >= self.limit:
+            raise Problem("TooManyRequests", f"{identity} already has {len(slots)} live streams open; the limit "
+                          f"is {self.limit} (CIVICMESH_MAX_SSE_PER_IDENTITY): close one first", status=429,
                           title="Too many requests")
-        self.open[identity] = held + 1
+        slot = Slot(identity)
+        slots.add(slot)
+        return slot
 
-    def release(self, identity: str) -> None:
-        left = self.open.get(identity, 1) - 1
-        if left > 0:
-            self.open[identity] = left
-        else:
-            self.open.pop(identity, None)
+    def release(self, slot: Slot) -> None:
+        slots = self.open.get(slot.identity)
+        if slots is not None:
+            slots.discard(slot)
+            if not slots:
+                del self.open[slot.identity]
 
-    async def held(self, identity: str, stream: AsyncIterator[bytes],
+    async def held(self, slot: Slot, stream: AsyncIterator[bytes],
                    live: Callable[[], Awaitable[bool]] | None = None) -> AsyncIterator[bytes]:
         """The stream, with its slot given back however it ends (client gone, server stopping). With `live`, the
         credential is checked again at most every CREDENTIAL_RECHECK seconds as chunks pass (a keep-alive at
@@ -148,7 +170,7 @@ class StreamSlots:
                         return
                 yield chunk
         finally:
-            self.release(identity)
+            self.release(slot)
 
 
 def credential_check(gate: Any, caller: Any) -> Callable[[], Awaitable[bool]] | None:

@@ -13,9 +13,9 @@ import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from civicmesh.access import Caller
 from civicmesh.errors import Problem
 from civicmesh.exchange import odrl
-from civicmesh.exchange.gate import Caller
 from civicmesh.exchange.identity import (
     ROLES,
     SCOPES,

@@ -19,6 +19,8 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from civicmesh.access import explicit_scope, is_admin, is_anonymous, public, when
+from civicmesh.bodies import read_json
 from civicmesh.errors import Problem
 from civicmesh.events import ChangeEvent, Handler
 from civicmesh.ledger import tiles
@@ -50,11 +52,39 @@ def _hash_param(value: str, name: str) -> bytes:
 
 
 async def _body(request: Request) -> Any:
-    raw = await request.body()
+    return await read_json(request)  # at most the platform's body limit (CIVICMESH_MAX_BODY_BYTES)
+
+
+# The payload fields that name the organizations a ledger entry is about (exchange and citizen events).
+PARTY_FIELDS = ("provider", "consumer", "organization", "department")
+
+
+def _parties(doc: dict[str, Any]) -> set[str]:
+    payload = doc["payload"] if isinstance(doc.get("payload"), dict) else {}
+    named = {str(payload[f]) for f in PARTY_FIELDS if isinstance(payload.get(f), str)}
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise Problem("InvalidRequest", f"request body is not JSON: {exc}") from None
+        named.add(str(orjson.loads(doc["entry"])["actor"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        pass
+    return named
+
+
+def _for_caller(request: Request, doc: dict[str, Any]) -> dict[str, Any]:
+    """The public log shows every entry (kind, subject, time, actor, the payload's hash) and its proofs; the
+    payload itself (reasons, purposes, per-pair metering) only to a party to it and to a platform admin."""
+    who = getattr(request.state, "caller", None)
+    if doc.get("payload") is None or who is not None and (
+            is_admin(who) or not is_anonymous(who) and who.organization in _parties(doc)):
+        return doc
+    return {**doc, "payload": None, "payload_withheld": "only the parties to this entry see its payload; its "
+                                                        "SHA-256 is in the entry"}
+
+
+def _reading(request: Request) -> bool:
+    return request.method in ("GET", "HEAD")
+
+
+LEDGER_RULE = when(_reading, public, explicit_scope("ledger"))
 
 
 def _as_caller(items: list[Any], caller: Any) -> list[Any]:
@@ -80,7 +110,9 @@ def _as_caller(items: list[Any], caller: Any) -> list[Any]:
 
 
 def router(held: LedgerService) -> APIRouter:
-    r = APIRouter(prefix="/ledger", tags=["ledger"])
+    # Reading the log is public (a transparency log is verified by anyone); writing needs the 'ledger' scope
+    # named explicitly on the credential ("*" is not enough).
+    r = APIRouter(prefix="/ledger", tags=["ledger"], dependencies=[LEDGER_RULE.depends()])
 
     @r.get("/checkpoint", summary="Newest signed checkpoint (C2SP tlog-checkpoint), with cosignatures")
     def checkpoint() -> Response:
@@ -127,19 +159,19 @@ def router(held: LedgerService) -> APIRouter:
 
     @r.get("/entries", summary="Entries about a subject, each with its inclusion proof")
     def entries(
+        request: Request,
         subject: str,
         kind: str | None = None,
         after: int = -1,
         limit: int = Query(100, ge=1, le=1000),
         proofs: bool = True,
     ) -> Response:
-        return _json(
-            held.ledger.entries_by_subject(subject, kind=kind, after=after, limit=limit, with_proofs=proofs)
-        )
+        found = held.ledger.entries_by_subject(subject, kind=kind, after=after, limit=limit, with_proofs=proofs)
+        return _json({**found, "entries": [_for_caller(request, e) for e in found["entries"]]})
 
     @r.get("/entries/{index}", summary="One entry")
-    def entry(index: int) -> Response:
-        return _json(held.ledger.entry(index))
+    def entry(index: int, request: Request) -> Response:
+        return _json(_for_caller(request, held.ledger.entry(index)))
 
     @r.post("/entries", status_code=201, summary="Append one entry (object) or several (array), all or none")
     async def append(request: Request) -> Response:

@@ -9,8 +9,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from civicmesh.access import ANONYMOUS, AccessRequest, Caller, Gate
 from civicmesh.errors import Problem
-from civicmesh.exchange.gate import ANONYMOUS, AccessRequest, Caller, Gate
 from civicmesh.ngsild import masking
 from civicmesh.ngsild import operations as ops
 from civicmesh.ngsild.model import clone, now_iso

@@ -12,9 +12,20 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from civicmesh import inputs, regex
+from civicmesh.access import (
+    ANONYMOUS,
+    Caller,
+    Rule,
+    anonymous_data,
+    authenticated,
+    platform_admin,
+    public,
+    when,
+)
 from civicmesh.errors import Problem
 from civicmesh.exchange import limits
-from civicmesh.exchange.gate import ANONYMOUS, Caller
+from civicmesh.ngsild import geoquery
 from civicmesh.ngsild.broker import BatchResult, Broker, UpdateResult
 from civicmesh.ngsild.context import (
     CORE_CONTEXT_URL,
@@ -29,6 +40,7 @@ from civicmesh.ngsild.http import (
     Call,
     body_call,
     json_response,
+    location,
     page_links,
     read_call,
 )
@@ -51,8 +63,9 @@ class NgsiLd:
     """Binds the broker to HTTP. One instance per app."""
 
     def __init__(self, broker: Broker, resolver: ContextResolver, *, max_body: int, max_limit: int,
-                 default_limit: int) -> None:
+                 default_limit: int, max_vertices: int = geoquery.MAX_VERTICES) -> None:
         self.broker = broker
+        self.max_vertices = max_vertices
         self.resolver = resolver
         self.max_body = max_body
         self.max_limit = max_limit
@@ -132,7 +145,7 @@ class NgsiLd:
         call, body = await self._body(request)
         doc = EntityParser(call.terms).entity(body)
         await self.broker.create(call.tenant, doc, caller_of(request))
-        return Response(status_code=201, headers={"Location": f"{PREFIX}/entities/{doc['id']}"})
+        return Response(status_code=201, headers={"Location": location(f"{PREFIX}/entities/{doc['id']}")})
 
     async def retrieve(self, request: Request, entity_id: str) -> Response:
         _allow_params(request, RETRIEVE_PARAMS)
@@ -247,7 +260,7 @@ class NgsiLd:
             query.attrs_any = [terms.expand(a) for a in attrs if a not in ("id", "type")] or None
         if q:
             query.q = expand_q(qlang.parse_q(q), terms)
-        geo = geoquery.parse_geoquery(georel, geometry, coordinates, geoproperty)
+        geo = geoquery.parse_geoquery(georel, geometry, coordinates, geoproperty, max_vertices=self.max_vertices)
         if geo is not None:
             query.geo = dataclasses.replace(geo, geoproperty=terms.expand(geo.geoproperty))
         elif geometry or coordinates:
@@ -576,10 +589,7 @@ class NgsiLd:
         media = (request.headers.get("content-type") or "").split(";")[0].strip()
         if media not in ("application/json", JSONLD):
             raise Problem("UnsupportedMediaType", f"Content-Type {media!r} is not supported; use application/ld+json")
-        try:
-            body = orjson.loads(await request.body())
-        except orjson.JSONDecodeError as exc:
-            raise Problem("InvalidRequest", f"the body is not valid JSON: {exc}") from exc
+        body = inputs.loads(await request.body())
         if not isinstance(body, dict) or not isinstance(body.get("@context"), (dict, list)):
             raise Problem("BadRequestData", "a hosted context is an object with an @context object or array")
         digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
@@ -637,15 +647,24 @@ def _names(value: str | None) -> list[str] | None:
     return names
 
 
+# The largest count a parameter (offset, limit, lastN) may give: more than any page or history the broker holds,
+# and an integer both engines bind (an offset of 2^63 was an OverflowError, a 500: issue 13, finding 13).
+MAX_COUNT = 2**31 - 1
+
+
 def _int(value: Any, name: str, default: int) -> int:
     if value is None or value == "":
         return default
+    if isinstance(value, str) and len(value) > 32:  # int() of a huge digit string is quadratic
+        raise Problem("BadRequestData", f"{name} must be a whole number from 0 to {MAX_COUNT}")
     try:
         number = int(value)
     except (TypeError, ValueError):
         raise Problem("BadRequestData", f"{name} must be a whole number, not {value!r}") from None
     if number < 0:
         raise Problem("BadRequestData", f"{name} must not be negative")
+    if number > MAX_COUNT:
+        raise Problem("BadRequestData", f"{name} must be at most {MAX_COUNT}, not {number}")
     return number
 
 
@@ -679,10 +698,9 @@ def _representation(options: str | None, fmt: str | None) -> tuple[str, bool]:
 
 
 def _check_regex(pattern: str, name: str) -> None:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise Problem("BadRequestData", f"{name} {pattern!r} is not a valid regular expression: {exc}") from None
+    if not isinstance(pattern, str):
+        raise Problem("BadRequestData", f"{name} must be a string")
+    regex.compile_pattern(pattern, name)
 
 
 def _scopes(text: str) -> list[list[str]]:
@@ -784,34 +802,43 @@ def expand_q(expr: Any, terms: TermMap) -> Any:
     return qlang.map_terms(expr, terms.expand)
 
 
+def _batch_query(request: Request) -> bool:
+    return request.path_params.get("operation") == "query"
+
+
 def router(ngsi: NgsiLd) -> APIRouter:
     """Every /ngsi-ld/v1 route of entities, types, attributes, batch operations and hosted contexts."""
     router = APIRouter(prefix=PREFIX)
+    # Reads of city data are screened per entity by the gate (public open data for anonymous callers); writes need
+    # a caller (the gate decides which); what is not yet screened per organization is a platform admin's.
+    read, write, admin = anonymous_data, authenticated, platform_admin
+    batch = when(_batch_query, anonymous_data, authenticated)
 
-    def route(path: str, methods: list[str], endpoint: Any) -> None:
-        router.add_api_route(path, endpoint, methods=methods, include_in_schema=True)
-        router.add_api_route(path + "/", endpoint, methods=methods, include_in_schema=False)
+    def route(path: str, methods: list[str], endpoint: Any, rule: Rule) -> None:
+        router.add_api_route(path, endpoint, methods=methods, include_in_schema=True, dependencies=[rule.depends()])
+        router.add_api_route(path + "/", endpoint, methods=methods, include_in_schema=False,
+                             dependencies=[rule.depends()])
 
-    route("/entities", ["POST"], ngsi.create)
-    route("/entities", ["GET"], ngsi.query)
-    route("/entities", ["DELETE"], ngsi.purge)
-    route("/entities", ["PATCH", "PUT"], ngsi.missing_id)
-    route("/entities/{entity_id:path}/attrs/{attr}", ["PATCH"], ngsi.partial_update)
-    route("/entities/{entity_id:path}/attrs/{attr}", ["PUT"], ngsi.replace_attr)
-    route("/entities/{entity_id:path}/attrs/{attr}", ["DELETE"], ngsi.delete_attr)
-    route("/entities/{entity_id:path}/attrs", ["POST"], ngsi.append)
-    route("/entities/{entity_id:path}/attrs", ["PATCH"], ngsi.update_attrs)
-    route("/entities/{entity_id}", ["GET"], ngsi.retrieve)
-    route("/entities/{entity_id}", ["DELETE"], ngsi.delete)
-    route("/entities/{entity_id}", ["PATCH"], ngsi.merge)
-    route("/entities/{entity_id}", ["PUT"], ngsi.replace)
-    route("/entityOperations/{operation}", ["POST"], ngsi.batch)
-    route("/types", ["GET"], ngsi.types)
-    route("/types/{type_name:path}", ["GET"], ngsi.type_info)
-    route("/attributes", ["GET"], ngsi.attributes)
-    route("/attributes/{attr:path}", ["GET"], ngsi.attribute_info)
-    route("/jsonldContexts", ["GET"], ngsi.list_contexts)
-    route("/jsonldContexts", ["POST"], ngsi.add_context)
-    route("/jsonldContexts/{context_id}", ["GET"], ngsi.get_context)
-    route("/jsonldContexts/{context_id}", ["DELETE"], ngsi.delete_context)
+    route("/entities", ["POST"], ngsi.create, write)
+    route("/entities", ["GET"], ngsi.query, read)
+    route("/entities", ["DELETE"], ngsi.purge, write)
+    route("/entities", ["PATCH", "PUT"], ngsi.missing_id, write)
+    route("/entities/{entity_id:path}/attrs/{attr}", ["PATCH"], ngsi.partial_update, write)
+    route("/entities/{entity_id:path}/attrs/{attr}", ["PUT"], ngsi.replace_attr, write)
+    route("/entities/{entity_id:path}/attrs/{attr}", ["DELETE"], ngsi.delete_attr, write)
+    route("/entities/{entity_id:path}/attrs", ["POST"], ngsi.append, write)
+    route("/entities/{entity_id:path}/attrs", ["PATCH"], ngsi.update_attrs, write)
+    route("/entities/{entity_id}", ["GET"], ngsi.retrieve, read)
+    route("/entities/{entity_id}", ["DELETE"], ngsi.delete, write)
+    route("/entities/{entity_id}", ["PATCH"], ngsi.merge, write)
+    route("/entities/{entity_id}", ["PUT"], ngsi.replace, write)
+    route("/entityOperations/{operation}", ["POST"], ngsi.batch, batch)
+    route("/types", ["GET"], ngsi.types, admin)
+    route("/types/{type_name:path}", ["GET"], ngsi.type_info, admin)
+    route("/attributes", ["GET"], ngsi.attributes, admin)
+    route("/attributes/{attr:path}", ["GET"], ngsi.attribute_info, admin)
+    route("/jsonldContexts", ["GET"], ngsi.list_contexts, public)
+    route("/jsonldContexts", ["POST"], ngsi.add_context, admin)
+    route("/jsonldContexts/{context_id}", ["GET"], ngsi.get_context, public)
+    route("/jsonldContexts/{context_id}", ["DELETE"], ngsi.delete_context, admin)
     return router

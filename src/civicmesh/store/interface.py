@@ -17,6 +17,8 @@ class EntityStore(Protocol):
     Both engines satisfy this structurally; `open_store` returns it, so rooms never depend on one engine."""
 
     engine: str
+    # Settings.regex_seconds: PostgreSQL's statement timeout for queries with `~`; SQLite matches with RE2 (linear).
+    regex_seconds: float
 
     def add_listener(self, callback: Callable[[], None]) -> None: ...
     async def open(self) -> None: ...

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import orjson
 
+from civicmesh import regex
 from civicmesh.errors import Problem
 from civicmesh.events import ChangeEvent
 from civicmesh.ngsild.model import now_iso
@@ -113,13 +112,9 @@ def _haversine_sql(lon: float, lat: float) -> str:
             f"{math.cos(lat_r)!r} * cos(radians(g.py)) * pow(sin((radians(g.px) - {lon_r!r}) / 2), 2))))")
 
 
-@lru_cache(maxsize=256)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
 def _regexp(pattern: str, value: object) -> bool:
-    return isinstance(value, str) and _regex(pattern).search(value) is not None
+    # RE2, not `re`: linear time, so a hostile idPattern or q cannot hold the GIL inside SQLite (issue 13, 9).
+    return isinstance(value, str) and regex.search(pattern, value)
 
 
 class SqliteDialect:
@@ -184,6 +179,7 @@ class SqliteStore:
         self._pending_lock = threading.Lock()
         self._flush_scheduled = False
         self._compiler = QueryCompiler(SqliteDialect(self._geo_queries), self._akey_lookup, self._tkey_lookup)
+        self.regex_seconds = 5.0  # unused here: RE2 matches in linear time (see store.interface)
 
     # -- connections -------------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:

@@ -18,10 +18,11 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
+from civicmesh.access import ANONYMOUS, AccessRequest, anonymous_data, public
 from civicmesh.demo.basemap import city_basemap
 from civicmesh.errors import Problem
 from civicmesh.exchange import limits
-from civicmesh.exchange.gate import ANONYMOUS, AccessRequest
+from civicmesh.headers import page_policy
 from civicmesh.ngsild import demo_context_url
 from civicmesh.ngsild.http import tenant_of
 from civicmesh.platform import Platform, Room, Subscriber
@@ -89,18 +90,22 @@ def _client(request: Request) -> str:
 def router(hub: LiveHub, platform: Platform) -> APIRouter:
     streams = limits.StreamSlots(platform.settings.max_sse_per_identity)  # open /web/events per identity
     r = APIRouter(tags=["dashboard"])
+    # The page, its files, the base map and the layer list hold no city data; the layers and the live stream do,
+    # and the gate screens them per caller (public open data for anonymous callers).
+    page, data = [public.depends()], [anonymous_data.depends()]
     files = _static_files()
     if "index.html" not in files:
         raise RuntimeError("the dashboard's static/index.html is missing from the installed package")
     version = static_version(files)
     index_html = StaticFile("index.html", files["index.html"].body.replace(
         b'"/web/static/', f'"/web/static/{version}/'.encode()))
+    page_headers = {**NO_CACHE, "Content-Security-Policy": page_policy(index_html.body)}
     basemap_json = orjson.dumps(city_basemap())
     basemap_gzipped = gzip.compress(basemap_json, compresslevel=9, mtime=0)
 
-    @r.get("/", include_in_schema=False)
+    @r.get("/", include_in_schema=False, dependencies=page)
     async def index(request: Request) -> Response:
-        return compressed(request, index_html.body, index_html.media_type, NO_CACHE, index_html.gzipped)
+        return compressed(request, index_html.body, index_html.media_type, page_headers, index_html.gzipped)
 
     def serve(request: Request, name: str, headers: dict[str, str]) -> Response:
         if not _STATIC_NAME.match(name) or name not in files:
@@ -111,42 +116,45 @@ def router(hub: LiveHub, platform: Platform) -> APIRouter:
             return Response(status_code=304, headers=headers)
         return compressed(request, found.body, found.media_type, headers, found.gzipped)
 
-    @r.get("/web/static/{name}", include_in_schema=False)
+    @r.get("/web/static/{name}", include_in_schema=False, dependencies=page)
     async def static(request: Request, name: str) -> Response:
         return serve(request, name, NO_CACHE)
 
-    @r.get("/web/static/{wanted}/{name}", include_in_schema=False)
+    @r.get("/web/static/{wanted}/{name}", include_in_schema=False, dependencies=page)
     async def static_versioned(request: Request, wanted: str, name: str) -> Response:
         # A page of an older version still gets files, but must not keep them.
         return serve(request, name, IMMUTABLE if wanted == version else NO_CACHE)
 
-    @r.get("/web/basemap", summary="The demo city's base map (GeoJSON): districts, the river, main roads")
+    @r.get("/web/basemap", summary="The demo city's base map (GeoJSON): districts, the river, main roads",
+           dependencies=page)
     async def basemap(request: Request) -> Response:
         return compressed(request, basemap_json, "application/geo+json", NO_CACHE, basemap_gzipped)
 
-    @r.get("/web/config", summary="What the dashboard needs to start: its layers and the demo @context")
+    @r.get("/web/config", summary="What the dashboard needs to start: its layers and the demo @context",
+           dependencies=page)
     async def config() -> dict[str, Any]:
         return {"context": demo_context_url(platform.settings), "layers": LAYERS,
                 "auth": not platform.settings.no_auth}
 
     @r.get("/web/layers", summary="Every map layer's entities, as the exchange gate lets the caller read them "
-                                  "(keyValues, demo @context names), in one answer")
+                                  "(keyValues, demo @context names), in one answer",
+           dependencies=data)
     async def layers(request: Request, tenant: str | None = None) -> Response:
         caller = getattr(request.state, "caller", ANONYMOUS)
         shown = await snapshot(platform, caller, _chosen_tenant(request, tenant))
         return compressed(request, orjson.dumps(shown), "application/json", {"Cache-Control": "no-store"})
 
-    @r.get("/web/events", summary="Server-sent events: entity changes, screened by the gate for the caller")
+    @r.get("/web/events", summary="Server-sent events: entity changes, screened by the gate for the caller",
+           dependencies=data)
     async def events(request: Request, tenant: str | None = None) -> Response:
         caller = getattr(request.state, "caller", ANONYMOUS)
         chosen = _chosen_tenant(request, tenant)
         decision = await platform.gate.check(AccessRequest(caller, chosen, "query"))
         if not decision.allowed:
             raise Problem("Forbidden", decision.reason or "the access gate denied the live stream")
-        listener, holder = Listener(caller, chosen), limits.stream_identity(caller, _client(request))
-        streams.acquire(holder)
+        listener, slot = Listener(caller, chosen), streams.acquire(limits.stream_identity(caller, _client(request)))
         live = limits.credential_check(platform.gate, caller)  # a revoked key ends the stream
-        return StreamingResponse(streams.held(holder, hub.stream(listener), live), media_type="text/event-stream",
+        return StreamingResponse(streams.held(slot, hub.stream(listener), live), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     return r

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from civicmesh.exchange.gate import Caller
+from civicmesh.access import Caller
 from civicmesh.ngsild import DEMO_CONTEXT_URN
 from civicmesh.ngsild.render import SIMPLIFIED, View, render_entity
 from civicmesh.store.base import EntityQuery

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from civicmesh.access import Caller, current_caller
 from civicmesh.errors import Problem
 from civicmesh.events import ENTITY_CREATED, ENTITY_DELETED, ENTITY_UPDATED, ChangeEvent
-from civicmesh.exchange.enforce import Session, current_caller
-from civicmesh.exchange.gate import Caller
+from civicmesh.exchange.enforce import Session
 from civicmesh.ngsild.render import SIMPLIFIED, View, render_entity
 from civicmesh.web.layers import demo_terms
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from civicmesh.access import authenticated
 from civicmesh.ngsild.routes import PREFIX
 from civicmesh.ngsild.sender import HttpSender
 from civicmesh.ngsild.subscriptions.api import SubscriptionsApi
@@ -62,7 +63,7 @@ def build(platform: Platform) -> Room:
     """Serve /subscriptions, match change events to them and deliver the notifications while the app runs."""
     subs = Subscriptions(platform)
     api = subs.api
-    router = APIRouter(prefix=PREFIX)
+    router = APIRouter(prefix=PREFIX, dependencies=[authenticated.depends()])  # each sees only its own
     routes: list[tuple[str, list[str], Callable[..., Any]]] = [
         ("/subscriptions", ["POST"], api.create), ("/subscriptions", ["GET"], api.list),
         ("/subscriptions/{sub_id}", ["GET"], api.retrieve), ("/subscriptions/{sub_id}", ["PATCH"], api.update),

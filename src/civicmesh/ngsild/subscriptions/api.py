@@ -7,6 +7,7 @@ or any caller with authentication off) subscribes unscreened and sees every subs
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -16,12 +17,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from civicmesh import endpoints
+from civicmesh.access import Caller
 from civicmesh.errors import Problem
 from civicmesh.exchange import limits
-from civicmesh.exchange.gate import Caller
 from civicmesh.ngsild import geoquery, qlang, typequery
 from civicmesh.ngsild.context import ContextResolver, TermMap
-from civicmesh.ngsild.http import JSONLD, body_call, json_response, page_links, read_call
+from civicmesh.ngsild.http import JSONLD, body_call, json_response, location, page_links, read_call
 from civicmesh.ngsild.linked import selected
 from civicmesh.ngsild.model import check_name, is_datetime, is_uri, now_iso
 from civicmesh.ngsild.routes import PREFIX, _allow_params, _check_regex, _flag, _int, caller_of
@@ -178,6 +179,7 @@ class SubscriptionsApi:
         self.broker = broker
         self.max_body = max_body
         self._unsettled = unsettled
+        self._creating = asyncio.Lock()  # the quota's count and the save it allows, one create at a time
 
     async def _authorize(self, request: Request, tenant: str) -> Caller:
         caller = caller_of(request)
@@ -202,15 +204,16 @@ class SubscriptionsApi:
         caller = await self._authorize(request, call.tenant)
         sub = parse_subscription(body, call.terms, resolver=self.resolver)
         endpoints.check_uri(sub["notification"]["endpoint"]["uri"], self.endpoint_allow)
-        limits.check_subscriptions(caller, await self.book.all(call.tenant), self.max_subscriptions)
         if not self.broker.gate.sees_everything(caller):
             sub["_owner"] = {"organization": caller.organization, "subject": caller.subject,
                              "roles": sorted(caller.roles)}
         sub["@context"] = call.context
         sub["createdAt"] = sub["modifiedAt"] = now_iso()
-        if not await self.book.save(call.tenant, sub, create=True):
-            raise Problem("AlreadyExists", f"subscription {sub['id']} already exists")
-        return Response(status_code=201, headers={"Location": f"{PREFIX}/subscriptions/{sub['id']}"})
+        async with self._creating:  # parallel creates must not all pass the count before any is saved
+            limits.check_subscriptions(caller, await self.book.all(call.tenant), self.max_subscriptions)
+            if not await self.book.save(call.tenant, sub, create=True):
+                raise Problem("AlreadyExists", f"subscription {sub['id']} already exists")
+        return Response(status_code=201, headers={"Location": location(f"{PREFIX}/subscriptions/{sub['id']}")})
 
     def _show(self, tenant: str, sub: dict[str, Any], sys_attrs: bool, terms: TermMap | None = None
               ) -> dict[str, Any]:

@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
+from civicmesh.access import ANONYMOUS, Caller
 from civicmesh.errors import Problem
 from civicmesh.events import ChangeEvent
-from civicmesh.exchange.gate import ANONYMOUS, Caller
 from civicmesh.ngsild.context import CORE_CONTEXT_URL, TermMap
 from civicmesh.ngsild.linked import Projection, join, parse_projection
 from civicmesh.ngsild.model import ATTRIBUTE_TYPES, NULL_URI, now_iso
