@@ -10,13 +10,16 @@ lane.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import os
+import re
 import socket
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -40,30 +43,17 @@ os.environ.setdefault("CIVICMESH_ENDPOINT_ALLOW", "127.0.0.1")
 IN_CI = os.environ.get("CI") == "true"
 
 # -- lanes --------------------------------------------------------------------------------------------------------
-# Fixtures whose setup starts a server on a loopback port, as "<file>::<name>" (names alone collide: the broker's
-# query tests have a `city` of their own that is plain data). A test that uses one directly or through another
-# fixture (`client` -> `server`) is classified. A fixture that starts the platform and is missing here is caught by
-# the guard in LiveServer.start, whose message points here.
+# A fixture starts a server when its body calls one of the project's ways to start one (found in its source, so a
+# fixture written tomorrow is classified too), or when it is listed here because it starts something else: a
+# notification receiver or a Mosquitto of its own. Listed as "<file>::<name>": names alone collide (the broker's
+# query tests have a `city` of their own that is plain data). A test that uses such a fixture, directly or through
+# another (`client` -> `server`), is `live`. Anything that still slips through is caught by the guard in
+# LiveServer.start.
+SERVER_STARTERS = re.compile(r"\b(?:start_server|secure_server|demo_server|gated_city|LiveServer|uvicorn\.Server)\(")
 LIVE_FIXTURES = frozenset({
-    "tests/conftest.py::server",
-    "tests/citizen/conftest.py::live_server",
-    "tests/exchange/conftest.py::secure",
-    "tests/exchange/test_identity_live.py::quotas",
-    "tests/ngsild/test_endpoint_policy_live.py::strict",
-    "tests/exchange/test_demo_walkthrough_live.py::demo_city",
-    "tests/exchange/test_masked_attributes_live.py::city",
-    "tests/exchange/test_masked_attributes_live.py::own_secure",
-    "tests/exchange/test_screened_reads_live.py::own_secure",
-    "tests/ingest/test_iot_agent_live.py::mqtt_server",
     "tests/ingest/test_iot_agent_live.py::private_mosquitto",
-    "tests/ledger/test_live_http.py::server",
     "tests/ngsild/test_subscription_behaviour_live.py::receiver",
     "tests/ngsild/test_subscriptions_live.py::receiver",
-    "tests/web/conftest.py::city",
-    "tests/web/conftest.py::city_sqlite",
-    "tests/web/test_events_live.py::gated",
-    "tests/web/test_gate_browser.py::gated",
-    "tests/web/test_stream_metering_live.py::gated",
 })
 BROWSER_FIXTURES = frozenset({"tests/web/conftest.py::browser"})
 # Values of an engine parameter that select the PostgreSQL server (database_url, db_url, city, gated, ...).
@@ -71,11 +61,20 @@ POSTGRES_PARAMS = frozenset({"postgres", "postgresql"})
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def lanes_of(fixtures: list[str], params: dict[str, object]) -> set[str]:
-    """The lanes a test belongs to, from the fixtures it uses ("<file>::<name>", their whole closure) and its
-    parameters."""
+@functools.cache
+def starts_a_server(function: Callable[..., object] | None) -> bool:
+    """Whether a fixture's own body calls one of SERVER_STARTERS."""
+    try:
+        return bool(SERVER_STARTERS.search(inspect.getsource(function))) if function else False
+    except (OSError, TypeError):
+        return False
+
+
+def lanes_of(fixtures: Mapping[str, Callable[..., object] | None], params: dict[str, object]) -> set[str]:
+    """The lanes a test belongs to, from the fixtures it uses ("<file>::<name>" -> its function, the whole
+    closure) and its parameters."""
     lanes = set()
-    if LIVE_FIXTURES.intersection(fixtures):
+    if any(name in LIVE_FIXTURES or starts_a_server(function) for name, function in fixtures.items()):
         lanes.add("live")
     if BROWSER_FIXTURES.intersection(fixtures):
         lanes.add("browser")
@@ -84,14 +83,15 @@ def lanes_of(fixtures: list[str], params: dict[str, object]) -> set[str]:
     return lanes
 
 
-def fixtures_of(item: pytest.Item) -> list[str]:
-    """Every fixture a test uses, as "<file>::<name>" of the definition that applies to it (the closest one)."""
-    found = []
+def fixtures_of(item: pytest.Item) -> dict[str, Callable[..., object]]:
+    """Every fixture a test uses, "<file>::<name>" -> the function of the definition that applies (the closest)."""
+    found = {}
     definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
     for name in getattr(item, "fixturenames", ()):
         if definitions.get(name):
-            where = Path(definitions[name][-1].func.__code__.co_filename)
-            found.append(f"{where.relative_to(ROOT) if where.is_relative_to(ROOT) else where}::{name}")
+            function = definitions[name][-1].func
+            where = Path(function.__code__.co_filename)
+            found[f"{where.relative_to(ROOT) if where.is_relative_to(ROOT) else where}::{name}"] = function
     return found
 
 
@@ -282,10 +282,11 @@ def server(database_url: str) -> Iterator[LiveServer]:
     live.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessApp]:
     """The app in-process with the `server` fixture's settings, on a database of its own (the engine under test),
-    so it never shares an outbox or a delivery queue with a server."""
+    so it never shares an outbox or a delivery queue with a server. One per module: on PostgreSQL an app holds its
+    pools' connections (up to 28 before the one database seam), which a run on a shared server should give back."""
     if database_url.startswith("sqlite"):
         url = f"sqlite:///{tmp_path_factory.mktemp('in-process') / 'civicmesh.db'}"
     else:

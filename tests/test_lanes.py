@@ -5,13 +5,24 @@ from __future__ import annotations
 import itertools
 import re
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from civicmesh.config import Settings
-from tests.conftest import BROWSER_FIXTURES, LIVE_FIXTURES, ROOT, LiveServer, free_port, fresh_postgres_url, lanes_of
+from tests.conftest import (
+    BROWSER_FIXTURES,
+    LIVE_FIXTURES,
+    ROOT,
+    LiveServer,
+    free_port,
+    fresh_postgres_url,
+    lanes_of,
+    start_server,
+    starts_a_server,
+)
 
 LANES = ("live", "postgres", "browser")
 
@@ -31,16 +42,38 @@ def test_a_test_using_the_server_is_live_and_postgres_on_postgres(server: LiveSe
 
 
 def test_classification_from_fixtures_and_parameters() -> None:
+    def uses(*names: str) -> dict[str, None]:
+        return dict.fromkeys(names)
+
     shared = "tests/conftest.py::"
-    assert lanes_of([], {}) == set()
-    assert lanes_of([shared + "client", shared + "server"], {"database_url": "sqlite"}) == {"live"}
-    assert lanes_of([shared + "client", shared + "server"], {"database_url": "postgres"}) == {"live", "postgres"}
-    assert lanes_of([shared + "app_client", shared + "app"], {"database_url": "sqlite"}) == set()
-    assert lanes_of(["tests/ledger/conftest.py::db_url"], {"db_url": "postgresql"}) == {"postgres"}
-    assert lanes_of(["tests/web/conftest.py::page", "tests/web/conftest.py::browser", "tests/web/conftest.py::city"],
-                    {"city": "sqlite"}) == {"browser", "live"}
-    # Names alone do not classify: the broker's query tests have a `city` that is plain data.
-    assert lanes_of(["tests/ngsild/test_query_live.py::city"], {}) == set()
+    assert lanes_of(uses(), {}) == set()
+    assert lanes_of(uses("tests/ngsild/test_subscriptions_live.py::receiver"), {}) == {"live"}
+    assert lanes_of(uses(shared + "app_client", shared + "app"), {"database_url": "sqlite"}) == set()
+    assert lanes_of(uses(shared + "app_client", shared + "app"), {"database_url": "postgres"}) == {"postgres"}
+    assert lanes_of(uses("tests/ledger/conftest.py::db_url"), {"db_url": "postgresql"}) == {"postgres"}
+    assert lanes_of(uses("tests/web/conftest.py::page", "tests/web/conftest.py::browser"), {}) == {"browser"}
+
+
+def test_a_fixture_is_live_when_its_body_starts_a_server() -> None:
+    from tests.conftest import app as in_process_app
+    from tests.conftest import server as shared_server
+
+    assert starts_a_server(shared_server.__wrapped__)  # type: ignore[attr-defined]
+    assert starts_a_server(own_server.__wrapped__)  # type: ignore[attr-defined]
+    assert not starts_a_server(in_process_app.__wrapped__)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[LiveServer]:
+    live = start_server(f"sqlite:///{tmp_path / 'own.db'}")
+    yield live
+    live.stop()
+
+
+def test_a_fixture_written_here_that_starts_a_server_makes_its_tests_live(own_server: LiveServer,
+                                                                          request: pytest.FixtureRequest) -> None:
+    assert request.node.get_closest_marker("live") is not None
+    assert httpx.get(own_server.url + "/health", timeout=30).status_code == 200
 
 
 def test_every_fixture_named_as_live_exists() -> None:

@@ -18,6 +18,7 @@ from civicmesh.bodies import BodyLimit
 from civicmesh.config import Settings
 from civicmesh.errors import Problem
 from civicmesh.events import OutboxRelay
+from civicmesh.inputs import NulGuard
 from civicmesh.platform import Core, Platform, Room, RoomBuilder, find_service
 from civicmesh.store import open_store
 from civicmesh.store.base import DATABASE_ERRORS, unavailable
@@ -57,6 +58,7 @@ def build_platform(settings: Settings) -> Platform:
 
     db = Database.from_url(settings.database_url, pool_size=settings.database_pool_size)
     store = open_store(db)
+    store.regex_seconds = settings.regex_seconds
     relay = OutboxRelay(store)
     db.add_listener(relay.notify)
     core = Core(settings=settings, db=db, store=store, relay=relay, contexts=build_contexts(settings))
@@ -64,7 +66,7 @@ def build_platform(settings: Settings) -> Platform:
     gate = ExchangeGate(exchange, core)
     broker = Broker(store, gate)
     ngsi = NgsiLd(broker, core.contexts, max_body=settings.max_body_bytes, max_limit=settings.max_limit,
-                  default_limit=settings.default_limit)
+                  default_limit=settings.default_limit, max_vertices=settings.max_geometry_vertices)
     return Platform(settings=settings, db=db, store=store, relay=relay, contexts=core.contexts, exchange=exchange,
                     gate=gate, broker=broker, entities=EntitySink(broker, core.contexts.core), ngsi=ngsi)
 
@@ -165,6 +167,7 @@ def create_app(settings: Settings | None = None, rooms: Sequence[RoomBuilder] | 
         for router in room.routers:
             app.include_router(router)
     metrics.install(app, platform)
+    app.add_middleware(NulGuard)  # a NUL in the path or query reaches no room (issue 13, finding 13)
     # Outermost last: CORS answers preflights, the headers cover every answer, the limit holds before any room.
     app.add_middleware(BodyLimit, default=settings.max_body_bytes)
     headers.install(app, settings.cors_origins)

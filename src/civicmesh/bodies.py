@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from civicmesh.errors import Problem
+from civicmesh.inputs import check_json
 
 LIMIT_KEY = "civicmesh.body_limit"
 
@@ -111,9 +112,11 @@ async def read_json(request: Request, limit: int | None = None, *, empty: Any = 
     if empty is not ... and not raw.strip():
         return empty
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise Problem("InvalidRequest", f"the body is not valid JSON: {exc}") from None
+    check_json(raw, value)  # no NUL, no nesting past 128 levels (inputs.py)
+    return value
 
 
 async def read_object(request: Request, limit: int | None = None, *, empty: Any = ...) -> dict[str, Any]:

@@ -64,6 +64,14 @@ class Settings:
     mqtt_client_id: str | None = None
     nats_url: str | None = None
     log_level: str = "info"
+    # Hostile input (issue 13): one feasibility evaluation runs in a child process with this much address space
+    # (200,000 draws of the largest example take 150 MB) and is stopped after this many seconds (1.5 s for it).
+    feasibility_memory_mb: int = 1024
+    feasibility_seconds: float = 60.0
+    # On PostgreSQL, a query that matches regular expressions (`~`) is cancelled after this many seconds.
+    regex_seconds: float = 5.0
+    # Vertices one geometry of a geo-query may have: a 15,000-vertex polygon took 9 s to test against the city.
+    max_geometry_vertices: int = 1000
     # Outbound endpoints (notifications, context sources, callbacks) the endpoint policy admits although they are
     # loopback or private: comma-separated addresses, CIDRs or host[:port] (see civicmesh.endpoints). Link-local
     # and cloud-metadata addresses stay refused whatever this says. `make run`, the conformance script and the

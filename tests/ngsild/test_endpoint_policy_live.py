@@ -140,6 +140,7 @@ def test_send_time_resolution_pins_the_checked_address() -> None:
         asyncio.run(endpoints.resolve("http://0x7f.1:9/", "10.0.0.0/8"))
 
 
+@pytest.mark.live  # an asyncio receiver on a loopback port
 def test_the_sender_refuses_header_values_with_line_breaks() -> None:
     """A queued row written before creation checked receiverInfo must not smuggle a request either."""
     seen: list[bytes] = []

@@ -443,6 +443,8 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Platform) -> APIRou
     async def metering(request: Request, agreement: str | None = None, since: str | None = None,
                        limit_rows: int = 1000) -> list[dict[str, Any]]:
         c = _caller(request)
+        if limit_rows < 1:  # a negative LIMIT was a 500 on PostgreSQL (found by tests/security schemathesis)
+            raise Problem("BadRequestData", f"'limit_rows' must be at least 1, not {limit_rows}")
         await exchange.flush()
         return await exchange.store.metering(organization=None if is_admin(c) else c.organization,
                                              agreement=agreement, since=since, limit=min(limit_rows, 10000))

@@ -5,19 +5,15 @@ Over HTTP a project may not name files (they would resolve on the server); an in
 
 from __future__ import annotations
 
-import asyncio
-
-import orjson
 from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 
 from civicmesh.access import scope
 from civicmesh.bodies import limit_body
+from civicmesh.config import Settings
 from civicmesh.errors import Problem
-from civicmesh.feasibility.evaluate import as_json, run
-from civicmesh.feasibility.model import ProjectError, load_project
-from civicmesh.feasibility.report import render_html
+from civicmesh.feasibility import sandbox
 from civicmesh.platform import Platform, Room
 
 MAX_BODY = 1_000_000
@@ -36,11 +32,14 @@ def _draws(raw: str) -> int:
 
 def build(platform: Platform) -> Room:
     """Serve /feasibility/evaluate; the evaluator needs nothing from the platform."""
-    return Room("feasibility", routers=[router()])
+    return Room("feasibility", routers=[router(platform.settings)])
 
 
-def router() -> APIRouter:
-    """POST /feasibility/evaluate: a project file in, an economic evaluation report out."""
+def router(settings: Settings | None = None) -> APIRouter:
+    """POST /feasibility/evaluate: a project file in, an economic evaluation report out (the evaluation in a
+    child process under the settings' memory and time limits)."""
+    settings = settings or Settings.from_env()
+    limits = sandbox.Limits(settings.feasibility_seconds, settings.feasibility_memory_mb * 1024 * 1024)
     router = APIRouter(prefix="/feasibility", tags=["feasibility"],
                        dependencies=[scope("feasibility").depends(), limit_body(MAX_BODY)])
 
@@ -64,15 +63,9 @@ def router() -> APIRouter:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             raise Problem("BadRequestData", "the project file is not UTF-8 text") from None
-        try:
-            project = load_project("request body", text=text, base_dir=None)
-            # The evaluation is CPU-bound (Monte Carlo): keep the event loop free for other requests.
-            result = await asyncio.to_thread(run, project, draws=draws)
-        except ProjectError as exc:
-            raise Problem("BadRequestData", str(exc), extra={"field": exc.where, "line": exc.line}) from exc
-        if fmt == "html":
-            return HTMLResponse(render_html(result, lang))
-        return Response(orjson.dumps(as_json(result), option=orjson.OPT_SERIALIZE_NUMPY),
-                        media_type="application/json")
+        # Parsing, the Monte Carlo and rendering are CPU- and memory-bound and their size is the caller's to
+        # choose: they run in a child process with a memory cap and a time limit, the event loop stays free.
+        outcome = await sandbox.evaluate(text, draws=draws, fmt=fmt, lang=lang, limits=limits)
+        return Response(outcome.body, media_type=outcome.media_type)
 
     return router

@@ -218,8 +218,47 @@ class _Reader:
         return out
 
 
-def _line_map(text: str) -> dict[str, int]:
-    """Dotted path -> 1-based line of every key and list item in the YAML text."""
+# A project file is a few levels deep (capex.0.schedule.3); 64 leaves room for any honest file while a body of
+# 10,000 "[" (or "{") is refused before PyYAML's recursive composer overflows the stack.
+MAX_DEPTH = 64
+
+
+class _BoundedLoader(yaml.SafeLoader):  # type: ignore[misc]
+    """SafeLoader that refuses aliases and deep nesting. An alias is a pointer: 8 levels of `&a [*a, *a, ...]`
+    fit in 300 bytes and expand to billions of nodes when walked (issue 13, finding 2); a project file never
+    needs one, so `*name` is an error that names its line."""
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ProjectError("project file", "uses a YAML alias (*name); aliases are not allowed in a project "
+                               "file, write the value out", event.start_mark.line + 1)
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                event = self.peek_event()
+                raise ProjectError("project file", f"is nested more than {MAX_DEPTH} levels deep",
+                                   event.start_mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _parse(text: str) -> tuple[Any, dict[str, int]]:
+    """The data and its line map, from one bounded parse."""
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+    return data, (_line_map(node) if node is not None else {})
+
+
+def _line_map(root: yaml.Node) -> dict[str, int]:
+    """Dotted path -> 1-based line of every key and list item of the composed YAML document."""
     lines: dict[str, int] = {}
 
     def walk(node: yaml.Node, path: str) -> None:
@@ -234,9 +273,7 @@ def _line_map(text: str) -> dict[str, int]:
                 lines[sub] = item.start_mark.line + 1
                 walk(item, sub)
 
-    root = yaml.compose(text)
-    if root is not None:
-        walk(root, "")
+    walk(root, "")
     return lines
 
 
@@ -254,8 +291,7 @@ def load_project(source: str | Path, *, text: str | None = None, base_dir: Path 
             raise ProjectError(str(path), "is not UTF-8 text") from exc
         base = path.parent
     try:
-        data = yaml.safe_load(text)
-        lines = _line_map(text)
+        data, lines = _parse(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ProjectError("project file", f"is not valid YAML: {getattr(exc, 'problem', exc)}",

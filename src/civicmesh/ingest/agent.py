@@ -3,7 +3,9 @@
 Every measurement (from MQTT or HTTP) joins one FIFO queue. A single writer task takes whatever has queued up
 (group commit: the busier the agent, the larger the batches), resolves each device, turns its payload into a
 concise entity fragment with `observedAt`, parses it with the device's @context, and writes all fragments of a
-tenant with one `broker.batch(tenant, "upsert", docs, option="update")`. Bad measurements become dead letters in
+tenant and owning organization with one `broker.batch(tenant, "upsert", docs, option="update", caller=owner)`:
+the gate decides each write as the device's organization, so a device cannot change another organization's
+entity (refused as a `forbidden` dead letter). Bad measurements become dead letters in
 the same round. Only when the round is stored does each measurement's `done` callback run: that is when an MQTT
 message is acknowledged and an HTTP request answered. A store failure keeps the round and retries it with
 backoff; nothing is acknowledged before it is stored.
@@ -18,11 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from civicmesh.access import Caller
 from civicmesh.errors import Problem
 from civicmesh.ingest import payloads
 from civicmesh.ingest.provisioning import mappings_of, static_attributes_of
 from civicmesh.ngsild.model import EntityParser, now_iso
-from civicmesh.store.ingest import IngestStore
+from civicmesh.store.ingest import PLATFORM_ORG, IngestStore
 from civicmesh.workers import Worker
 
 log = logging.getLogger("civicmesh.ingest")
@@ -31,6 +34,12 @@ MAX_BATCH = 2000
 ROUTE_TTL = 30.0  # seconds a resolved device is trusted before it is looked up again (other workers may edit it)
 MISS_TTL = 2.0  # seconds an unknown (apikey, device) pair is remembered, so garbage cannot hammer the store
 PAYLOAD_KEEP = 2048  # characters of a bad payload kept in its dead letter
+
+
+def device_caller(organization: str) -> Caller:
+    """Who a device's measurements are written as: its organization; the platform's devices act as the platform."""
+    roles = frozenset({"platform_admin"}) if organization == PLATFORM_ORG else frozenset()
+    return Caller(subject=f"iot-agent:{organization}", organization=organization, roles=roles)
 
 
 @dataclass
@@ -62,6 +71,7 @@ class Route:
     terms: Any
     expires: float
     statics: dict[str, Any] = field(default_factory=dict)
+    organization: str = PLATFORM_ORG  # the device's owner, as whom its measurements are written
     statics_sent: bool = False  # static attributes ride along with the first measurement after each lookup
 
 
@@ -181,11 +191,12 @@ class Agent:
         if explicit is None:
             explicit = bool((group or {}).get("explicitAttrs"))
         return Route(tenant, dev["entity_name"], dev["entity_type"], mappings_of(group, dev), bool(explicit),
-                     self.resolver.term_map(context), now + ROUTE_TTL, static_attributes_of(group, dev))
+                     self.resolver.term_map(context), now + ROUTE_TTL, static_attributes_of(group, dev),
+                     dev.get("organization") or PLATFORM_ORG)
 
     async def _round(self, batch: list[Measurement]) -> list[Outcome]:
         outcomes = [Outcome() for _ in batch]
-        per_tenant: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        per_owner: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = {}
         counts: dict[tuple[str, str, str, str], int] = {}
         dead: list[tuple[str, str | None, str | None, str, str, str, str | None, str]] = []
         parser_now = now_iso()
@@ -227,18 +238,21 @@ class Agent:
             except payloads.PayloadError as exc:
                 reject(i, route.tenant, exc.reason, exc.detail)
                 continue
-            per_tenant.setdefault(route.tenant, []).extend((i, d) for d in docs)
-        for tenant, items in per_tenant.items():
+            per_owner.setdefault((route.tenant, route.organization), []).extend((i, d) for d in docs)
+        for (tenant, organization), items in per_owner.items():
+            caller = device_caller(organization)
             try:
-                result = await self.broker.batch(tenant, "upsert", [d for _, d in items], option="update")
+                result = await self.broker.batch(tenant, "upsert", [d for _, d in items], option="update",
+                                                 caller=caller)
                 refused = dict(result.errors)
-            except Problem as problem:  # the whole tenant's round was refused (e.g. by the gate)
+            except Problem as problem:  # the whole round of this owner was refused (e.g. by the gate)
                 refused = {d["id"]: problem for _, d in items}
             for i, doc in items:
                 refusal = refused.get(doc["id"])
                 if refusal is not None:
                     if outcomes[i].reason is None:
-                        reject(i, tenant, "rejected", refusal.detail)
+                        reason = "forbidden" if refusal.kind == "Forbidden" else "rejected"
+                        reject(i, tenant, reason, refusal.detail)
                 elif outcomes[i].reason is None:
                     outcomes[i].stored += 1
         for i, outcome in enumerate(outcomes):

@@ -3,6 +3,10 @@
 
 Tenancy: `fiware-service` is the NGSI-LD tenant (NGSILD-Tenant is accepted too); `fiware-servicepath` groups
 devices inside it (default `/`).
+
+Ownership: a service group or device belongs to the organization of the caller that provisioned it; a caller sees,
+changes and deletes only its own organization's (a platform admin: all), and the agent writes a device's
+measurements as its organization, through the gate.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -25,7 +30,7 @@ from civicmesh.ingest.agent import Agent, Measurement, Outcome
 from civicmesh.ngsild.http import _TENANT
 from civicmesh.ngsild.model import now_iso
 from civicmesh.platform import Platform, Room
-from civicmesh.store.ingest import IngestStore
+from civicmesh.store.ingest import PLATFORM_ORG, IngestStore
 
 if TYPE_CHECKING:
     from civicmesh.ingest.mqtt import MqttIngress
@@ -33,7 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("civicmesh.ingest")
 
 # Dead-letter reason -> how an HTTP sender hears about it.
-_HTTP_ERRORS = {"unknown_device": "ResourceNotFound", "unknown_apikey": "Forbidden", "wrong_apikey": "Forbidden"}
+_HTTP_ERRORS = {"unknown_device": "ResourceNotFound", "unknown_apikey": "Forbidden", "wrong_apikey": "Forbidden",
+                "forbidden": "Forbidden"}
 MAX_PROVISION = 1000
 
 
@@ -42,6 +48,39 @@ def tenant_of(request: Request) -> str:
     if tenant and not _TENANT.match(tenant):
         raise Problem("BadRequestData", f"fiware-service {tenant!r} may use only letters, digits, '_', '-' and '.'")
     return tenant.lower() if request.headers.get("fiware-service") else tenant
+
+
+@dataclass(frozen=True)
+class _Who:
+    """The provisioning caller: its organization, and whether it acts for every organization (platform admin)."""
+
+    organization: str
+    admin: bool
+
+    @property
+    def only(self) -> str | None:
+        """The organization a listing is restricted to; None for a platform admin."""
+        return None if self.admin else self.organization
+
+    def owns(self, row: dict[str, Any]) -> bool:
+        return self.admin or row.get("organization") == self.organization
+
+
+def _who(request: Request) -> _Who:
+    caller = getattr(request.state, "caller", None)
+    if caller is None:  # no identity layer in front (the platform runs without the exchange): it acts itself
+        return _Who(PLATFORM_ORG, True)
+    if not caller.organization:
+        raise Problem("Forbidden", "provisioning needs a caller that belongs to an organization")
+    return _Who(caller.organization, "platform_admin" in caller.roles)
+
+
+def _check_apikey_owner(who: _Who, apikey: str, owner: list[dict[str, Any]], tenant: str) -> None:
+    """A device may use a service group's apikey only in the group's service and organization."""
+    if owner and owner[0]["service"] != tenant:
+        raise Problem("Forbidden", f"apikey {apikey!r} belongs to another service")
+    if owner and not who.owns(owner[0]):
+        raise Problem("Forbidden", f"apikey {apikey!r} belongs to a service group of another organization")
 
 
 def _servicepath(request: Request) -> str:
@@ -91,7 +130,7 @@ class IotApi:
         for apikey, resource in keys:
             if await self.store.groups(apikey=apikey):
                 raise Problem("AlreadyExists", f"apikey {apikey!r} is already provisioned (resource {resource})")
-        await self.store.add_groups(groups, tenant, path, now_iso())
+        await self.store.add_groups(groups, tenant, path, now_iso(), _who(request).organization)
         self.agent.forget_routes()
         return Response(status_code=201)
 
@@ -99,7 +138,8 @@ class IotApi:
         tenant = tenant_of(request)
         path = request.headers.get("fiware-servicepath")
         groups = await self.store.groups(tenant, provisioning.servicepath_of(path) if path else None,
-                                         request.query_params.get("apikey"), request.query_params.get("resource"))
+                                         request.query_params.get("apikey"), request.query_params.get("resource"),
+                                         _who(request).only)
         return _json_response({"count": len(groups), "services": groups})
 
     async def _one_group(self, request: Request) -> dict[str, Any]:
@@ -107,7 +147,7 @@ class IotApi:
         resource = request.query_params.get("resource") or provisioning.DEFAULT_RESOURCE
         if not apikey:
             raise Problem("BadRequestData", "name the service group with ?apikey=...&resource=...")
-        found = await self.store.groups(tenant_of(request), None, apikey, resource)
+        found = await self.store.groups(tenant_of(request), None, apikey, resource, _who(request).only)
         if not found:
             raise Problem("ResourceNotFound", f"no service group with apikey {apikey!r} and resource {resource!r} "
                                               "in this service")
@@ -133,8 +173,8 @@ class IotApi:
 
     # -- devices -----------------------------------------------------------------------------------------
     async def add_devices(self, request: Request) -> Response:
-        tenant, path = tenant_of(request), _servicepath(request)
-        groups = await self.store.groups(tenant, path)
+        tenant, path, who = tenant_of(request), _servicepath(request), _who(request)
+        groups = await self.store.groups(tenant, path, organization=who.only)
         devices = [provisioning.device(raw, self.resolver, groups) for raw in _list(await _json(request), "devices")]
         ids = [d["device_id"] for d in devices]
         if len(set(ids)) != len(ids):
@@ -145,10 +185,8 @@ class IotApi:
             if await self.store.device_by_key(dev["apikey"], dev["device_id"]) is not None:
                 raise Problem("AlreadyExists", f"device {dev['device_id']!r} with apikey {dev['apikey']!r} is "
                                                "already provisioned in another service")
-            owner = await self.store.groups(apikey=dev["apikey"])
-            if owner and owner[0]["service"] != tenant:
-                raise Problem("Forbidden", f"apikey {dev['apikey']!r} belongs to another service")
-        await self.store.add_devices(devices, tenant, path, now_iso())
+            _check_apikey_owner(who, dev["apikey"], await self.store.groups(apikey=dev["apikey"]), tenant)
+        await self.store.add_devices(devices, tenant, path, now_iso(), who.organization)
         self.agent.forget_routes()
         return Response(status_code=201)
 
@@ -157,12 +195,13 @@ class IotApi:
         limit = _int(request.query_params.get("limit"), "limit", 20, 1000)
         offset = _int(request.query_params.get("offset"), "offset", 0, 10**9)
         devices, total = await self.store.devices(tenant_of(request),
-                                                  provisioning.servicepath_of(path) if path else None, limit, offset)
+                                                  provisioning.servicepath_of(path) if path else None, limit, offset,
+                                                  _who(request).only)
         return _json_response({"count": total, "devices": devices})
 
     async def _device(self, request: Request, device_id: str) -> dict[str, Any]:
         dev = await self.store.device(tenant_of(request), device_id)
-        if dev is None:
+        if dev is None or not _who(request).owns(dev):  # another organization's device is not shown to exist
             raise Problem("ResourceNotFound", f"device {device_id!r} is not provisioned in this service")
         return dev
 
@@ -182,9 +221,7 @@ class IotApi:
         merged.update(body)
         tenant = tenant_of(request)
         dev = provisioning.device(merged, self.resolver, await self.store.groups(tenant, current["service_path"]))
-        owner = await self.store.groups(apikey=dev["apikey"])
-        if owner and owner[0]["service"] != tenant:
-            raise Problem("Forbidden", f"apikey {dev['apikey']!r} belongs to another service")
+        _check_apikey_owner(_who(request), dev["apikey"], await self.store.groups(apikey=dev["apikey"]), tenant)
         await self.store.replace_device(tenant, dev)
         self.agent.forget_routes()
         return Response(status_code=204)
@@ -225,7 +262,7 @@ class IotApi:
         q = request.query_params
         letters = await self.store.dead_letters(tenant_of(request), q.get("device_id"), q.get("reason"),
                                                 _int(q.get("limit"), "limit", 100, 1000),
-                                                _int(q.get("offset"), "offset", 0, 10**9))
+                                                _int(q.get("offset"), "offset", 0, 10**9), _who(request).only)
         return _json_response({"count": len(letters), "deadletters": letters})
 
     async def stats(self, request: Request) -> Response:
@@ -237,7 +274,7 @@ class IotApi:
         return _json_response({
             "agent": {"received": totals.received, "stored": totals.stored, "deadLettered": totals.dead,
                       "queued": self.agent.queue.qsize(), "rounds": totals.rounds, "retries": totals.retries},
-            "mqtt": mqtt, "devices": await self.store.counters(tenant_of(request))})
+            "mqtt": mqtt, "devices": await self.store.counters(tenant_of(request), organization=_who(request).only)})
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:

@@ -22,7 +22,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from civicmesh.demo.generate import aqi_level
+from civicmesh.exchange.demo import OWNER_OF_TYPE
 from civicmesh.ingest.agent import Measurement
+from civicmesh.store.ingest import PLATFORM_ORG
 from civicmesh.workers import Periodic
 
 if TYPE_CHECKING:
@@ -173,8 +175,11 @@ class SimulatorRunner:
                                                 "description": "demo city sensors (simulated)"}, resolver)
             await store.add_groups([group], "", "/", now_iso())
         groups = await store.groups("", "/")
-        fresh = [provisioning.device(d, resolver, groups) for d in self.simulator.devices()
-                 if await store.device("", d["device_id"]) is None]
+        # Each sensor belongs to the department that owns its entity, and its readings are written as that
+        # department; types with no demo owner stay the platform's.
+        fresh = [{**provisioning.device(d, resolver, groups),
+                  "organization": OWNER_OF_TYPE.get(d["entity_type"], PLATFORM_ORG)}
+                 for d in self.simulator.devices() if await store.device("", d["device_id"]) is None]
         if fresh:
             await store.add_devices(fresh, "", "/", now_iso())
         self.api.agent.forget_routes()

@@ -247,8 +247,26 @@ def _parse_coordinates(coordinates: str | list[Any]) -> Any:
     return value
 
 
+# Vertices one query geometry may have (Settings.max_geometry_vertices): testing a 15,000-vertex polygon against
+# the demo city took 9 s while /health waited (issue 13, finding 9); a district boundary needs a few hundred.
+MAX_VERTICES = 1000
+
+
+def _vertices(coords: Any) -> int:
+    """Positions in nested GeoJSON coordinates, counted without recursion (the nesting is the caller's)."""
+    count, stack = 0, [coords]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list | tuple):
+            if item and isinstance(item[0], int | float) and not isinstance(item[0], bool):
+                count += 1
+            else:
+                stack.extend(item)
+    return count
+
+
 def parse_geoquery(georel: str | None, geometry: str | None, coordinates: str | list[Any] | None,
-                   geoproperty: str | None = None) -> GeoQuery | None:
+                   geoproperty: str | None = None, *, max_vertices: int = MAX_VERTICES) -> GeoQuery | None:
     """The geo-query of a request, or None when it has none. Raises Problem(BadRequestData) for any
     incomplete or invalid combination, naming the parameter and the problem."""
     given = {"georel": georel, "geometry": geometry, "coordinates": coordinates}
@@ -270,6 +288,9 @@ def parse_geoquery(georel: str | None, geometry: str | None, coordinates: str | 
     if relation == "near" and geometry != "Point":
         raise _bad(f"georel near measures distance from a Point, but geometry is {geometry!r}")
     coords = _parse_coordinates(coordinates)
+    if (vertices := _vertices(coords)) > max_vertices:
+        raise _bad(f"the {geometry} of the geo-query has {vertices:,} vertices; at most {max_vertices:,} are "
+                   "allowed (simplify the area)")
     # A self-intersecting query area is repaired rather than refused: the ETSI suite queries with one, and
     # PostGIS answers such queries too.
     geom = _build(geometry, coords, "coordinates", require_valid=False)

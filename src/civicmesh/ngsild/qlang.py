@@ -19,14 +19,15 @@ unquoted DateTime (`2024-01-01T10:00:00Z`), Date (`2024-01-01`), Time (`10:00:00
 
 from __future__ import annotations
 
+import math
 import re
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from functools import lru_cache
 from typing import Any
 
+from civicmesh import regex
 from civicmesh.errors import Problem
 
 # -- AST ----------------------------------------------------------------------------------------------------
@@ -132,6 +133,9 @@ QExpr = And | Or | Compare | Exists | NotExists
 
 # Deeper nesting is no real query and would exhaust the parser's recursion.
 MAX_NESTING = 50
+# Each term is one probe of the attribute index. SQLite refused a 9,000-term q (its expression depth limit) while
+# PostgreSQL ran it for 4 s (issue 13, finding 20): the parser sets one limit for both, far above any real filter.
+MAX_TERMS = 256
 OPERATORS = ("==", "!=", ">", ">=", "<", "<=", "~=", "!~=")
 # Longest first so that `>=` is not read as `>` followed by `=`.
 _OPS_BY_LENGTH = ("!~=", "==", "!=", ">=", "<=", "~=", ">", "<")
@@ -191,6 +195,7 @@ class _Parser:
         self.text = text
         self.pos = 0
         self.depth = 0
+        self.terms = 0
 
     # Positions in messages are 1-based character positions, as a person counts them.
     def fail(self, expected: str, at: int | None = None) -> Problem:
@@ -260,6 +265,10 @@ class _Parser:
             self.pos += 1
             self.skip_ws()
             return NotExists(self.parse_path("an attribute name after '!'"))
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise Problem("BadRequestData", f"invalid q expression: it has more than {MAX_TERMS} terms (the "
+                                            f"{MAX_TERMS + 1}th starts at position {self.pos + 1})")
         path = self.parse_path("an attribute name or '('")
         self.skip_ws()
         op = next((o for o in _OPS_BY_LENGTH if self.peek(o)), None)
@@ -335,14 +344,7 @@ class _Parser:
             self.pos = i
         if not pattern:
             raise self.fail(f"a regular expression after '{op}'", start)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # FutureWarnings about future regex syntax are not errors
-                re.compile(pattern)
-        except re.error as exc:
-            raise Problem("BadRequestData",
-                          f"invalid q expression {self.text!r} at position {start + 1}: the regular "
-                          f"expression {pattern!r} does not compile: {exc}") from exc
+        regex.compile_pattern(pattern, f"the regular expression of q at position {start + 1}")
         return Regex(pattern)
 
     def parse_string(self) -> str:
@@ -408,7 +410,13 @@ class _Parser:
         if number and self._ends_value(number.end()):
             self.pos = number.end()
             text = number.group()
-            return float(text) if any(c in text for c in ".eE") else int(text)
+            value = float(text) if any(c in text for c in ".eE") else int(text)
+            # Both engines compare numbers as 64-bit values: a 400-digit literal was an OverflowError (a 500).
+            if isinstance(value, int) and not -2**63 <= value < 2**64 or isinstance(value, float) and \
+                    not math.isfinite(value):
+                raise Problem("BadRequestData", f"invalid q expression: the number {text[:40]!r} at position "
+                              f"{start + 1} is out of range")
+            return value
         end = start
         while not self._ends_value(end):
             end += 1
@@ -607,7 +615,7 @@ def _time_key(t: time) -> float:
 
 def _positive(op: str, value: Value, candidate: Any) -> bool:
     if op == "~=":
-        return isinstance(candidate, str) and _regex(value.value).search(candidate) is not None  # type: ignore[union-attr]
+        return isinstance(candidate, str) and regex.search(value.value, candidate)  # type: ignore[union-attr]
     if isinstance(value, Range):
         low, high = _cmp(value.low, candidate), _cmp(value.high, candidate)
         return low is not None and high is not None and low >= 0 and high <= 0
@@ -617,11 +625,6 @@ def _positive(op: str, value: Value, candidate: Any) -> bool:
     if order is None:
         return False
     return {"==": order == 0, ">": order > 0, ">=": order >= 0, "<": order < 0, "<=": order <= 0}[op]
-
-
-@lru_cache(maxsize=256)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
 
 
 def evaluate(expr: QExpr, lookup: Lookup) -> bool:

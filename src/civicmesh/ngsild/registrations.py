@@ -18,7 +18,7 @@ from civicmesh import endpoints
 from civicmesh.access import platform_admin
 from civicmesh.errors import Problem
 from civicmesh.ngsild.context import TermMap
-from civicmesh.ngsild.http import body_call, json_response, read_call
+from civicmesh.ngsild.http import body_call, json_response, location, read_call
 from civicmesh.ngsild.model import check_name, is_datetime, is_uri, now_iso, validate_geometry
 from civicmesh.ngsild.routes import PREFIX, _allow_params, _flag, _int, _split, caller_of
 from civicmesh.platform import Platform, Room
@@ -143,7 +143,7 @@ def build(platform: Platform) -> Room:
         reg["createdAt"] = reg["modifiedAt"] = now_iso()
         if not await store.put_document(call.tenant, KIND, reg["id"], reg, create=True):
             raise Problem("AlreadyExists", f"registration {reg['id']} already exists")
-        return Response(status_code=201, headers={"Location": f"{PREFIX}/csourceRegistrations/{reg['id']}"})
+        return Response(status_code=201, headers={"Location": location(f"{PREFIX}/csourceRegistrations/{reg['id']}")})
 
     async def query(request: Request) -> Response:
         _allow_params(request, _LIST_PARAMS)

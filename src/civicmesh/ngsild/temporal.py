@@ -24,11 +24,12 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from civicmesh import regex
 from civicmesh.access import anonymous_data, authenticated
 from civicmesh.errors import Problem
 from civicmesh.events import ENTITY_DELETED, ChangeEvent
 from civicmesh.ngsild.context import TermMap
-from civicmesh.ngsild.http import body_call, json_response, read_call
+from civicmesh.ngsild.http import body_call, json_response, location, read_call
 from civicmesh.ngsild.linked import order, parse_order_by, parse_projection, selected
 from civicmesh.ngsild.model import (
     ATTRIBUTE_TYPES,
@@ -78,7 +79,10 @@ def parse_duration(text: str) -> timedelta:
 
 
 def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+    except (ValueError, OverflowError):  # year 0, month 13: the shape was right, the date is not (was a 500)
+        raise Problem("BadRequestData", f"{text!r} is not a date-time that exists") from None
 
 
 def _iso(moment: datetime) -> str:
@@ -467,10 +471,7 @@ class Temporal:
             wanted = {call.terms.expand(t) for t in re.split(r"[,|;()]", p["type"]) if t}
             candidates = [c for c in candidates if wanted & set(orjson.loads(c[1]))]
         if p.get("idPattern"):
-            try:
-                pattern = re.compile(p["idPattern"])
-            except re.error as exc:
-                raise Problem("BadRequestData", f"idPattern is not a valid regular expression: {exc}") from None
+            pattern = regex.compile_pattern(p["idPattern"], "idPattern")
             candidates = [c for c in candidates if pattern.search(c[0])]
         current: dict[str, dict[str, Any]] | None = None
         if (p.get("q") or p.get("georel") or p.get("orderBy")) and candidates:
@@ -569,7 +570,7 @@ class Temporal:
             if scope:
                 doc["scope"] = scope
             await self.broker.create_if_absent(call.tenant, doc, caller)
-            return Response(status_code=201, headers={"Location": f"{PREFIX}/temporal/entities/{entity_id}"})
+            return Response(status_code=201, headers={"Location": location(f"{PREFIX}/temporal/entities/{entity_id}")})
         return Response(status_code=204)
 
     async def add_attrs(self, request: Request, entity_id: str) -> Response:

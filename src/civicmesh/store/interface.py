@@ -18,6 +18,8 @@ class EntityStore(Protocol):
     Both engines satisfy this structurally; `open_store` returns it, so rooms never depend on one engine."""
 
     engine: str
+    # Settings.regex_seconds: PostgreSQL's statement timeout for queries with `~`; SQLite matches with RE2 (linear).
+    regex_seconds: float
 
     @property
     def db(self) -> Database: ...  # the seam it runs on (store/db.py), shared by every room's repository

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -163,6 +164,8 @@ class PostgresStore:
         # entity's owner in the deletion event (the exchange releases ownership this way).
         self.on_delete: list[str] = []
         self._compiler = QueryCompiler(PostgresDialect(), self._akeys_get, self._tkeys_get)
+        # Settings.regex_seconds: the statement timeout of a query that matches regular expressions.
+        self.regex_seconds = 5.0
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         self.db.add_listener(callback)
@@ -383,23 +386,39 @@ class PostgresStore:
         rows = await self._fetch("SELECT doc FROM entities WHERE tenant = %s AND id = %s", (tenant, entity_id))
         return orjson.loads(rows[0][0]) if rows else None
 
+    @asynccontextmanager
+    async def _regex_bound(self, conn: psycopg.AsyncConnection, where: str) -> AsyncIterator[None]:
+        """A query that matches regular expressions runs with a statement timeout: RE2 checked the pattern, but
+        PostgreSQL's own engine (`~`) backtracks on some patterns (issue 13, finding 9)."""
+        if " ~ " not in where:
+            yield
+            return
+        try:
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL statement_timeout = {max(1, int(self.regex_seconds * 1000))}")
+                yield
+        except psycopg.errors.QueryCanceled as exc:
+            raise Problem("TooComplexQuery", f"the query's regular expression did not finish within "
+                          f"{self.regex_seconds:g} s (CIVICMESH_REGEX_SECONDS)") from exc
+
     async def query(self, tenant: str, query: EntityQuery) -> tuple[list[dict[str, Any]], int | None]:
         async with self._pool.connection() as conn:
             await self._prefetch_keys(conn, query)
             where, params = self._compiler.compile(tenant, query)
             try:
-                total = None
-                if query.count:
-                    row = await (await conn.execute(_pg(f"SELECT count(*) FROM entities e WHERE {where}"),
-                                                    params)).fetchone()
-                    total = row[0] if row else 0
-                docs: list[dict[str, Any]] = []
-                if query.limit > 0:
-                    rows = await (await conn.execute(
-                        _pg(f"SELECT e.doc FROM entities e WHERE {where} ORDER BY e.eid LIMIT ? OFFSET ?"),
-                        (*params, query.limit, query.offset))).fetchall()
-                    docs = [orjson.loads(r[0]) for r in rows]
-                return docs, total
+                async with self._regex_bound(conn, where):
+                    total = None
+                    if query.count:
+                        row = await (await conn.execute(_pg(f"SELECT count(*) FROM entities e WHERE {where}"),
+                                                        params)).fetchone()
+                        total = row[0] if row else 0
+                    docs: list[dict[str, Any]] = []
+                    if query.limit > 0:
+                        rows = await (await conn.execute(
+                            _pg(f"SELECT e.doc FROM entities e WHERE {where} ORDER BY e.eid LIMIT ? OFFSET ?"),
+                            (*params, query.limit, query.offset))).fetchall()
+                        docs = [orjson.loads(r[0]) for r in rows]
+                    return docs, total
             except (psycopg.errors.InvalidRegularExpression, psycopg.errors.DataException) as exc:
                 raise Problem("BadRequestData", f"the query could not be evaluated: {exc}") from exc
 
@@ -407,8 +426,9 @@ class PostgresStore:
         async with self._pool.connection() as conn:
             await self._prefetch_keys(conn, query)
             where, params = self._compiler.compile(tenant, query)
-            rows = await (await conn.execute(_pg(f"SELECT e.id FROM entities e WHERE {where} ORDER BY e.eid"),
-                                             params)).fetchall()
+            async with self._regex_bound(conn, where):
+                rows = await (await conn.execute(_pg(f"SELECT e.id FROM entities e WHERE {where} ORDER BY e.eid"),
+                                                 params)).fetchall()
             return [r[0] for r in rows]
 
     async def type_summary(self, tenant: str) -> list[tuple[str, int]]:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 from typing import IO, Any, TypeVar
 
 import orjson
 
+from civicmesh import regex
 from civicmesh.errors import Problem
 from civicmesh.events import ChangeEvent
 from civicmesh.ngsild.model import now_iso
@@ -117,13 +116,9 @@ def _haversine_sql(lon: float, lat: float) -> str:
             f"{math.cos(lat_r)!r} * cos(radians(g.py)) * pow(sin((radians(g.px) - {lon_r!r}) / 2), 2))))")
 
 
-@lru_cache(maxsize=256)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
 def _regexp(pattern: str, value: object) -> bool:
-    return isinstance(value, str) and _regex(pattern).search(value) is not None
+    # RE2, not `re`: linear time, so a hostile idPattern or q cannot hold the GIL inside SQLite (issue 13, 9).
+    return isinstance(value, str) and regex.search(pattern, value)
 
 
 class SqliteDialect:
@@ -187,6 +182,7 @@ class SqliteStore:
         # entity's owner in the deletion event (the exchange releases ownership this way).
         self.on_delete: list[str] = []
         self._compiler = QueryCompiler(SqliteDialect(self._geo_queries), self._akey_lookup, self._tkey_lookup)
+        self.regex_seconds = 5.0  # unused here: RE2 matches in linear time (see store.interface)
         self.db.on_connect(self._setup_connection)
 
     # -- connections -------------------------------------------------------------------------------------

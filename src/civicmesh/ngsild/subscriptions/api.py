@@ -22,7 +22,7 @@ from civicmesh.errors import Problem
 from civicmesh.exchange import limits
 from civicmesh.ngsild import geoquery, qlang, typequery
 from civicmesh.ngsild.context import ContextResolver, TermMap
-from civicmesh.ngsild.http import JSONLD, body_call, json_response, page_links, read_call
+from civicmesh.ngsild.http import JSONLD, body_call, json_response, location, page_links, read_call
 from civicmesh.ngsild.linked import selected
 from civicmesh.ngsild.model import check_name, is_datetime, is_uri, now_iso
 from civicmesh.ngsild.routes import PREFIX, _allow_params, _check_regex, _flag, _int, caller_of
@@ -213,7 +213,7 @@ class SubscriptionsApi:
             limits.check_subscriptions(caller, await self.book.all(call.tenant), self.max_subscriptions)
             if not await self.book.save(call.tenant, sub, create=True):
                 raise Problem("AlreadyExists", f"subscription {sub['id']} already exists")
-        return Response(status_code=201, headers={"Location": f"{PREFIX}/subscriptions/{sub['id']}"})
+        return Response(status_code=201, headers={"Location": location(f"{PREFIX}/subscriptions/{sub['id']}")})
 
     def _show(self, tenant: str, sub: dict[str, Any], sys_attrs: bool, terms: TermMap | None = None
               ) -> dict[str, Any]:

@@ -8,11 +8,11 @@ matched again on what its owner may see. Rendering and queueing the notification
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import unquote
 
+from civicmesh import regex
 from civicmesh.events import ENTITY_CREATED, ENTITY_DELETED, ChangeEvent
 from civicmesh.ngsild import geoquery, qlang, typequery
 from civicmesh.ngsild.context import TermMap
@@ -150,6 +150,6 @@ def selects(selector: dict[str, Any], doc: dict[str, Any], terms: TermMap) -> bo
         return False
     if "id" in selector and selector["id"] != doc["id"]:
         return False
-    if "idPattern" in selector and not re.search(selector["idPattern"], doc["id"]):
+    if "idPattern" in selector and not regex.search(selector["idPattern"], doc["id"]):
         return False
     return True
