@@ -282,10 +282,11 @@ def server(database_url: str) -> Iterator[LiveServer]:
     live.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessApp]:
     """The app in-process with the `server` fixture's settings, on a database of its own (the engine under test),
-    so it never shares an outbox or a delivery queue with a server."""
+    so it never shares an outbox or a delivery queue with a server. One per module: on PostgreSQL an app holds its
+    pools' connections (up to 28 before the one database seam), which a run on a shared server should give back."""
     if database_url.startswith("sqlite"):
         url = f"sqlite:///{tmp_path_factory.mktemp('in-process') / 'civicmesh.db'}"
     else:

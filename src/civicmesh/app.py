@@ -22,6 +22,7 @@ from civicmesh.inputs import NulGuard
 from civicmesh.platform import Core, Platform, Room, RoomBuilder, find_service
 from civicmesh.store import open_store
 from civicmesh.store.base import DATABASE_ERRORS, unavailable
+from civicmesh.store.db import Database
 
 log = logging.getLogger("civicmesh")
 
@@ -53,19 +54,20 @@ def build_platform(settings: Settings) -> Platform:
     from civicmesh.ngsild import build_contexts
     from civicmesh.ngsild.broker import Broker, EntitySink
     from civicmesh.ngsild.routes import NgsiLd
-    from civicmesh.store.exchange import open_exchange_store
+    from civicmesh.store.exchange import ExchangeStore
 
-    store = open_store(settings.database_url)
+    db = Database.from_url(settings.database_url, pool_size=settings.database_pool_size)
+    store = open_store(db)
     store.regex_seconds = settings.regex_seconds
     relay = OutboxRelay(store)
-    store.add_listener(relay.notify)
-    core = Core(settings=settings, store=store, relay=relay, contexts=build_contexts(settings))
-    exchange = Exchange(core, open_exchange_store(settings.database_url))
+    db.add_listener(relay.notify)
+    core = Core(settings=settings, db=db, store=store, relay=relay, contexts=build_contexts(settings))
+    exchange = Exchange(core, ExchangeStore(db))
     gate = ExchangeGate(exchange, core)
     broker = Broker(store, gate)
     ngsi = NgsiLd(broker, core.contexts, max_body=settings.max_body_bytes, max_limit=settings.max_limit,
                   default_limit=settings.default_limit, max_vertices=settings.max_geometry_vertices)
-    return Platform(settings=settings, store=store, relay=relay, contexts=core.contexts, exchange=exchange,
+    return Platform(settings=settings, db=db, store=store, relay=relay, contexts=core.contexts, exchange=exchange,
                     gate=gate, broker=broker, entities=EntitySink(broker, core.contexts.core), ngsi=ngsi)
 
 
@@ -105,6 +107,7 @@ def create_app(settings: Settings | None = None, rooms: Sequence[RoomBuilder] | 
         # durable subscriber is registered and every room is ready for its events, and stops first.
         async with AsyncExitStack() as stack:
             # Closed even when opening fails half-way (a pool opened, a migration failed).
+            stack.push_async_callback(_logged_stop, "database", platform.db.close)  # after the store's own close
             stack.push_async_callback(_logged_stop, "store", platform.store.close)
             await platform.store.open()
             log.info("store: %s (%s engine)", _redacted(settings.database_url), platform.store.engine)

@@ -114,6 +114,7 @@ def _add_room_commands() -> None:
     from civicmesh.exchange.cli import exchange_app
     from civicmesh.feasibility.cli import feasibility_app
     from civicmesh.ledger.cli import ledger_app
+    from civicmesh.store.cli import db_app
 
     app.add_typer(ledger_app, name="ledger", help="The trusted ledger: keys, checkpoints, witnesses, export, verify.")
 
@@ -122,6 +123,7 @@ def _add_room_commands() -> None:
     app.add_typer(feasibility_app, name="feasibility",
                   help="Economic feasibility: NPV/IRR, payback, sensitivity, Monte Carlo, input-output, report.")
     app.add_typer(citizen_app, name="citizen", help="The citizen desk: Open311, dispatch classifier, supervision.")
+    app.add_typer(db_app, name="db", help="The database: upgrade every room's tables, backup, restore.")
 
 
 _add_room_commands()

@@ -35,6 +35,8 @@ def sqlite_file(database_url: str) -> Path | None:
 class Settings:
     # Empty means "civicmesh.db in the data directory" (see __post_init__).
     database_url: str = ""
+    # Connections in the process's one PostgreSQL pool, shared by every room (before: four pools, up to 28).
+    database_pool_size: int = 12
     # CIVICMESH_DATA_DIR: where civicmesh keeps its files (see data_home) and the default database.
     data_dir: Path | None = field(default_factory=_data_dir_from_env)
     host: str = "127.0.0.1"

@@ -115,6 +115,10 @@ class OutboxRelay:
         for sub in self._subscribers:
             saved = await self._store.get_cursor(sub.name) if sub.durable else None
             sub.position = saved if saved is not None else tip
+            if sub.durable and saved is None:
+                # A new durable subscriber starts at the tip, and says so now: otherwise events committed before
+                # its first delivery were skipped by the next process (it would start at the tip again).
+                await self._store.set_cursor(sub.name, tip)
         async with self._delivered:
             self.position = min([s.position for s in self._subscribers], default=tip)
             self.owner = True

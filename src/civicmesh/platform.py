@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from civicmesh.ngsild.broker import Broker, EntitySink
     from civicmesh.ngsild.context import ContextResolver
     from civicmesh.ngsild.routes import NgsiLd
+    from civicmesh.store.db import Database
     from civicmesh.store.interface import EntityStore
 
 T = TypeVar("T")
@@ -49,6 +50,7 @@ class Core:
     """What exists before any access decision can be made: the exchange (which decides) is built on this."""
 
     settings: Settings
+    db: Database  # the process's one database seam (store/db.py): every room's repository runs on it
     store: EntityStore
     relay: OutboxRelay
     contexts: ContextResolver

@@ -14,7 +14,8 @@ from civicmesh.citizen.catalogue import default_catalogue
 from civicmesh.citizen.classifier import get_classifier
 from civicmesh.citizen.service import CitizenDesk
 from civicmesh.config import Settings
-from civicmesh.store.citizen import open_citizen_store
+from civicmesh.store.citizen import CitizenStore
+from civicmesh.store.db import Database
 from tests.conftest import LiveServer, drop_postgres, free_port, fresh_postgres_url, require_postgres
 
 CST = dt.timezone(dt.timedelta(hours=8))
@@ -56,8 +57,9 @@ def run_desk(database_url: str, scenario: Scenario, start: dt.datetime, entities
     """Run `scenario` against a fresh desk on a fresh schema of the given engine."""
 
     async def main() -> Any:
-        store = open_citizen_store(database_url)
-        await store.connect()
+        db = Database.from_url(database_url)
+        await db.open()
+        store = CitizenStore(db)
         try:
             await store.drop_all()
             await store.migrate()
@@ -66,7 +68,7 @@ def run_desk(database_url: str, scenario: Scenario, start: dt.datetime, entities
             desk = CitizenDesk(store, default_catalogue(), get_classifier, clock=clock, entities=entities)
             return await scenario(desk, clock)
         finally:
-            await store.close()
+            await db.close()
 
     return asyncio.run(main())
 
@@ -76,13 +78,14 @@ def live_server(database_url: str) -> Iterator[LiveServer]:
     """The platform app with the citizen room mounted, served by uvicorn on a free loopback port."""
 
     async def prepare() -> None:
-        store = open_citizen_store(database_url)
-        await store.connect()
+        db = Database.from_url(database_url)
+        await db.open()
+        store = CitizenStore(db)
         await store.drop_all()
         await store.migrate()
         await store.add_api_key(API_KEY, "pytest live client", None, "2026-01-01T00:00:00Z")
         await store.add_api_key(SPAM_KEY, "a client that floods", 2, "2026-01-01T00:00:00Z")
-        await store.close()
+        await db.close()
 
     asyncio.run(prepare())
     server = LiveServer(Settings(database_url=database_url, port=free_port())).start()

@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from civicmesh.store import open_store
-from civicmesh.store.exchange import open_exchange_store
+from civicmesh.store import Database, open_store
+from civicmesh.store.exchange import ExchangeStore
 
 
 async def _scenario(database_url: str) -> dict[str, Any]:
-    main = open_store(database_url)
+    db = Database.from_url(database_url)
+    main = open_store(db)
     await main.open()  # the outbox lives in the main store's schema
-    store = open_exchange_store(database_url)
-    await store.connect()
+    store = ExchangeStore(db)
     await store.migrate()
     try:
         start = await main.last_outbox_seq()
@@ -37,8 +37,8 @@ async def _scenario(database_url: str) -> dict[str, Any]:
         return {"after_failure": after_failure, "failed_steps": failed_steps, "moved": moved,
                 "steps": await store.transitions(doc["id"]), "events": events}
     finally:
-        await store.close()
         await main.close()
+        await db.close()
 
 
 def test_transition_and_event_are_one_transaction(database_url: str) -> None:

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from civicmesh.config import Settings
-from civicmesh.store.citizen import open_citizen_store
+from civicmesh.store.citizen import CitizenStore
+from civicmesh.store.db import Database
 from tests.conftest import LiveServer, free_port
 from tests.exchange.conftest import client
 from tests.helpers import problem
@@ -96,15 +97,16 @@ def test_7_an_analyst_of_the_provider_cannot_approve_a_request(demo_platform: De
 # -- 8: citizen personal data across departments ----------------------------------------------------------------
 def _open311_key(database_url: str) -> None:
     async def add() -> None:
-        store = open_citizen_store(database_url)
-        await store.connect()
+        db = Database.from_url(database_url)
+        await db.open()
         try:
+            store = CitizenStore(db)
             await store.migrate()
             await store.add_api_key(OPEN311_KEY, "security suite", None, "2026-01-01T00:00:00Z")
         except Exception:  # already added by an earlier test on this database
             pass
         finally:
-            await store.close()
+            await db.close()
 
     asyncio.run(add())
 

@@ -26,7 +26,7 @@ from civicmesh.citizen.privacy import mask_email, mask_phone
 from civicmesh.citizen.service import OPEN_STATES, CitizenDesk, CitizenError, parse_time, utc_text
 from civicmesh.errors import Problem
 from civicmesh.platform import Platform, Room
-from civicmesh.store.citizen import open_citizen_store
+from civicmesh.store.citizen import CitizenStore
 from civicmesh.workers import Periodic
 
 log = logging.getLogger("civicmesh.citizen")
@@ -50,14 +50,9 @@ def build(platform: Platform) -> Room:
     """Serve Open311 and the departments' desk; supervise time limits in the background while the app runs."""
     settings = platform.settings
     catalogue = load_catalogue(settings.citizen_catalogue or None)
-    store = open_citizen_store(settings.database_url)
-
-    async def milestone(kind: str, subject: str, data: dict[str, Any]) -> None:
-        # An outbox row of the main store: the ledger (and any other subscriber) receives it exactly once.
-        await platform.store.write(catalogue.entity_tenant, [], lambda current: [],
-                                   extra_events=[(kind, subject, data)])
-
-    desk = CitizenDesk(store, catalogue, get_classifier, entities=platform.entities, milestones=milestone)
+    store = CitizenStore(platform.db)
+    # Milestones (citizen.<state>) commit with the change they describe; the ledger records them.
+    desk = CitizenDesk(store, catalogue, get_classifier, entities=platform.entities, milestones=True)
 
     async def supervise() -> None:
         for action in await desk.supervise():
@@ -71,14 +66,12 @@ def build(platform: Platform) -> Room:
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
-        await store.connect()
+        await store.migrate()
+        supervision.start()
         try:
-            await store.migrate()
-            supervision.start()
             yield
         finally:
             await supervision.stop()
-            await store.close()
 
     def desk_of() -> CitizenDesk:
         return desk

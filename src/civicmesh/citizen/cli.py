@@ -117,21 +117,23 @@ def issue_key(
     database_url: str = typer.Option(None, help="Default: CIVICMESH_DATABASE_URL."),
 ) -> None:
     """Issue an Open311 api_key for a client application."""
-    from civicmesh.store.citizen import open_citizen_store
+    from civicmesh.store.citizen import CitizenStore
+    from civicmesh.store.db import Database
 
     url = _database_url(database_url)
     key = secrets.token_urlsafe(24)
 
     async def run() -> None:
-        store = open_citizen_store(url)
-        await store.connect()
+        db = Database.from_url(url)
+        await db.open()
         try:
+            store = CitizenStore(db)
             await store.migrate()
             await store.add_api_key(
                 key, client, per_hour, dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             )
         finally:
-            await store.close()
+            await db.close()
 
     asyncio.run(run())
     console.print(f"api_key for {client}: [bold]{key}[/bold]  (stored in {url.split('@')[-1]})")
@@ -143,16 +145,18 @@ def supervise(database_url: str = typer.Option(None, help="Default: CIVICMESH_DA
     from civicmesh.citizen.catalogue import default_catalogue
     from civicmesh.citizen.classifier import get_classifier
     from civicmesh.citizen.service import CitizenDesk
-    from civicmesh.store.citizen import open_citizen_store
+    from civicmesh.store.citizen import CitizenStore
+    from civicmesh.store.db import Database
 
     async def run() -> list[dict[str, object]]:
-        store = open_citizen_store(_database_url(database_url))
-        await store.connect()
+        db = Database.from_url(_database_url(database_url))
+        await db.open()
         try:
+            store = CitizenStore(db)
             await store.migrate()
             return await CitizenDesk(store, default_catalogue(), get_classifier).supervise()
         finally:
-            await store.close()
+            await db.close()
 
     for action in asyncio.run(run()):
         console.print(action)

@@ -12,7 +12,7 @@ import math
 import re
 import secrets
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,8 @@ from civicmesh.citizen.catalogue import Catalogue, District, Service
 from civicmesh.citizen.classifier import DispatchClassifier
 from civicmesh.citizen.entity import request_to_entity
 from civicmesh.citizen.workdays import due_at, parse_offset, shift_working_days
-from civicmesh.store.citizen import CitizenStore
+from civicmesh.store.citizen import CitizenStore, Milestones
+from civicmesh.store.db import Event
 
 log = logging.getLogger("civicmesh.citizen")
 
@@ -118,10 +119,11 @@ class CitizenDesk:
         *,
         clock: Callable[[], dt.datetime] | None = None,
         entities: Any = None,
-        milestones: Callable[[str, str, dict[str, Any]], Awaitable[None]] | None = None,
+        milestones: bool = False,
     ) -> None:
         self.store = store
-        # Each state a request reaches is a milestone event (citizen.<state>); the ledger records them.
+        # Each state a request reaches is a milestone event (citizen.<state>), committed with the change; the
+        # ledger records them.
         self.milestones = milestones
         self.catalogue = catalogue
         self._classifier = classifier
@@ -259,9 +261,8 @@ class CitizenDesk:
             else:
                 row.update(state="received", service_notice="等待人工分派 / waiting for manual triage")
                 events.append(("triage", None, choice.note))
-        created = await self.store.create_request(row, events)
+        created = await self.store.create_request(row, events, self.milestone_events(None))
         await self.publish(created)
-        await self.milestone(created, None)
         return created
 
     def _location(self, form: SubmitInput) -> tuple[float | None, float | None, District | None]:
@@ -433,12 +434,12 @@ class CitizenDesk:
         changes = {**changes, "updated_at": now}
         children = {k: changes[k] for k in (*mirror, "state", "updated_at") if k in changes}
         updated = await self.store.update_request(
-            row["id"], changes, event, children=children, expect_state=expect
+            row["id"], changes, event, children=children, expect_state=expect,
+            milestones=self.milestone_events(row.get("state"))
         )
         if updated is None:
             raise CitizenError(409, f"request {row['id']} changed meanwhile; reload and retry")
         await self.publish(updated)
-        await self.milestone(updated, row.get("state"))
         if children:
             for child in await self.store.query_requests(master_id=row["id"]):
                 await self.publish(child)
@@ -752,16 +753,20 @@ class CitizenDesk:
             updated_datetime=self.local_text(row["updated_at"]) or "",
         )
 
-    async def milestone(self, row: dict[str, Any], previous_state: str | None) -> None:
-        if self.milestones is None or row.get("state") == previous_state:
-            return
-        data = {"request": row["id"], "milestone": row["state"], "previous": previous_state,
-                "department": row.get("lead_department"), "category": row.get("service_code"),
-                "actor": row.get("lead_department") or "citizen-desk"}
-        try:
-            await self.milestones(f"citizen.{row['state']}", str(row["id"]), data)
-        except Exception:  # the request is stored; a lost milestone is logged, not fatal to the citizen
-            log.exception("could not record milestone %s of request %s", row["state"], row["id"])
+    def milestone_events(self, previous_state: str | None) -> Milestones | None:
+        """The milestone a change owes (citizen.<new state>), for the store to commit with the change itself:
+        a request never reaches a state the ledger does not hear of, nor the ledger a state never reached."""
+        if not self.milestones:
+            return None
+
+        def events(row: dict[str, Any]) -> list[Event]:
+            if row.get("state") == previous_state:
+                return []
+            data = {"request": row["id"], "milestone": row["state"], "previous": previous_state,
+                    "department": row.get("lead_department"), "category": row.get("service_code"),
+                    "actor": row.get("lead_department") or "citizen-desk"}
+            return [(f"citizen.{row['state']}", str(row["id"]), data, self.catalogue.entity_tenant)]
+        return events
 
     async def publish(self, row: dict[str, Any]) -> None:
         if self.entities is None or not hasattr(self.entities, "upsert"):

@@ -36,13 +36,13 @@ from civicmesh.access import (
 from civicmesh.bodies import read_object
 from civicmesh.config import Settings
 from civicmesh.errors import Problem
-from civicmesh.events import ChangeEvent
 from civicmesh.exchange import dcat, odrl
 from civicmesh.exchange.enforce import ExchangeGate
 from civicmesh.exchange.identity import ExchangeCaller, is_admin
 from civicmesh.exchange.limits import FailureLimiter, RequestRate, credential_of
 from civicmesh.exchange.service import AuthError, Exchange
-from civicmesh.platform import Platform, Room, Subscriber
+from civicmesh.platform import Platform, Room
+from civicmesh.store.exchange import ExchangeStore
 
 log = logging.getLogger("civicmesh.exchange")
 PURPOSE_HEADER = "civicmesh-purpose"
@@ -283,9 +283,8 @@ def router(exchange: Exchange, gate: ExchangeGate, platform: Platform) -> APIRou
         if row is None or not is_admin(c) and not (row["organization"] == c.organization and "org_admin" in c.roles):
             raise Problem("ResourceNotFound", f"API key {key_id} does not exist")
         events = [("exchange.key.revoked", key_id, {"organization": row["organization"], "by": c.subject})]
-        if not await exchange.store.revoke_key(key_id, odrl_now(), exchange.atomic(events)):
+        if not await exchange.store.revoke_key(key_id, odrl_now(), events):
             raise Problem("Conflict", f"API key {key_id} is already revoked")
-        await exchange.after(events)
         await exchange.audit("key.revoked", c, key_id, {"organization": row["organization"],
                                                         "subject": row["subject"]})
         return {"id": key_id, "revoked": True}
@@ -520,11 +519,10 @@ def build(platform: Platform) -> Room:
         finally:
             await exchange.stop()
 
-    async def on_event(event: ChangeEvent) -> None:
-        # Ownership ends with the entity, so a later create of the same id by someone else is a fresh claim.
-        if event.kind == "entity.deleted":
-            await exchange.store.release(event.tenant, event.subject)
+    # Ownership ends in the transaction that deletes the entity (finding 12), so a later create of the same id
+    # by someone else is a fresh claim and a deletion notification still knows whose entity it was.
+    platform.store.on_delete.append(ExchangeStore.RELEASE_ON_DELETE)
 
     return Room("exchange", routers=[router(exchange, platform.gate, platform)],
-                subscribers=[Subscriber("exchange", on_event=on_event, durable=True)], lifespan=lifespan,
+                lifespan=lifespan,
                 middleware=[Middleware(IdentityMiddleware, exchange=exchange, platform=platform)])

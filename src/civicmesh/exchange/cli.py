@@ -22,22 +22,20 @@ def bootstrap(database_url: str = typer.Option(None, help="Database URL (default
     """Issue a platform-admin API key (shown once) for the platform organization."""
     from civicmesh.exchange.api import bootstrap_admin
     from civicmesh.exchange.service import Exchange
-    from civicmesh.store.exchange import open_exchange_store
+    from civicmesh.store.db import Database
+    from civicmesh.store.exchange import ExchangeStore
 
     settings = Settings.from_env(database_url=database_url)
 
     async def run() -> str:
-        exchange = Exchange(None, open_exchange_store(settings.database_url))
-        await exchange.store.connect()
-        await exchange.store.migrate()
+        db = Database.from_url(settings.database_url)
+        await db.open()
         try:
-            exchange.emit = _no_events  # type: ignore[method-assign]
+            exchange = Exchange(None, ExchangeStore(db))
+            await exchange.store.migrate()
+            # Key issuance emits no change events, so the outbox need not exist yet.
             return str((await bootstrap_admin(exchange, subject))["key"])
         finally:
-            await exchange.store.close()
+            await db.close()
 
     typer.echo(asyncio.run(run()))
-
-
-async def _no_events(events: object) -> None:
-    """Offline, there is no outbox to write to; key issuance emits no events anyway."""

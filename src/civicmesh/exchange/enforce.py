@@ -132,15 +132,17 @@ class ExchangeGate(Gate):
     # -- after the store answered: per entity ------------------------------------------------------------
     async def screen(self, caller: Caller, tenant: str, operation: str, docs: list[dict[str, Any]],
                      *, single: bool = False, decided: list[Verdict] | None = None,
-                     session: Session | None = None) -> list[dict[str, Any]]:
+                     session: Session | None = None, owners: dict[str, str] | None = None) -> list[dict[str, Any]]:
         """Meter, count and mask what the caller gets; `decided`: the verdicts `admits` gave for these docs;
-        `session`: part of a standing read, counted once per agreement and metered by `meter_session`."""
+        `session`: part of a standing read, counted once per agreement and metered by `meter_session`;
+        `owners`: who owned these docs when that is no longer stored (a deleted entity's released owner)."""
         started = time.perf_counter()
         caller = self.effective(caller)
         if is_admin(caller) or not docs:
             return docs
         if decided is None:
-            owners = await self.store.owners(tenant, [d["id"] for d in docs])
+            if owners is None:
+                owners = await self.store.owners(tenant, [d["id"] for d in docs])
             context = await self._context(caller)
             if session is not None and session.held:
                 context["agreements"] = [{**a, "uses": session.held.get(a["id"], a["uses"])}

@@ -99,7 +99,6 @@ class Exchange:
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
-        await self.store.connect()
         await self.store.migrate()
         for org in await self.store.list_orgs():
             self._orgs[org["id"]] = org
@@ -111,29 +110,11 @@ class Exchange:
     async def stop(self) -> None:
         await self._flusher.stop()
         await self.flush()
-        await self.store.close()
 
     async def _flush_round(self) -> None:
         # A failing round is logged by the Periodic and retried on the next, never ending the flushing for good.
         await self.flush()
         await self.sweep()
-
-    async def emit(self, events: Events) -> None:
-        """Outbox rows in one transaction of the main store, so the ledger (exchange.*) records them."""
-        if events:
-            await self.platform.store.write("", [], lambda current: [], extra_events=list(events))
-
-    def atomic(self, events: Events) -> Events:
-        """The events a store write should commit together with its change (see `after`)."""
-        return events if self.store.shares_outbox else []
-
-    async def after(self, events: Events) -> None:
-        """After a store write given `atomic(events)`: wake the relay, or emit the events where the store could not
-        write them itself (an in-memory SQLite database is private to its connection)."""
-        if not self.store.shares_outbox:
-            await self.emit(events)
-        elif events:
-            self.platform.relay.notify()
 
     # -- organizations and keys --------------------------------------------------------------------------
     async def create_org(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -152,10 +133,9 @@ class Exchange:
                "citizen_department": _text(body, "citizen_department", required=False, limit=100),
                "created_at": iso(utcnow())}
         events: Events = [("exchange.organization.created", org_id, {"organization": doc})]
-        if not await self.store.add_org(doc, self.atomic(events)):
+        if not await self.store.add_org(doc, events):
             raise Problem("AlreadyExists", f"organization {org_id} already exists")
         self._orgs[org_id] = doc
-        await self.after(events)
         return doc
 
     async def org(self, org_id: str | None) -> dict[str, Any] | None:
@@ -334,9 +314,8 @@ class Exchange:
             raise Problem("BadRequestData", f"'requestTimeout': {exc}") from exc
         events: Events = [("exchange.product.published", product_id,
                             {"provider": provider, "title": title, "public": doc["public"]})]
-        await self.store.add_product(doc, self.atomic(events))
+        await self.store.add_product(doc, events)
         self._public = None
-        await self.after(events)
         return doc
 
     async def product(self, product_id: str) -> dict[str, Any]:
@@ -383,8 +362,7 @@ class Exchange:
         events: Events = [("exchange.negotiation.requested", doc["id"], self._event(doc, caller, "requested"))]
         await self.store.add_negotiation(doc, self._transition(doc["id"], None, "REQUESTED", caller,
                                                                f"requested for purpose {purpose!r}"),
-                                         self.atomic(events))
-        await self.after(events)
+                                         events)
         return await self.negotiation(doc["id"])
 
     @staticmethod
@@ -465,11 +443,10 @@ class Exchange:
         moved = await self.store.move(nid, expect, new_state,
                                       self._transition(nid, doc["state"], new_state, caller, text),
                                       doc=updated, responded=action in ("approve", "reject", "counter"),
-                                      agreed_at=agreed_at, expires_at=expires_at, events=self.atomic(events))
+                                      agreed_at=agreed_at, expires_at=expires_at, events=events)
         if moved is None:
             raise Problem("Conflict", f"{nid} changed while this {action} was being applied; read it again")
         self._agreements.clear()
-        await self.after(events)
         return await self.negotiation(nid)
 
     async def sweep(self) -> int:
@@ -489,10 +466,9 @@ class Exchange:
                                    self._event(dict(doc, state="EXPIRED"), system, reason))]
                 done = await self.store.move(doc["id"], (state,), "EXPIRED",
                                              self._transition(doc["id"], state, "EXPIRED", system, reason),
-                                             doc=dict(doc, state="EXPIRED"), events=self.atomic(events))
+                                             doc=dict(doc, state="EXPIRED"), events=events)
                 if done:
                     moved += 1
-                    await self.after(events)
         if moved:
             self._agreements.clear()
         return moved
@@ -523,8 +499,7 @@ class Exchange:
         # Cross-organization accesses and every denial go to the ledger; an owner reading its own data does not.
         events: Events = [("exchange.access", r.get("agreement") or r["consumer"], r) for r in records
                           if r["status"] == "denied" or r.get("provider") not in (None, r["consumer"])]
-        await self.store.add_metering(records, self.atomic(events))
-        await self.after(events)
+        await self.store.add_metering(records, events)
 
     async def kpis(self) -> dict[str, Any]:
         await self.flush()

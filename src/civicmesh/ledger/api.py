@@ -261,10 +261,12 @@ def build(platform: Platform) -> Room:
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         key_dir = settings.ledger_keys
-        ledger = await asyncio.to_thread(Ledger.open, settings.database_url, settings.ledger_origin, key_dir)
+        # On the platform's Database, opened by now (it created a missing PostgreSQL database first: finding 18).
+        ledger = await asyncio.to_thread(Ledger.on_database, platform.db, settings.ledger_origin, key_dir)
         held._ledger = ledger
         try:
-            log.info("ledger %s: tree size %d, keys in %s", ledger.origin, ledger.integrated_size(), key_dir)
+            size = await asyncio.to_thread(ledger.integrated_size)  # a synchronous read: off the event loop
+            log.info("ledger %s: tree size %d, keys in %s", ledger.origin, size, key_dir)
             ledger.start()
             yield
         finally:

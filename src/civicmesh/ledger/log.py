@@ -37,7 +37,8 @@ from civicmesh.ledger.note import (
     parse_signature_line,
     sign_note,
 )
-from civicmesh.store.ledger import Integration, LedgerStore, NewEntry, open_ledger_store
+from civicmesh.store.db import Database
+from civicmesh.store.ledger import Integration, LedgerStore, NewEntry
 from civicmesh.workers import Periodic
 
 log = logging.getLogger("civicmesh.ledger")
@@ -87,8 +88,16 @@ class Ledger:
         self.integrate()  # the empty tree (or a tree left unintegrated by a crash) gets its checkpoint now
 
     @classmethod
+    def on_database(cls, db: Database, origin: str, key_dir: Path, **kw: Any) -> Ledger:
+        """The ledger on an open Database the platform shares (call from a worker thread); `close` leaves the
+        Database open."""
+        store = LedgerStore(db)
+        store.migrate()
+        return cls(store, origin, load_or_create_log_key(key_dir, origin), **kw)
+
+    @classmethod
     def open(cls, database_url: str, origin: str, key_dir: Path, **kw: Any) -> Ledger:
-        store = open_ledger_store(database_url)
+        store = LedgerStore.open(database_url)
         try:
             return cls(store, origin, load_or_create_log_key(key_dir, origin), **kw)
         except BaseException:
@@ -251,8 +260,8 @@ class Ledger:
         await self._integrator.stop()
         try:
             await asyncio.to_thread(self.integrate)
-        except RuntimeError:  # the interpreter is exiting and its thread pool is gone: integrate right here
-            self.integrate()
+        except RuntimeError:  # the interpreter is exiting and its thread pool is gone: the next start integrates
+            log.warning("ledger: final integration skipped; the next start integrates what is sequenced")
 
     # ------------------------------------------------------------------------------------------ checkpoints
 

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 from civicmesh.store.base import Change, EntityQuery, WritePlan
+from civicmesh.store.db import Database, PostgresDatabase, SqliteDatabase
 from civicmesh.store.interface import EntityStore
 
-__all__ = ["Change", "EntityQuery", "EntityStore", "WritePlan", "open_store"]
+__all__ = ["Change", "Database", "EntityQuery", "EntityStore", "WritePlan", "open_store"]
 
 
-def open_store(url: str) -> EntityStore:
-    """An unopened store for a database URL; call `await store.open()`."""
-    if url.startswith("sqlite:///"):
+def open_store(target: str | Database) -> EntityStore:
+    """An unopened entity store over a Database (or a URL: then a Database of its own, closed with the store);
+    call `await store.open()`."""
+    db = Database.from_url(target) if isinstance(target, str) else target
+    store: EntityStore
+    if isinstance(db, SqliteDatabase):
         from civicmesh.store.sqlite import SqliteStore
 
-        return SqliteStore(url[len("sqlite:///"):] or ":memory:")
-    if url == "sqlite://" or url == "sqlite:///:memory:":
-        from civicmesh.store.sqlite import SqliteStore
-
-        return SqliteStore(":memory:")
-    if url.startswith(("postgresql://", "postgres://")):
+        store = SqliteStore(db)
+    else:
+        assert isinstance(db, PostgresDatabase)
         from civicmesh.store.postgres import PostgresStore
 
-        return PostgresStore(url)
-    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///path.db or postgresql://user@host/db")
+        store = PostgresStore(db)
+    store.owns_db = isinstance(target, str)
+    return store

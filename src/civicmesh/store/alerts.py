@@ -1,8 +1,8 @@
 """Persistence of the early-warning room: rules and each rule's detector state per entity.
 
-Portable SQL over the main store's `run_statements` / `fetch_rows`; tables prefixed `alerts_`, versioned in
-`alerts_schema_version`. A state row remembers the outbox sequence number it has seen, so an event replayed
-after a crash is not counted twice by EWMA or CUSUM.
+Portable SQL over the main store's `run_statements` / `fetch_rows`; tables prefixed `alerts_`, versioned as
+room `alerts` in the migration table (store/db.py). A state row remembers the outbox sequence number it has seen,
+so an event replayed after a crash is not counted twice by EWMA or CUSUM.
 """
 
 from __future__ import annotations
@@ -11,10 +11,7 @@ from typing import Any
 
 import orjson
 
-SCHEMA_VERSION = 1
-
 _DDL = [
-    "CREATE TABLE IF NOT EXISTS alerts_schema_version (version INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS alerts_rules (tenant TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, "
     "modified_at TEXT NOT NULL, PRIMARY KEY (tenant, id))",
     "CREATE TABLE IF NOT EXISTS alerts_state (tenant TEXT NOT NULL, rule_id TEXT NOT NULL, entity_id TEXT NOT NULL, "
@@ -27,13 +24,7 @@ class AlertStore:
         self.store = store
 
     async def migrate(self) -> None:
-        await self.store.run_statements([(sql, [()]) for sql in _DDL])
-        rows = await self.store.fetch_rows("SELECT version FROM alerts_schema_version")
-        if not rows:
-            await self.store.run_statements([("INSERT INTO alerts_schema_version (version) VALUES (?)",
-                                              [(SCHEMA_VERSION,)])])
-        elif rows[0][0] > SCHEMA_VERSION:
-            raise RuntimeError(f"alerts schema version {rows[0][0]} is newer than this code ({SCHEMA_VERSION})")
+        await self.store.db.migrate("alerts", [_DDL], legacy="alerts_schema_version")
 
     async def put_rule(self, tenant: str, rule: dict[str, Any], now: str, *, create: bool) -> bool:
         """create=True: insert, False when the id exists; create=False: insert or replace (state is reset)."""

@@ -21,15 +21,11 @@ import psycopg
 import psycopg_pool
 
 from civicmesh.ngsild.model import ATTRIBUTE_TYPES, CORE_MEMBERS
+from civicmesh.store.db import CONNECTION_WAIT
 
-SCHEMA_VERSION = 1
+__all__ = ["CONNECTION_WAIT"]
+
 DEFAULT_TENANT = ""
-# PostgreSQL advisory lock taken by every transaction that writes outbox rows, so rows commit in sequence order.
-OUTBOX_LOCK = 7_311_001
-
-
-# Seconds a request waits for a pooled PostgreSQL connection before it is answered 503 (see `unavailable`).
-CONNECTION_WAIT = 10.0
 
 # The exception classes a database that is out of reach raises (see `unavailable`).
 DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.OperationalError, psycopg.OperationalError,
@@ -61,6 +57,7 @@ class Change:
     before: dict[str, Any] | None
     after: dict[str, Any] | None  # None deletes the entity
     attributes: list[str] = field(default_factory=list)
+    owner: str | None = None  # for a deletion: the organization whose ownership ended with the entity
 
     @property
     def kind(self) -> str:

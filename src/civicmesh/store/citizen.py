@@ -1,26 +1,20 @@
-"""Persistence of the citizen desk: one interface, two engines chosen by the database URL.
+"""The citizen desk's SQL: a repository over the platform's one Database (store/db.py).
 
-`sqlite:///path.db` uses the standard library's sqlite3; `postgresql://...` uses psycopg 3 with a connection
-pool. Every table of this room is prefixed `citizen_` and versioned in `citizen_schema_version`, so the room
-can share a database with the broker without touching its tables. The SQL is written once with `?`
-placeholders; the PostgreSQL engine rewrites them to `%s` (no statement here contains a literal `?` or `%`).
+Every table of this room is prefixed `citizen_` and versioned as room `citizen` in the migration table, so the
+room shares a database with the broker without touching its tables. A state change and its milestone event
+(citizen.<state>, which the ledger records) commit in one transaction.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sqlite3
-from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urlsplit
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
-from civicmesh.store.base import CONNECTION_WAIT
+from civicmesh.store.db import Database, Event, Tx
 
-SCHEMA_VERSION = 1
+# The milestone events of a request as stored after a change (none when its state did not change).
+Milestones = Callable[[dict[str, Any]], Sequence[Event]]
 
 # Columns a caller may set on a request; anything else is rejected before SQL is built.
 REQUEST_COLUMNS = (
@@ -70,7 +64,6 @@ REQUEST_COLUMNS = (
 JSON_COLUMNS = {"attributes", "co_departments", "returned_by"}
 
 _DDL = [
-    "CREATE TABLE IF NOT EXISTS citizen_schema_version (version INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS citizen_api_keys (api_key TEXT PRIMARY KEY, client TEXT NOT NULL,"
     " per_hour INTEGER, created_at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS citizen_requests ("
@@ -93,11 +86,7 @@ _DDL = [
     " note TEXT)",
     "CREATE INDEX IF NOT EXISTS citizen_events_request ON citizen_request_events (request_id, id)",
 ]
-_TABLES = ("citizen_request_events", "citizen_requests", "citizen_api_keys", "citizen_schema_version")
-
-
-class Tx(Protocol):
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
+_TABLES = ("citizen_request_events", "citizen_requests", "citizen_api_keys")
 
 
 def _encode(row: dict[str, Any]) -> dict[str, Any]:
@@ -122,79 +111,56 @@ def _in(column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
     return f"{column} IN ({', '.join('?' for _ in values)})", list(values)
 
 
-class CitizenStore(ABC):
+class CitizenStore:
     """The citizen desk's store. Every write runs in one transaction; a failed write leaves nothing behind."""
 
-    dialect: str = ""
-
-    @abstractmethod
-    def transaction(self) -> AbstractAsyncContextManager[Tx]:
-        """An async context manager yielding a `Tx`; commits on success, rolls back on error."""
-
-    @abstractmethod
-    async def connect(self) -> None: ...
-
-    @abstractmethod
-    async def close(self) -> None: ...
-
-    def _ddl(self) -> list[str]:
-        raise NotImplementedError
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     async def migrate(self) -> None:
-        async with self.transaction() as tx:
-            for statement in self._ddl():
-                await tx.execute(statement)
-            rows = await tx.execute("SELECT version FROM citizen_schema_version")
-            if not rows:
-                await tx.execute("INSERT INTO citizen_schema_version (version) VALUES (?)", [SCHEMA_VERSION])
-            elif rows[0]["version"] > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"citizen schema version {rows[0]['version']} is newer than this code "
-                    f"({SCHEMA_VERSION}); upgrade civicmesh"
-                )
+        await self.db.migrate("citizen", [self.db.typed(_DDL)], legacy="citizen_schema_version")
 
     async def drop_all(self) -> None:
-        """Remove this room's tables (tests and `civicmesh citizen reset`)."""
-        async with self.transaction() as tx:
-            for table in _TABLES:
-                await tx.execute(f"DROP TABLE IF EXISTS {table}")
+        await self.db.drop_room("citizen", _TABLES)
 
     # --- API keys ---------------------------------------------------------------------------------------
     async def add_api_key(self, api_key: str, client: str, per_hour: int | None, created_at: str) -> None:
-        async with self.transaction() as tx:
+        async with self.db.transaction() as tx:
             await tx.execute(
                 "INSERT INTO citizen_api_keys (api_key, client, per_hour, created_at) VALUES (?, ?, ?, ?)",
                 [api_key, client, per_hour, created_at],
             )
 
     async def get_api_key(self, api_key: str) -> dict[str, Any] | None:
-        async with self.transaction() as tx:
-            rows = await tx.execute("SELECT * FROM citizen_api_keys WHERE api_key = ?", [api_key])
+        rows = await self.db.fetch("SELECT * FROM citizen_api_keys WHERE api_key = ?", [api_key])
         return rows[0] if rows else None
 
     async def count_requests_by_key(self, api_key: str, since: str) -> int:
-        async with self.transaction() as tx:
-            rows = await tx.execute(
-                "SELECT COUNT(*) AS n FROM citizen_requests WHERE api_key = ? AND requested_at >= ?",
-                [api_key, since],
-            )
+        rows = await self.db.fetch(
+            "SELECT COUNT(*) AS n FROM citizen_requests WHERE api_key = ? AND requested_at >= ?",
+            [api_key, since],
+        )
         return int(rows[0]["n"])
 
     # --- requests ---------------------------------------------------------------------------------------
     async def create_request(
-        self, row: dict[str, Any], events: Sequence[tuple[str, str | None, str]]
+        self, row: dict[str, Any], events: Sequence[tuple[str, str | None, str]],
+        milestones: Milestones | None = None,
     ) -> dict[str, Any]:
         data = _encode(row)
         columns = list(data)
-        async with self.transaction() as tx:
-            created = await tx.execute(
+        async with self.db.transaction() as tx:
+            created = await tx.fetch(
                 f"INSERT INTO citizen_requests ({', '.join(columns)})"
                 f" VALUES ({', '.join('?' for _ in columns)}) RETURNING *",
                 [data[c] for c in columns],
             )
             for event in events:
                 await self._add_event(tx, created[0]["id"], data["requested_at"], event)
-        return _decode(created[0])
+            stored = _decode(created[0])
+            for milestone in milestones(stored) if milestones else ():
+                tx.emit(*milestone)
+        return stored
 
     async def update_request(
         self,
@@ -204,12 +170,14 @@ class CitizenStore(ABC):
         children: dict[str, Any] | None = None,
         expect_state: Iterable[str] | None = None,
         expect: dict[str, Any] | None = None,
+        milestones: Milestones | None = None,
     ) -> dict[str, Any] | None:
         """Apply `changes` (and mirror `children` onto linked duplicates) in one transaction.
 
         With `expect_state`, the update happens only if the request is still in one of those states, so two
         departments acting at once cannot both move it; `expect` adds column == value guards (None: IS NULL),
         so two API workers supervising at once send one reminder, not two. None: the update did not apply.
+        `milestones`: the events the updated request owes, committed with the update.
         """
         data = _encode(changes)
         assignments = ", ".join(f"{c} = ?" for c in data)
@@ -223,8 +191,8 @@ class CitizenStore(ABC):
                 raise ValueError(f"unknown request column {column!r}")
             where += f" AND {column} IS NULL" if value is None else f" AND {column} = ?"
             params += [] if value is None else [value]
-        async with self.transaction() as tx:
-            updated = await tx.execute(
+        async with self.db.transaction() as tx:
+            updated = await tx.fetch(
                 f"UPDATE citizen_requests SET {assignments} WHERE {where} RETURNING *", params
             )
             if not updated:
@@ -239,16 +207,17 @@ class CitizenStore(ABC):
                     f"UPDATE citizen_requests SET {', '.join(f'{c} = ?' for c in child)} WHERE master_id = ?",
                     [*child.values(), request_id],
                 )
-        return _decode(updated[0])
+            stored = _decode(updated[0])
+            for milestone in milestones(stored) if milestones else ():
+                tx.emit(*milestone)
+        return stored
 
     async def get_request(self, request_id: int) -> dict[str, Any] | None:
-        async with self.transaction() as tx:
-            rows = await tx.execute("SELECT * FROM citizen_requests WHERE id = ?", [request_id])
+        rows = await self.db.fetch("SELECT * FROM citizen_requests WHERE id = ?", [request_id])
         return _decode(rows[0]) if rows else None
 
     async def get_by_token(self, token: str) -> dict[str, Any] | None:
-        async with self.transaction() as tx:
-            rows = await tx.execute("SELECT * FROM citizen_requests WHERE token = ?", [token])
+        rows = await self.db.fetch("SELECT * FROM citizen_requests WHERE token = ?", [token])
         return _decode(rows[0]) if rows else None
 
     async def query_requests(
@@ -287,11 +256,10 @@ class CitizenStore(ABC):
         if only_masters:
             clauses.append("master_id IS NULL")
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        async with self.transaction() as tx:
-            rows = await tx.execute(
-                f"SELECT * FROM citizen_requests{where} ORDER BY requested_at DESC, id DESC LIMIT ?",
-                [*params, int(limit)],
-            )
+        rows = await self.db.fetch(
+            f"SELECT * FROM citizen_requests{where} ORDER BY requested_at DESC, id DESC LIMIT ?",
+            [*params, int(limit)],
+        )
         return [_decode(r) for r in rows]
 
     async def duplicate_candidates(
@@ -305,26 +273,23 @@ class CitizenStore(ABC):
         open_states: Sequence[str],
     ) -> list[dict[str, Any]]:
         state_clause, state_params = _in("state", list(open_states))
-        async with self.transaction() as tx:
-            rows = await tx.execute(
-                "SELECT * FROM citizen_requests WHERE service_code = ? AND requested_at >= ?"
-                " AND master_id IS NULL AND lat BETWEEN ? AND ? AND lon BETWEEN ? AND ? AND "
-                + state_clause
-                + " ORDER BY requested_at ASC, id ASC",
-                [service_code, since, lat_min, lat_max, lon_min, lon_max, *state_params],
-            )
+        rows = await self.db.fetch(
+            "SELECT * FROM citizen_requests WHERE service_code = ? AND requested_at >= ?"
+            " AND master_id IS NULL AND lat BETWEEN ? AND ? AND lon BETWEEN ? AND ? AND "
+            + state_clause
+            + " ORDER BY requested_at ASC, id ASC",
+            [service_code, since, lat_min, lat_max, lon_min, lon_max, *state_params],
+        )
         return [_decode(r) for r in rows]
 
     async def events(self, request_id: int) -> list[dict[str, Any]]:
-        async with self.transaction() as tx:
-            return await tx.execute(
-                "SELECT at, action, department, note FROM citizen_request_events"
-                " WHERE request_id = ? ORDER BY id",
-                [request_id],
-            )
+        return await self.db.fetch(
+            "SELECT at, action, department, note FROM citizen_request_events WHERE request_id = ? ORDER BY id",
+            [request_id],
+        )
 
     async def add_event(self, request_id: int, at: str, event: tuple[str, str | None, str]) -> None:
-        async with self.transaction() as tx:
+        async with self.db.transaction() as tx:
             await self._add_event(tx, request_id, at, event)
 
     @staticmethod
@@ -335,121 +300,3 @@ class CitizenStore(ABC):
             " VALUES (?, ?, ?, ?, ?)",
             [request_id, at, action, department, note],
         )
-
-
-class _SqliteTx:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        cursor = self._conn.execute(sql, list(params))
-        rows = cursor.fetchall()
-        return [dict(r) for r in rows]
-
-
-class SqliteCitizenStore(CitizenStore):
-    """SQLite engine. Calls are short and local, so they run on the event loop under one asyncio lock."""
-
-    dialect = "sqlite"
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
-
-    async def connect(self) -> None:
-        if self.path not in ("", ":memory:"):
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path or ":memory:", isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        self._conn = conn
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _ddl(self) -> list[str]:
-        return [s.format(pk="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL") for s in _DDL]
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_SqliteTx]:
-        if self._conn is None:
-            raise RuntimeError("citizen store is not connected")
-        async with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield _SqliteTx(self._conn)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-
-class _PgTx:
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        cursor = await self._conn.execute(sql.replace("?", "%s"), list(params))
-        if cursor.description is None:
-            return []
-        return list(await cursor.fetchall())
-
-
-class PostgresCitizenStore(CitizenStore):
-    dialect = "postgresql"
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._pool: Any = None
-
-    async def connect(self) -> None:
-        from psycopg.rows import dict_row
-        from psycopg_pool import AsyncConnectionPool
-
-        self._pool = AsyncConnectionPool(
-            self.url, min_size=1, max_size=8, open=False, kwargs={"row_factory": dict_row, "autocommit": True},
-            timeout=CONNECTION_WAIT)
-        await self._pool.open(wait=True, timeout=10)
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-
-    def _ddl(self) -> list[str]:
-        return [
-            s.format(pk="BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY", real="DOUBLE PRECISION")
-            for s in _DDL
-        ]
-
-    async def migrate(self) -> None:
-        # Two workers starting together must not race on CREATE TABLE: serialize with an advisory lock.
-        async with self._pool.connection() as conn:
-            await conn.execute("SELECT pg_advisory_lock(hashtext('citizen_schema'))")
-            try:
-                await super().migrate()
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock(hashtext('citizen_schema'))")
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_PgTx]:
-        if self._pool is None:
-            raise RuntimeError("citizen store is not connected")
-        async with self._pool.connection() as conn, conn.transaction():
-            yield _PgTx(conn)
-
-
-def open_citizen_store(database_url: str) -> CitizenStore:
-    """Pick the engine from the URL: sqlite:///relative.db, sqlite:////abs.db, sqlite:// (memory), postgresql://"""
-    scheme = urlsplit(database_url).scheme
-    if scheme == "sqlite":
-        path = database_url[len("sqlite://") :]
-        path = path[1:] if path.startswith("/") else path
-        return SqliteCitizenStore(path or ":memory:")
-    if scheme in ("postgresql", "postgres"):
-        return PostgresCitizenStore(database_url)
-    raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:/// or postgresql://")

@@ -1,33 +1,21 @@
-"""Persistence of the data exchange: one interface, two engines chosen by the database URL.
+"""The data exchange's SQL: a repository over the platform's one Database (store/db.py).
 
-`sqlite:///path.db` uses the standard library's sqlite3; `postgresql://...` uses psycopg 3 with a pool. Every
-table is prefixed `exchange_` and versioned in `exchange_schema_version`. SQL is written once with `?`
-placeholders; the PostgreSQL engine rewrites them to `%s` (no statement here contains a literal `?` or `%`).
-Documents that the exchange treats as a whole (organizations, products, negotiations) are stored as JSON next
-to the columns that queries filter on.
+Every table is prefixed `exchange_` and versioned as room `exchange` in the migration table. Documents that the
+exchange treats as a whole (organizations, products, negotiations) are stored as JSON next to the columns that
+queries filter on. A change and its change events (exchange.*, which the ledger records) commit together.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sqlite3
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urlsplit
+from collections.abc import Sequence
+from typing import Any
 
-import orjson
+from civicmesh.store.db import Database, Tx
 
-from civicmesh.store.base import CONNECTION_WAIT, DEFAULT_TENANT, OUTBOX_LOCK
-
-SCHEMA_VERSION = 1
 Events = Sequence[tuple[str, str, dict[str, Any]]]  # change events: (kind, subject, data)
 
 _DDL = [
-    "CREATE TABLE IF NOT EXISTS exchange_schema_version (version INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS exchange_settings (name TEXT PRIMARY KEY, doc TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS exchange_orgs (id TEXT PRIMARY KEY, doc TEXT NOT NULL, created_at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS exchange_keys (id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL,"
@@ -51,21 +39,18 @@ _DDL = [
     " reason TEXT NOT NULL, duration_ms {real} NOT NULL)",
     "CREATE INDEX IF NOT EXISTS exchange_metering_day ON exchange_metering (day, consumer, provider)",
     "CREATE INDEX IF NOT EXISTS exchange_metering_agreement ON exchange_metering (agreement)",
-    # The audit trail of administrative and security events: keys issued, revoked, rotated; organizations,
-    # trust (OIDC) and ownership changed; failed authentications. Added in place (CREATE IF NOT EXISTS), so a
-    # database made by an earlier version gains it at the next start without a version step.
+]
+# Step 2: the audit trail of administrative and security events: keys issued, revoked, rotated; organizations,
+# trust (OIDC) and ownership changed; failed authentications.
+_AUDIT_DDL = [
     "CREATE TABLE IF NOT EXISTS exchange_audit (id {pk}, at TEXT NOT NULL, kind TEXT NOT NULL, actor TEXT,"
     " organization TEXT, subject TEXT NOT NULL, data TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS exchange_audit_kind ON exchange_audit (kind, id)",
 ]
 _TABLES = ("exchange_audit", "exchange_metering", "exchange_transitions", "exchange_negotiations", "exchange_products",
-           "exchange_owners", "exchange_keys", "exchange_orgs", "exchange_settings", "exchange_schema_version")
+           "exchange_owners", "exchange_keys", "exchange_orgs", "exchange_settings")
 METERING_COLUMNS = ("at", "day", "consumer", "provider", "product", "agreement", "operation", "tenant",
                     "entities", "bytes", "status", "reason", "duration_ms")
-
-
-class Tx(Protocol):
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
 
 
 def _doc(row: dict[str, Any]) -> dict[str, Any]:
@@ -80,92 +65,65 @@ def _negotiation(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class ExchangeStore:
-    """The exchange's store. Each method is one short transaction (the SQLite file is shared)."""
+    """The exchange's store. Each method is one short transaction; reads never wait for the writer."""
 
-    dialect = ""
+    # Ownership ends in the transaction that deletes the entity (the entity store runs this for each deletion
+    # and records the released owner in the deletion event), so a create of the same id right after is never
+    # orphaned by a late release, and a deletion notification still knows whose entity it was.
+    RELEASE_ON_DELETE = ("DELETE FROM exchange_owners WHERE tenant = ? AND entity_id = ? RETURNING organization")
 
-    def transaction(self) -> AbstractAsyncContextManager[Tx]:
-        raise NotImplementedError
-
-    async def connect(self) -> None:
-        raise NotImplementedError
-
-    async def close(self) -> None:
-        raise NotImplementedError
-
-    def _ddl(self) -> list[str]:
-        raise NotImplementedError
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     async def migrate(self) -> None:
-        async with self.transaction() as tx:
-            for statement in self._ddl():
-                await tx.execute(statement)
-            rows = await tx.execute("SELECT version FROM exchange_schema_version")
-            if not rows:
-                await tx.execute("INSERT INTO exchange_schema_version (version) VALUES (?)", [SCHEMA_VERSION])
-            elif rows[0]["version"] > SCHEMA_VERSION:
-                raise RuntimeError(f"exchange schema version {rows[0]['version']} is newer than this code "
-                                   f"({SCHEMA_VERSION}); upgrade civicmesh")
+        await self.db.migrate("exchange", [self.db.typed(_DDL), self.db.typed(_AUDIT_DDL)],
+                              legacy="exchange_schema_version")
 
     async def drop_all(self) -> None:
-        async with self.transaction() as tx:
-            for table in _TABLES:
-                await tx.execute(f"DROP TABLE IF EXISTS {table}")
+        await self.db.drop_room("exchange", _TABLES)
 
-    # --- settings (the OIDC issuer configuration) ---------------------------------------------------------
-    # Change events (kind, subject, data) go into the main store's outbox in the same transaction as the change
-    # they describe, so the ledger can never miss a transition that happened nor record one that did not.
-    shares_outbox = True
-    _outbox_lock = ""
-
-    async def _events(self, tx: Tx, events: Events) -> None:
-        if not events:
-            return
-        if self._outbox_lock:
-            await tx.execute(self._outbox_lock)
-        at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    @staticmethod
+    def _events(tx: Tx, events: Events) -> None:
+        """Change events (kind, subject, data) go into the outbox in the same transaction as the change they
+        describe, so the ledger can never miss a transition that happened nor record one that did not."""
         for kind, subject, data in events:
-            await tx.execute("INSERT INTO outbox (tenant, kind, subject, at, data) VALUES (?, ?, ?, ?, ?)",
-                             [DEFAULT_TENANT, kind, subject, at, orjson.dumps(data)])
+            tx.emit(kind, subject, data)
 
     async def get_setting(self, name: str) -> dict[str, Any] | None:
-        async with self.transaction() as tx:
-            rows = await tx.execute("SELECT doc FROM exchange_settings WHERE name = ?", [name])
+        rows = await self.db.fetch("SELECT doc FROM exchange_settings WHERE name = ?", [name])
         return _doc(rows[0]) if rows else None
 
     async def put_setting(self, name: str, doc: dict[str, Any]) -> None:
-        async with self.transaction() as tx:
+        async with self.db.transaction() as tx:
             await tx.execute("DELETE FROM exchange_settings WHERE name = ?", [name])
             await tx.execute("INSERT INTO exchange_settings (name, doc) VALUES (?, ?)", [name, json.dumps(doc)])
 
     # --- organizations ------------------------------------------------------------------------------------
     async def add_org(self, doc: dict[str, Any], events: Events = ()) -> bool:
-        async with self.transaction() as tx:
-            if await tx.execute("SELECT 1 AS x FROM exchange_orgs WHERE id = ?", [doc["id"]]):
+        async with self.db.transaction() as tx:
+            if await tx.fetch("SELECT 1 AS x FROM exchange_orgs WHERE id = ?", [doc["id"]]):
                 return False
             await tx.execute("INSERT INTO exchange_orgs (id, doc, created_at) VALUES (?, ?, ?)",
                              [doc["id"], json.dumps(doc, ensure_ascii=False), doc["created_at"]])
-            await self._events(tx, events)
+            self._events(tx, events)
         return True
 
     async def put_org(self, doc: dict[str, Any]) -> None:
-        async with self.transaction() as tx:
+        async with self.db.transaction() as tx:
             await tx.execute("UPDATE exchange_orgs SET doc = ? WHERE id = ?",
                              [json.dumps(doc, ensure_ascii=False), doc["id"]])
 
     async def get_org(self, org_id: str) -> dict[str, Any] | None:
-        async with self.transaction() as tx:
-            rows = await tx.execute("SELECT doc FROM exchange_orgs WHERE id = ?", [org_id])
+        rows = await self.db.fetch("SELECT doc FROM exchange_orgs WHERE id = ?", [org_id])
         return _doc(rows[0]) if rows else None
 
     async def list_orgs(self) -> list[dict[str, Any]]:
-        async with self.transaction() as tx:
-            rows = await tx.execute("SELECT doc FROM exchange_orgs ORDER BY id")
+        rows = await self.db.fetch("SELECT doc FROM exchange_orgs ORDER BY id")
         return [_doc(r) for r in rows]
 
     # --- API keys -----------------------------------------------------------------------------------------
     async def add_key(self, row: dict[str, Any]) -> None:
-        async with self.transaction() as tx:
+        async with self.db.transaction() as tx:
             await tx.execute(
                 "INSERT INTO exchange_keys (id, secret_hash, organization, subject, roles, scopes, created_at,"
                 " expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
@@ -173,8 +131,7 @@ class ExchangeStore:
                  json.dumps(row["scopes"]), row["created_at"], row["expires_at"]])
 
     async def get_key(self, key_id: str) -> dict[str, Any] | None:
-        async with self.transaction() as tx:
-            rows = await tx.execute("SELECT * FROM exchange_keys WHERE id = ?", [key_id])
+        rows = await self.db.fetch("SELECT * FROM exchange_keys WHERE id = ?", [key_id])
         if not rows:
             return None
         row = dict(rows[0])
@@ -183,9 +140,8 @@ class ExchangeStore:
 
     async def list_keys(self, organization: str | None) -> list[dict[str, Any]]:
         where, params = ("WHERE organization = ?", [organization]) if organization else ("", [])
-        async with self.transaction() as tx:
-            rows = await tx.execute("SELECT id, organization, subject, roles, scopes, created_at, expires_at,"
-                                    f" revoked_at FROM exchange_keys {where} ORDER BY created_at", params)
+        rows = await self.db.fetch("SELECT id, organization, subject, roles, scopes, created_at, expires_at,"
+                                f" revoked_at FROM exchange_keys {where} ORDER BY created_at", params)
         out = []
         for r in rows:
             row = dict(r)
@@ -195,28 +151,28 @@ class ExchangeStore:
 
     async def revoke_key(self, key_id: str, at: str,
                          events: Events = ()) -> bool:
-        async with self.transaction() as tx:
-            rows = await tx.execute("UPDATE exchange_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
+        async with self.db.transaction() as tx:
+            rows = await tx.fetch("UPDATE exchange_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
                                     " RETURNING id", [at, key_id])
             if rows:
-                await self._events(tx, events)
+                self._events(tx, events)
         return bool(rows)
 
     async def rotate_key(self, old_id: str, row: dict[str, Any], at: str, old_expires_at: str | None) -> bool:
         """Replace a live key by `row` in one transaction: the old key is revoked at `at`, or, with
         `old_expires_at`, keeps working until then (a grace period to roll the new secret out). False when the
         old key is already revoked (nothing written)."""
-        async with self.transaction() as tx:
+        async with self.db.transaction() as tx:
             if old_expires_at is None:
-                rows = await tx.execute("UPDATE exchange_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
-                                        " RETURNING id", [at, old_id])
+                rows = await tx.fetch("UPDATE exchange_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
+                                      " RETURNING id", [at, old_id])
             else:
-                rows = await tx.execute(
+                rows = await tx.fetch(
                     "UPDATE exchange_keys SET expires_at = ? WHERE id = ? AND revoked_at IS NULL AND (expires_at IS"
                     " NULL OR expires_at > ?) RETURNING id", [old_expires_at, old_id, old_expires_at])
                 if not rows:  # it expires sooner than the grace would last: leave its expiry, still rotate
-                    rows = await tx.execute("SELECT id FROM exchange_keys WHERE id = ? AND revoked_at IS NULL",
-                                            [old_id])
+                    rows = await tx.fetch("SELECT id FROM exchange_keys WHERE id = ? AND revoked_at IS NULL",
+                                          [old_id])
             if not rows:
                 return False
             await tx.execute(
@@ -228,7 +184,7 @@ class ExchangeStore:
 
     # --- audit trail --------------------------------------------------------------------------------------
     async def add_audit(self, row: dict[str, Any]) -> None:
-        async with self.transaction() as tx:
+        async with self.db.transaction() as tx:
             await tx.execute("INSERT INTO exchange_audit (at, kind, actor, organization, subject, data)"
                              " VALUES (?, ?, ?, ?, ?, ?)", [row["at"], row["kind"], row["actor"],
                                                             row["organization"], row["subject"],
@@ -244,14 +200,12 @@ class ExchangeStore:
         if organization:
             where.append("organization = ?")
             params.append(organization)
-        async with self.transaction() as tx:
-            rows = await tx.execute("SELECT id, at, kind, actor, organization, subject, data FROM exchange_audit"
-                                    f" WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", [*params, limit])
+        rows = await self.db.fetch("SELECT id, at, kind, actor, organization, subject, data FROM exchange_audit"
+                                   f" WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", [*params, limit])
         return [{**dict(r), "id": int(r["id"]), "data": json.loads(r["data"])} for r in rows]
 
     async def has_platform_admin(self) -> bool:
-        async with self.transaction() as tx:
-            rows = await tx.execute("SELECT roles FROM exchange_keys WHERE revoked_at IS NULL")
+        rows = await self.db.fetch("SELECT roles FROM exchange_keys WHERE revoked_at IS NULL")
         return any("platform_admin" in json.loads(r["roles"]) for r in rows)
 
     # --- ownership ----------------------------------------------------------------------------------------
@@ -263,64 +217,57 @@ class ExchangeStore:
         for start in range(0, len(ids), 500):
             chunk = list(ids[start:start + 500])
             marks = ", ".join("?" for _ in chunk)
-            async with self.transaction() as tx:
-                rows = await tx.execute(f"SELECT entity_id, organization FROM exchange_owners WHERE tenant = ?"
-                                        f" AND entity_id IN ({marks})", [tenant, *chunk])
+            rows = await self.db.fetch(f"SELECT entity_id, organization FROM exchange_owners WHERE tenant = ?"
+                                    f" AND entity_id IN ({marks})", [tenant, *chunk])
             found.update({r["entity_id"]: r["organization"] for r in rows})
         return found
 
     async def claim(self, tenant: str, entity_id: str, organization: str, at: str) -> None:
-        async with self.transaction() as tx:
+        async with self.db.transaction() as tx:
             await tx.execute("DELETE FROM exchange_owners WHERE tenant = ? AND entity_id = ?", [tenant, entity_id])
             await tx.execute("INSERT INTO exchange_owners (tenant, entity_id, organization, claimed_at)"
                              " VALUES (?, ?, ?, ?)", [tenant, entity_id, organization, at])
 
     async def claim_unowned(self, tenant: str, ids: Sequence[str], organization: str, at: str) -> int:
         """Record `organization` as the owner of those of `ids` that have none; how many it took."""
-        async with self.transaction() as tx:
+        async with self.db.transaction() as tx:
             taken = 0
             for entity_id in ids:
-                rows = await tx.execute("INSERT INTO exchange_owners (tenant, entity_id, organization, claimed_at)"
+                rows = await tx.fetch("INSERT INTO exchange_owners (tenant, entity_id, organization, claimed_at)"
                                         " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING entity_id",
                                         [tenant, entity_id, organization, at])
                 taken += len(rows)
         return taken
 
-    async def release(self, tenant: str, entity_id: str) -> None:
-        async with self.transaction() as tx:
-            await tx.execute("DELETE FROM exchange_owners WHERE tenant = ? AND entity_id = ?", [tenant, entity_id])
-
     # --- products -----------------------------------------------------------------------------------------
     async def add_product(self, doc: dict[str, Any], events: Events = ()) -> None:
-        async with self.transaction() as tx:
+        async with self.db.transaction() as tx:
             await tx.execute("INSERT INTO exchange_products (id, provider, public, doc, created_at)"
                              " VALUES (?, ?, ?, ?, ?)",
                              [doc["id"], doc["provider"], int(bool(doc.get("public"))),
                               json.dumps(doc, ensure_ascii=False), doc["created_at"]])
-            await self._events(tx, events)
+            self._events(tx, events)
 
     async def get_product(self, product_id: str) -> dict[str, Any] | None:
-        async with self.transaction() as tx:
-            rows = await tx.execute("SELECT doc FROM exchange_products WHERE id = ?", [product_id])
+        rows = await self.db.fetch("SELECT doc FROM exchange_products WHERE id = ?", [product_id])
         return _doc(rows[0]) if rows else None
 
     async def list_products(self, *, public_only: bool = False) -> list[dict[str, Any]]:
         where = " WHERE public = 1" if public_only else ""
-        async with self.transaction() as tx:
-            rows = await tx.execute(f"SELECT doc FROM exchange_products{where} ORDER BY created_at, id")
+        rows = await self.db.fetch(f"SELECT doc FROM exchange_products{where} ORDER BY created_at, id")
         return [_doc(r) for r in rows]
 
     # --- negotiations (access request -> agreement) ---------------------------------------------------------
     async def add_negotiation(self, doc: dict[str, Any], transition: dict[str, Any],
                               events: Events = ()) -> None:
-        async with self.transaction() as tx:
+        async with self.db.transaction() as tx:
             await tx.execute(
                 "INSERT INTO exchange_negotiations (id, product, provider, consumer, state, doc, created_at,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [doc["id"], doc["product"], doc["provider"], doc["consumer"], doc["state"],
                  json.dumps(doc, ensure_ascii=False), doc["created_at"], doc["created_at"]])
             await self._transition(tx, transition)
-            await self._events(tx, events)
+            self._events(tx, events)
 
     async def move(self, negotiation_id: str, expect: Sequence[str], state: str, transition: dict[str, Any],
                    *, doc: dict[str, Any] | None = None, responded: bool = False,
@@ -339,13 +286,13 @@ class ExchangeStore:
             sets += ["agreed_at = ?", "expires_at = ?"]
             params += [agreed_at, expires_at]
         marks = ", ".join("?" for _ in expect)
-        async with self.transaction() as tx:
-            rows = await tx.execute(f"UPDATE exchange_negotiations SET {', '.join(sets)} WHERE id = ? AND state IN"
+        async with self.db.transaction() as tx:
+            rows = await tx.fetch(f"UPDATE exchange_negotiations SET {', '.join(sets)} WHERE id = ? AND state IN"
                                     f" ({marks}) RETURNING *", [*params, negotiation_id, *expect])
             if not rows:
                 return None
             await self._transition(tx, transition)
-            await self._events(tx, events)
+            self._events(tx, events)
         return _negotiation(rows[0])
 
     @staticmethod
@@ -355,8 +302,7 @@ class ExchangeStore:
                          [t["negotiation"], t["at"], t["from"], t["to"], t["actor"], t["reason"]])
 
     async def get_negotiation(self, negotiation_id: str) -> dict[str, Any] | None:
-        async with self.transaction() as tx:
-            rows = await tx.execute("SELECT * FROM exchange_negotiations WHERE id = ?", [negotiation_id])
+        rows = await self.db.fetch("SELECT * FROM exchange_negotiations WHERE id = ?", [negotiation_id])
         return _negotiation(rows[0]) if rows else None
 
     async def list_negotiations(self, *, organization: str | None = None, state: str | None = None,
@@ -372,20 +318,18 @@ class ExchangeStore:
             clauses.append("state = ?")
             params.append(state)
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        async with self.transaction() as tx:
-            rows = await tx.execute(f"SELECT * FROM exchange_negotiations{where} ORDER BY created_at, id", params)
+        rows = await self.db.fetch(f"SELECT * FROM exchange_negotiations{where} ORDER BY created_at, id", params)
         return [_negotiation(r) for r in rows]
 
     async def transitions(self, negotiation_id: str) -> list[dict[str, Any]]:
-        async with self.transaction() as tx:
-            return await tx.execute("SELECT at, from_state, to_state, actor, reason FROM exchange_transitions"
-                                    " WHERE negotiation = ? ORDER BY id", [negotiation_id])
+        return await self.db.fetch("SELECT at, from_state, to_state, actor, reason FROM exchange_transitions"
+                                " WHERE negotiation = ? ORDER BY id", [negotiation_id])
 
     async def use(self, agreement_id: str, limit: int | None) -> int | None:
         """Count one use; with a limit, only while under it. The new count, or None when the limit is reached."""
         guard, params = ("", [agreement_id]) if limit is None else (" AND uses < ?", [agreement_id, limit])
-        async with self.transaction() as tx:
-            rows = await tx.execute("UPDATE exchange_negotiations SET uses = uses + 1 WHERE id = ?"
+        async with self.db.transaction() as tx:
+            rows = await tx.fetch("UPDATE exchange_negotiations SET uses = uses + 1 WHERE id = ?"
                                     f"{guard} RETURNING uses", params)
         return int(rows[0]["uses"]) if rows else None
 
@@ -395,11 +339,11 @@ class ExchangeStore:
         if not records:
             return
         marks = ", ".join("?" for _ in METERING_COLUMNS)
-        async with self.transaction() as tx:
+        async with self.db.transaction() as tx:
             for record in records:
                 await tx.execute(f"INSERT INTO exchange_metering ({', '.join(METERING_COLUMNS)}) VALUES ({marks})",
                                  [record[c] for c in METERING_COLUMNS])
-            await self._events(tx, events)
+            self._events(tx, events)
 
     async def metering(self, *, organization: str | None = None, agreement: str | None = None,
                        since: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
@@ -414,139 +358,20 @@ class ExchangeStore:
             clauses.append("at >= ?")
             params.append(since)
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        async with self.transaction() as tx:
-            return await tx.execute(f"SELECT * FROM exchange_metering{where} ORDER BY id DESC LIMIT ?",
-                                    [*params, int(limit)])
+        return await self.db.fetch(f"SELECT * FROM exchange_metering{where} ORDER BY id DESC LIMIT ?",
+                                [*params, int(limit)])
 
     async def metering_daily(self, organization: str | None = None) -> list[dict[str, Any]]:
         where, params = (" WHERE (consumer = ? OR provider = ?)", [organization, organization]) \
             if organization else ("", [])
-        async with self.transaction() as tx:
-            return await tx.execute(
-                "SELECT day, consumer, provider, COUNT(*) AS requests, SUM(entities) AS entities,"
-                " SUM(bytes) AS bytes, SUM(CASE WHEN status = 'denied' THEN 1 ELSE 0 END) AS denied"
-                f" FROM exchange_metering{where} GROUP BY day, consumer, provider ORDER BY day, consumer, provider",
-                params)
+        return await self.db.fetch(
+            "SELECT day, consumer, provider, COUNT(*) AS requests, SUM(entities) AS entities,"
+            " SUM(bytes) AS bytes, SUM(CASE WHEN status = 'denied' THEN 1 ELSE 0 END) AS denied"
+            f" FROM exchange_metering{where} GROUP BY day, consumer, provider ORDER BY day, consumer, provider",
+            params)
 
     async def metering_totals(self) -> list[dict[str, Any]]:
         """Per (consumer, provider, product, status): how many requests (for KPIs)."""
-        async with self.transaction() as tx:
-            return await tx.execute(
-                "SELECT consumer, provider, product, status, COUNT(*) AS requests, SUM(entities) AS entities"
-                " FROM exchange_metering GROUP BY consumer, provider, product, status")
-
-
-class _SqliteTx:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._conn.execute(sql, list(params)).fetchall()]
-
-
-class SqliteExchangeStore(ExchangeStore):
-    """SQLite engine: short local calls on the event loop under one asyncio lock."""
-
-    dialect = "sqlite"
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.shares_outbox = path not in ("", ":memory:")  # an in-memory database is private to its connection
-        self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
-
-    async def connect(self) -> None:
-        if self.path not in ("", ":memory:"):
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path or ":memory:", isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        self._conn = conn
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _ddl(self) -> list[str]:
-        return [s.format(pk="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL") for s in _DDL]
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_SqliteTx]:
-        if self._conn is None:
-            raise RuntimeError("exchange store is not connected")
-        async with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield _SqliteTx(self._conn)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-
-class _PgTx:
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        cursor = await self._conn.execute(sql.replace("?", "%s"), list(params))
-        if cursor.description is None:
-            return []
-        return list(await cursor.fetchall())
-
-
-class PostgresExchangeStore(ExchangeStore):
-    dialect = "postgresql"
-    _outbox_lock = f"SELECT pg_advisory_xact_lock({OUTBOX_LOCK})"  # outbox rows commit in sequence order
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._pool: Any = None
-
-    async def connect(self) -> None:
-        from psycopg.rows import dict_row
-        from psycopg_pool import AsyncConnectionPool
-
-        self._pool = AsyncConnectionPool(self.url, min_size=1, max_size=8, open=False,
-                                         kwargs={"row_factory": dict_row, "autocommit": True},
-                                         timeout=CONNECTION_WAIT)
-        await self._pool.open(wait=True, timeout=10)
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-
-    def _ddl(self) -> list[str]:
-        return [s.format(pk="BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY", real="DOUBLE PRECISION")
-                for s in _DDL]
-
-    async def migrate(self) -> None:
-        # Two workers starting together must not race on CREATE TABLE.
-        async with self._pool.connection() as conn:
-            await conn.execute("SELECT pg_advisory_lock(hashtext('exchange_schema'))")
-            try:
-                await super().migrate()
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock(hashtext('exchange_schema'))")
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_PgTx]:
-        if self._pool is None:
-            raise RuntimeError("exchange store is not connected")
-        async with self._pool.connection() as conn, conn.transaction():
-            yield _PgTx(conn)
-
-
-def open_exchange_store(database_url: str) -> ExchangeStore:
-    """sqlite:///relative.db, sqlite:////abs.db, sqlite:// (memory) or postgresql://"""
-    scheme = urlsplit(database_url).scheme
-    if scheme == "sqlite":
-        path = database_url[len("sqlite://"):]
-        path = path[1:] if path.startswith("/") else path
-        return SqliteExchangeStore(path or ":memory:")
-    if scheme in ("postgresql", "postgres"):
-        return PostgresExchangeStore(database_url)
-    raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:/// or postgresql://")
+        return await self.db.fetch(
+            "SELECT consumer, provider, product, status, COUNT(*) AS requests, SUM(entities) AS entities"
+            " FROM exchange_metering GROUP BY consumer, provider, product, status")

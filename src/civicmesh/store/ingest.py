@@ -2,7 +2,7 @@
 
 Portable SQL over the main store's `run_statements` / `fetch_rows` (SQLite's single writer thread, or the
 PostgreSQL pool), so the agent never competes with the broker for SQLite's write lock. Tables are prefixed
-`ingest_` and versioned in `ingest_schema_version`.
+`ingest_` and versioned as room `ingest` in the migration table (store/db.py).
 
 Every service group and device belongs to an organization (the provisioning caller's), which the agent writes as;
 rows of a version-1 database (before ownership existed) belong to the platform organization.
@@ -14,7 +14,6 @@ from typing import Any
 
 import orjson
 
-SCHEMA_VERSION = 2
 # Owner of groups and devices provisioned before version 2: the platform acted for them then, and still does.
 PLATFORM_ORG = "platform"
 # How many dead letters a tenant keeps; older ones are trimmed so a flood of garbage cannot fill the disk.
@@ -24,15 +23,14 @@ DEAD_LETTER_CAP = 10_000
 def _ddl(engine: str) -> list[str]:
     serial = "BIGSERIAL PRIMARY KEY" if engine == "postgres" else "INTEGER PRIMARY KEY"
     return [
-        "CREATE TABLE IF NOT EXISTS ingest_schema_version (version INTEGER NOT NULL)",
         # apikey is unique across tenants: it alone routes an MQTT topic to a tenant.
         "CREATE TABLE IF NOT EXISTS ingest_groups (apikey TEXT NOT NULL, resource TEXT NOT NULL, "
         "tenant TEXT NOT NULL, servicepath TEXT NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL, "
-        f"organization TEXT NOT NULL DEFAULT '{PLATFORM_ORG}', PRIMARY KEY (apikey, resource))",
+        "PRIMARY KEY (apikey, resource))",
         "CREATE INDEX IF NOT EXISTS ingest_groups_tenant ON ingest_groups (tenant, servicepath)",
         "CREATE TABLE IF NOT EXISTS ingest_devices (tenant TEXT NOT NULL, device_id TEXT NOT NULL, "
         "apikey TEXT NOT NULL, servicepath TEXT NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL, "
-        f"organization TEXT NOT NULL DEFAULT '{PLATFORM_ORG}', PRIMARY KEY (tenant, device_id))",
+        "PRIMARY KEY (tenant, device_id))",
         "CREATE UNIQUE INDEX IF NOT EXISTS ingest_devices_key ON ingest_devices (apikey, device_id)",
         f"CREATE TABLE IF NOT EXISTS ingest_deadletters (id {serial}, tenant TEXT NOT NULL, apikey TEXT, "
         "device_id TEXT, transport TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL, payload TEXT, "
@@ -43,6 +41,10 @@ def _ddl(engine: str) -> list[str]:
         "PRIMARY KEY (tenant, apikey, device_id, outcome))",
     ]
 
+
+# Step 2: groups and devices get an owner; those provisioned before are the platform's.
+_OWNERSHIP = [f"ALTER TABLE {table} ADD COLUMN organization TEXT NOT NULL DEFAULT '{PLATFORM_ORG}'"
+              for table in ("ingest_groups", "ingest_devices")]
 
 # Restricts counters and dead letters to the devices one organization owns (params: tenant, organization).
 _OWN_DEVICES = " AND device_id IN (SELECT device_id FROM ingest_devices WHERE tenant = ? AND organization = ?)"
@@ -58,18 +60,7 @@ class IngestStore:
         self.store = store
 
     async def migrate(self) -> None:
-        await self.store.run_statements([(sql, [()]) for sql in _ddl(self.store.engine)])
-        rows = await self.store.fetch_rows("SELECT version FROM ingest_schema_version")
-        if not rows:
-            await self.store.run_statements([("INSERT INTO ingest_schema_version (version) VALUES (?)",
-                                              [(SCHEMA_VERSION,)])])
-        elif rows[0][0] > SCHEMA_VERSION:
-            raise RuntimeError(f"ingest schema version {rows[0][0]} is newer than this code ({SCHEMA_VERSION})")
-        elif rows[0][0] == 1:  # 1 -> 2: groups and devices get an owner; the old ones are the platform's
-            column = f"ADD COLUMN organization TEXT NOT NULL DEFAULT '{PLATFORM_ORG}'"
-            await self.store.run_statements([(f"ALTER TABLE ingest_groups {column}", [()]),
-                                             (f"ALTER TABLE ingest_devices {column}", [()]),
-                                             ("UPDATE ingest_schema_version SET version = ?", [(SCHEMA_VERSION,)])])
+        await self.store.db.migrate("ingest", [_ddl(self.store.engine), _OWNERSHIP], legacy="ingest_schema_version")
 
     # -- service groups ----------------------------------------------------------------------------------
     async def add_groups(self, groups: list[dict[str, Any]], tenant: str, servicepath: str, now: str,

@@ -9,6 +9,7 @@ from civicmesh.store.base import Change, DocumentUpdate, EntityQuery, WritePlan
 
 if TYPE_CHECKING:
     from civicmesh.events import ChangeEvent
+    from civicmesh.store.db import Database
 
 
 class EntityStore(Protocol):
@@ -19,6 +20,14 @@ class EntityStore(Protocol):
     engine: str
     # Settings.regex_seconds: PostgreSQL's statement timeout for queries with `~`; SQLite matches with RE2 (linear).
     regex_seconds: float
+
+    @property
+    def db(self) -> Database: ...  # the seam it runs on (store/db.py), shared by every room's repository
+
+    owns_db: bool  # opened from a URL for this store alone: closed with it
+    # Statements run for each deleted entity inside the deleting transaction, with (tenant, entity id); a row one
+    # returns is recorded as the released owner in the deletion event (the exchange's ownership, finding 12).
+    on_delete: list[str]
 
     def add_listener(self, callback: Callable[[], None]) -> None: ...
     async def open(self) -> None: ...

@@ -1,8 +1,8 @@
 """Ledger persistence: every SQL statement of the trusted ledger lives here.
 
-One interface (`LedgerStore`), two engines chosen by the database URL: `sqlite:///path.db` (stdlib sqlite3,
-WAL) and `postgresql://...` (psycopg 3 with a connection pool). Tables are prefixed `ledger_` and versioned
-in `ledger_schema_version`, so they share a database with the broker without colliding.
+A repository over the platform's one Database (store/db.py), used synchronously from worker threads through the
+Database's bridge (the Merkle work is CPU-bound and runs off the event loop). Tables are prefixed `ledger_` and
+versioned as room `ledger` in the migration table, so they share a database with the broker without colliding.
 
 Sequencing and integration are separate transactions on separate rows (`ledger_seq`, `ledger_tree`), so
 appends keep flowing while a batch is hashed and signed. Rows are only ever inserted; the Merkle tree and
@@ -11,18 +11,12 @@ the witnesses' cosignatures, not the database, are what make tampering visible.
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from civicmesh.store.base import CONNECTION_WAIT
+from civicmesh.store.db import Database
 
-SCHEMA_VERSION = 1
 NodeId = tuple[int, int]
 
 
@@ -67,7 +61,6 @@ IntegrationStep = Callable[[int, list[bytes], list[bytes]], Integration]
 
 def _ddl(blob: str, bigint: str, without_rowid: str) -> list[str]:
     return [
-        "CREATE TABLE IF NOT EXISTS ledger_schema_version (version INTEGER NOT NULL)",
         f"CREATE TABLE IF NOT EXISTS ledger_seq (id INTEGER PRIMARY KEY CHECK (id = 1),"
         f" next_index {bigint} NOT NULL)",
         f"CREATE TABLE IF NOT EXISTS ledger_tree (id INTEGER PRIMARY KEY CHECK (id = 1),"
@@ -99,45 +92,51 @@ def _row(r: Sequence[Any]) -> EntryRow:
     return EntryRow(int(r[0]), bytes(r[1]), bytes(r[2]), r[3], r[4], r[5], r[6], r[7])
 
 
-class LedgerStore(ABC):
-    """The ledger's tables. Methods are synchronous; async callers use a worker thread."""
+class LedgerStore:
+    """The ledger's tables. Methods are synchronous and must run in a worker thread, not on the event loop."""
 
-    engine: str
+    def __init__(self, db: Database, *, owns_db: bool = False) -> None:
+        self.db = db
+        self.engine = db.engine
+        self.owns_db = owns_db  # opened for this store alone (LedgerStore.open): closed with it
 
-    # -- plumbing each engine provides
+    @classmethod
+    def open(cls, database_url: str) -> LedgerStore:
+        """A store on a Database of its own, for synchronous tools (CLI, tests, benches)."""
+        store = cls(Database.open_sync(database_url), owns_db=True)
+        try:
+            store.migrate()
+        except BaseException:
+            store.close()
+            raise
+        return store
 
-    @abstractmethod
     def _tx(self, *, write: bool) -> Any:
-        """Context manager yielding a cursor (execute/executemany/fetch*); writes are one transaction."""
+        """Context manager yielding a cursor (execute/executemany/fetch*); writes are one transaction. Reads see
+        immutable rows (entries, nodes, checkpoints are only ever added) and need none."""
+        return self.db.sync_transaction() if write else self.db.sync_reader()
 
-    @abstractmethod
     def _lock_row(self, table: str) -> str:
-        """The SELECT suffix that locks a row for the rest of the transaction."""
+        """The SELECT suffix that locks a row for the rest of the transaction (SQLite: BEGIN IMMEDIATE already
+        holds the database's write lock)."""
+        return " FOR UPDATE" if self.engine == "postgres" else ""
 
-    @abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        if self.owns_db:
+            self.db.close_sync()
 
     def _q(self, sql: str) -> str:
         return sql
 
     # -- schema
 
-    def _bootstrap(self, cur: Any) -> None:
-        cur.execute(self._q("SELECT version FROM ledger_schema_version"))
-        row = cur.fetchone()
-        if row is None:
-            cur.execute(self._q("INSERT INTO ledger_schema_version (version) VALUES (?)"), (SCHEMA_VERSION,))
-        elif row[0] > SCHEMA_VERSION:
-            raise RuntimeError(f"ledger schema version {row[0]} is newer than this code ({SCHEMA_VERSION})")
-        cur.execute(
-            self._q("INSERT INTO ledger_seq (id, next_index) VALUES (1, 0) ON CONFLICT (id) DO NOTHING")
-        )
-        cur.execute(
-            self._q(
-                "INSERT INTO ledger_tree (id, size, frontier) VALUES (1, 0, ?) ON CONFLICT (id) DO NOTHING"
-            ),
-            (b"",),
-        )
+    def migrate(self) -> None:
+        ddl = _ddl("BLOB", "INTEGER", " WITHOUT ROWID") if self.engine == "sqlite" else _ddl("BYTEA", "BIGINT", "")
+        self.db.call(lambda: self.db.migrate("ledger", [ddl], legacy="ledger_schema_version"))
+        with self._tx(write=True) as cur:
+            cur.execute("INSERT INTO ledger_seq (id, next_index) VALUES (1, 0) ON CONFLICT (id) DO NOTHING")
+            cur.execute("INSERT INTO ledger_tree (id, size, frontier) VALUES (1, 0, ?) ON CONFLICT (id) DO NOTHING",
+                        (b"",))
 
     # -- sequencing
 
@@ -431,106 +430,3 @@ class LedgerStore(ABC):
             return [
                 {"vkey": v, "status": s, "created_at": c, "retired_at": r} for v, s, c, r in cur.fetchall()
             ]
-
-
-# ============================================================================================= SQLite
-
-
-class SqliteLedgerStore(LedgerStore):
-    engine = "sqlite"
-
-    def __init__(self, path: str) -> None:
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # One connection shared under a lock: SQLite has one writer anyway, and WAL lets other processes read.
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA busy_timeout=10000")
-        self._lock = threading.RLock()
-        with self._tx(write=True) as cur:
-            for stmt in _ddl("BLOB", "INTEGER", " WITHOUT ROWID"):
-                cur.execute(stmt)
-            self._bootstrap(cur)
-
-    @contextmanager
-    def _tx(self, *, write: bool) -> Iterator[sqlite3.Cursor]:
-        with self._lock:
-            cur = self._conn.cursor()
-            if not write:
-                # Reads see immutable rows (entries, nodes, checkpoints are only ever added): no transaction.
-                try:
-                    yield cur
-                finally:
-                    cur.close()
-                return
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                yield cur
-            except BaseException:
-                self._conn.rollback()
-                raise
-            else:
-                self._conn.commit()
-            finally:
-                cur.close()
-
-    def _lock_row(self, table: str) -> str:
-        return ""  # BEGIN IMMEDIATE already holds the database write lock
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-
-# ============================================================================================= PostgreSQL
-
-
-class PostgresLedgerStore(LedgerStore):
-    engine = "postgresql"
-
-    def __init__(self, url: str, *, pool_size: int = 4) -> None:
-        from psycopg_pool import ConnectionPool
-
-        # Autocommit connections: reads are single statements on immutable rows and need no transaction;
-        # writes open one explicitly.
-        self._pool = ConnectionPool(
-            url, min_size=1, max_size=pool_size, open=True, kwargs={"autocommit": True}, timeout=CONNECTION_WAIT
-        )
-        with self._tx(write=True) as cur:
-            # Several workers may start at once: serialise schema creation.
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext('civicmesh_ledger_schema'))")
-            for stmt in _ddl("BYTEA", "BIGINT", ""):
-                cur.execute(stmt)
-            self._bootstrap(cur)
-
-    @contextmanager
-    def _tx(self, *, write: bool) -> Iterator[Any]:
-        with self._pool.connection() as conn:
-            if not write:
-                with conn.cursor() as cur:
-                    yield cur
-                return
-            with conn.transaction():
-                with conn.cursor() as cur:
-                    yield cur
-
-    def _q(self, sql: str) -> str:
-        return sql.replace("?", "%s")
-
-    def _lock_row(self, table: str) -> str:
-        return " FOR UPDATE"
-
-    def close(self) -> None:
-        self._pool.close()
-
-
-def open_ledger_store(database_url: str) -> LedgerStore:
-    """`sqlite:///relative/or/absolute.db`, `sqlite:///:memory:` or `postgresql://user@host:port/db`."""
-    if database_url in ("sqlite://", "sqlite:///:memory:"):
-        return SqliteLedgerStore(":memory:")
-    if database_url.startswith("sqlite:///"):
-        return SqliteLedgerStore(database_url[len("sqlite:///") :])
-    if database_url.startswith(("postgresql://", "postgres://")):
-        return PostgresLedgerStore(database_url)
-    raise ValueError(f"unsupported database URL {database_url!r}: use sqlite:///path.db or postgresql://...")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,15 +11,12 @@ from typing import Any
 import orjson
 import psycopg
 import shapely
-from psycopg_pool import AsyncConnectionPool
 
 from civicmesh.errors import Problem
 from civicmesh.events import ChangeEvent
 from civicmesh.ngsild.model import now_iso
 from civicmesh.store.base import (
-    CONNECTION_WAIT,
     DEFAULT_TENANT,
-    OUTBOX_LOCK,
     Change,
     DocumentUpdate,
     EntityQuery,
@@ -29,6 +25,7 @@ from civicmesh.store.base import (
     geometries,
     index_rows,
 )
+from civicmesh.store.db import Database, PostgresDatabase, Target
 from civicmesh.store.sql import QueryCompiler
 
 log = logging.getLogger("civicmesh.store")
@@ -87,7 +84,11 @@ MIGRATIONS: list[list[str]] = [
     ],
 ]
 
-# Outbox rows are numbered and committed under this lock, so the relay never sees seq N+1 before N.
+async def migrate(db: Database) -> int:
+    """The entity store's tables (room `store`; before the migration table, `schema_version`)."""
+    return await db.migrate("store", MIGRATIONS, legacy="schema_version")
+
+
 _RELAY_LOCK = 7_311_002  # held by the one process that relays the outbox
 
 # `&&` lets the GiST index find candidates; ST_MakeValid keeps GEOS from failing on self-intersecting areas.
@@ -144,17 +145,14 @@ class PostgresDialect:
 class PostgresStore:
     engine = "postgres"
 
-    def __init__(self, url: str, *, pool_size: int = 8) -> None:
-        self.url = url.replace("postgres://", "postgresql://", 1)
-        # JIT off: its compile time (10-12 ms, paid again at every execution, prepared or not) is larger than
-        # the statements it would speed up. A history aggregation whose row estimate crossed jit_above_cost took
-        # 190 ms instead of 2 ms.
-        self._pool = AsyncConnectionPool(self.url, min_size=1, max_size=pool_size, open=False,
-                                         kwargs={"autocommit": True, "options": "-c jit=off"},
-                                         timeout=CONNECTION_WAIT)
+    def __init__(self, db: PostgresDatabase | str) -> None:
+        # A URL (tests, benches) makes a Database of the store's own; the platform passes its shared one.
+        self.owns_db = isinstance(db, str)
+        self.db = PostgresDatabase(Target.parse(db)) if isinstance(db, str) else db
+        self.url = self.db.url
+        self._pool = self.db.pool
         self._akeys: dict[tuple[str, str], int] = {}
         self._tkeys: dict[str, int] = {}
-        self._listeners: list[Callable[[], None]] = []
         self._created_since_analyze = 0
         self._analyzed_size = 0
         self._analyze_task: asyncio.Task[None] | None = None
@@ -162,18 +160,20 @@ class PostgresStore:
         self._history_analyzed_size = 0
         self._history_analyze_task: asyncio.Task[None] | None = None
         self._relay_conn: psycopg.AsyncConnection | None = None
+        # SQL run for each deleted entity in the deleting transaction; a row it returns is recorded as the
+        # entity's owner in the deletion event (the exchange releases ownership this way).
+        self.on_delete: list[str] = []
         self._compiler = QueryCompiler(PostgresDialect(), self._akeys_get, self._tkeys_get)
         # Settings.regex_seconds: the statement timeout of a query that matches regular expressions.
         self.regex_seconds = 5.0
 
     def add_listener(self, callback: Callable[[], None]) -> None:
-        self._listeners.append(callback)
+        self.db.add_listener(callback)
 
     async def open(self) -> None:
-        await _ensure_database(self.url)
-        await self._pool.open(wait=True, timeout=30)
+        await self.db.open()
+        await migrate(self.db)
         async with self._pool.connection() as conn:
-            await self._migrate(conn)
             await self._reload_keys(conn)
 
     async def _reload_keys(self, conn: psycopg.AsyncConnection) -> None:
@@ -181,19 +181,6 @@ class PostgresStore:
             self._tkeys[iri] = tkey
         for akey, attr, path in await (await conn.execute("SELECT akey, attr, path FROM attr_keys")).fetchall():
             self._akeys[(attr, path)] = akey
-
-    async def _migrate(self, conn: psycopg.AsyncConnection) -> None:
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(7311000)")
-            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = await (await conn.execute("SELECT max(version) FROM schema_version")).fetchone()
-            current = (row[0] if row else None) or 0
-            for version, statements in enumerate(MIGRATIONS, start=1):
-                if version <= current:
-                    continue
-                for statement in statements:
-                    await conn.execute(statement)
-                await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
 
     async def close(self) -> None:
         if self._relay_conn is not None:
@@ -203,7 +190,8 @@ class PostgresStore:
             await self._analyze_task
         if self._history_analyze_task is not None:
             await self._history_analyze_task
-        await self._pool.close()
+        if self.owns_db:
+            await self.db.close()
 
     # The compiler looks keys up synchronously; keys written by other workers are fetched before each query.
     def _akeys_get(self, attr: str, path: str) -> int | None:
@@ -254,9 +242,6 @@ class PostgresStore:
             changes = await self._write(tenant, ids, plan, extra_events)
         except psycopg.errors.UniqueViolation as exc:
             raise Problem("AlreadyExists", "an entity with this id was created concurrently") from exc
-        if changes or extra_events:
-            for callback in self._listeners:
-                callback()
         self._created_since_analyze += sum(1 for c in changes if c.before is None)
         if self._created_since_analyze > max(5_000, self._analyzed_size // 5) and self._analyze_task is None:
             self._analyze_task = asyncio.create_task(self._analyze())
@@ -287,7 +272,8 @@ class PostgresStore:
 
     async def _write(self, tenant: str, ids: Sequence[str], plan: WritePlan,
                      extra_events: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Change]:
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self.db.transaction() as tx:
+            conn = tx.conn  # type: ignore[attr-defined]
             current: dict[str, dict[str, Any] | None] = dict.fromkeys(ids)
             eids: dict[str, int] = {}
             unique = sorted(set(ids))  # lock rows in one order, so concurrent batches cannot deadlock
@@ -319,6 +305,12 @@ class PostgresStore:
             gone = [eids.pop(c.entity_id) for c in changes if c.after is None and c.entity_id in eids]
             if gone:
                 await conn.execute("DELETE FROM entities WHERE eid = ANY(%s)", (gone,))
+                for c in changes:
+                    if c.after is None:
+                        for statement in self.on_delete:
+                            row = await (await conn.execute(_pg(statement), (tenant, c.entity_id))).fetchone()
+                            if row is not None:
+                                c.owner = row[0]
             new_ids = [i for i in final if i not in eids]
             if new_ids:
                 seq_rows = await (await conn.execute(
@@ -369,16 +361,12 @@ class PostgresStore:
                 await cur.executemany(
                     "INSERT INTO geo (eid, akey, geom) VALUES (%s, %s, ST_SetSRID(ST_GeomFromGeoJSON(%s), 4326))",
                     [(eid, self._akeys[(attr, "")], g) for eid, attr, g in geo_rows])
-            outbox = [(tenant, c.kind, c.entity_id, at, orjson.dumps(
-                {"before": c.before, "after": c.after, "attributes": c.attributes})) for c in changes]
-            outbox += [(tenant, kind, subject, at, orjson.dumps(data)) for kind, subject, data in extra_events]
             if tenant != DEFAULT_TENANT and changes:
                 await conn.execute("INSERT INTO tenants (name, created_at) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                                    (tenant, at))
-            if outbox:
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (OUTBOX_LOCK,))
-                await cur.executemany("INSERT INTO outbox (tenant, kind, subject, at, data) "
-                                      "VALUES (%s, %s, %s, %s, %s)", outbox)
+            tx.emit_many(changes, tenant)
+            for kind, subject, data in extra_events:
+                tx.emit(kind, subject, data, tenant)
         return changes
 
     # -- reads -------------------------------------------------------------------------------------------
@@ -497,7 +485,7 @@ class PostgresStore:
         released when that connection ends (close, crash, network loss)."""
         if self._relay_conn is not None:
             return True
-        conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        conn = await self.db.dedicated()
         row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (_RELAY_LOCK,))).fetchone()
         if row and row[0]:
             self._relay_conn = conn
@@ -599,25 +587,3 @@ class PostgresStore:
             await conn.cursor().executemany(
                 "INSERT INTO entities (tenant, id, doc, created_at, modified_at) VALUES (%s, %s, %s, %s, %s)",
                 [(tenant, i, d, now, now) for i, d in rows])
-
-
-async def _ensure_database(url: str) -> None:
-    """Create the database named in the URL when the server does not have it yet."""
-    try:
-        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
-        await conn.close()
-        return
-    except psycopg.OperationalError as exc:
-        if "does not exist" not in str(exc):
-            raise
-    match = re.match(r"^(postgresql://[^/]*)/([^?]+)(\?.*)?$", url)
-    if not match:
-        raise ValueError(f"cannot tell the database name in {url!r}")
-    admin = f"{match.group(1)}/postgres{match.group(3) or ''}"
-    conn = await psycopg.AsyncConnection.connect(admin, autocommit=True)
-    try:
-        await conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(match.group(2))))
-    except psycopg.errors.DuplicateDatabase:
-        pass
-    finally:
-        await conn.close()

@@ -8,8 +8,6 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import orjson
@@ -28,6 +26,7 @@ from civicmesh.store.base import (
     geometries,
     index_rows,
 )
+from civicmesh.store.db import Database, SqliteDatabase, Target, change_event, write_outbox
 from civicmesh.store.geo import bbox_of, geo_predicate
 from civicmesh.store.sql import QueryCompiler
 
@@ -89,6 +88,11 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX history_observed_num ON history (tenant, entity_id, attr, observed_s, num)",
     ],
 ]
+
+async def migrate(db: Database) -> int:
+    """The entity store's tables (room `store`; before the migration table, `schema_version`)."""
+    return await db.migrate("store", MIGRATIONS, legacy="schema_version")
+
 
 class _transaction:
     """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error) on the autocommit writer connection."""
@@ -161,109 +165,74 @@ class SqliteDialect:
 class SqliteStore:
     engine = "sqlite"
 
-    def __init__(self, path: str, *, readers: int = 2) -> None:
-        self.path = path
-        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
-        self._reader_pool = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
-        self._local = threading.local()
-        # Every reader connection, so close() closes them: each refers back to this store (its geo_match function),
-        # so without an explicit close a closed store kept its files open until the garbage collector ran.
-        self._readers: list[sqlite3.Connection] = []
-        self._writer: sqlite3.Connection | None = None
+    def __init__(self, db: SqliteDatabase | str) -> None:
+        # A path (tests, benches) makes a Database of the store's own; the platform passes its shared one.
+        self.owns_db = isinstance(db, str)
+        self.db = SqliteDatabase(Target("sqlite", db)) if isinstance(db, str) else db
+        self.path = self.db.path
         self._akeys: dict[tuple[str, str], int] = {}
         self._tkeys: dict[str, int] = {}
         self._geo_queries: dict[str, Any] = {}
-        self._listeners: list[Callable[[], None]] = []
         self._relay_lock: IO[str] | None = None  # the open lock file while this process relays the outbox
         self._pending: list[Any] = []
         self._pending_lock = threading.Lock()
         self._flush_scheduled = False
+        self._flushes: set[asyncio.Future[None]] = set()
+        # SQL run for each deleted entity in the deleting transaction; a row it returns is recorded as the
+        # entity's owner in the deletion event (the exchange releases ownership this way).
+        self.on_delete: list[str] = []
         self._compiler = QueryCompiler(SqliteDialect(self._geo_queries), self._akey_lookup, self._tkey_lookup)
         self.regex_seconds = 5.0  # unused here: RE2 matches in linear time (see store.interface)
+        self.db.on_connect(self._setup_connection)
 
     # -- connections -------------------------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA temp_store=MEMORY")
-        conn.execute("PRAGMA cache_size=-65536")
-        conn.execute("PRAGMA mmap_size=268435456")
+    def _setup_connection(self, conn: sqlite3.Connection) -> None:
         conn.create_function("regexp", 2, _regexp, deterministic=True)
         conn.create_function("geo_match", 2, self._geo_match)
-        return conn
+
+    @property
+    def _writer(self) -> sqlite3.Connection | None:
+        return self.db.writer
 
     def _reader(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
-            with self._pending_lock:
-                self._readers.append(conn)
-        return conn
+        return self.db.reader()
 
     def _geo_match(self, qid: str, geojson: str) -> bool:
         query = self._geo_queries.get(qid)
         return query is not None and geo_predicate(query, geojson)
 
     async def _in_writer(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._writer_pool, fn)
+        return await self.db.run_writer(lambda _: fn())
 
     async def _in_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._reader_pool, lambda: fn(self._reader()))
+        return await self.db.run_reader(fn)
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Called (on the event loop) after every commit that wrote outbox rows."""
-        self._listeners.append(callback)
+        self.db.add_listener(callback)
 
     async def open(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        await self.db.open()
+        await migrate(self.db)
 
-        def setup() -> None:
-            self._writer = self._connect()
-            self._migrate(self._writer)
+        def load() -> None:
+            assert self._writer is not None
             for tkey, iri in self._writer.execute("SELECT tkey, iri FROM terms"):
                 self._tkeys[iri] = tkey
             for akey, attr, path in self._writer.execute("SELECT akey, attr, path FROM attr_keys"):
                 self._akeys[(attr, path)] = akey
 
-        await self._in_writer(setup)
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-        current = row[0] or 0
-        for version, statements in enumerate(MIGRATIONS, start=1):
-            if version <= current:
-                continue
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in statements:
-                    conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-                conn.execute("COMMIT")
-            except Exception:
-                conn.execute("ROLLBACK")
-                raise
+        await self._in_writer(load)
 
     async def close(self) -> None:
         lock = self._relay_lock
         if lock is not None:
             lock.close()  # releases the flock
             self._relay_lock = None
-
-        def shut() -> None:
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
-        await self._in_writer(shut)
-        self._writer_pool.shutdown(wait=True)
-        self._reader_pool.shutdown(wait=True)
-        with self._pending_lock:
-            readers, self._readers = self._readers, []
-        for conn in readers:
-            conn.close()
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+        if self.owns_db:
+            await self.db.close()
 
     # -- interning ---------------------------------------------------------------------------------------
     def _akey_lookup(self, attr: str, path: str) -> int | None:
@@ -314,11 +283,12 @@ class SqliteStore:
             start = not self._flush_scheduled
             self._flush_scheduled = True
         if start:
-            loop.run_in_executor(self._writer_pool, self._flush, loop)
+            flush = asyncio.ensure_future(self.db.run_writer(lambda _: self._flush(loop)))
+            self._flushes.add(flush)
+            flush.add_done_callback(self._flushes.discard)
         changes = await done
         if changes or extra_events:
-            for callback in self._listeners:
-                callback()
+            self.db.notify()
         return changes
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -385,6 +355,12 @@ class SqliteStore:
         gone = [(eids.pop(c.entity_id),) for c in changes if c.after is None and c.entity_id in eids]
         if gone:
             conn.executemany("DELETE FROM entities WHERE eid = ?", gone)
+            for c in changes:
+                if c.after is None:
+                    for statement in self.on_delete:
+                        row = conn.execute(statement, (tenant, c.entity_id)).fetchone()
+                        if row is not None:
+                            c.owner = row[0]
         # BEGIN IMMEDIATE holds the write lock, so numbering new rows from max() is safe across processes.
         next_eid = conn.execute("SELECT coalesce(max(eid), 0) FROM entities").fetchone()[0] + 1
         next_gid = conn.execute("SELECT coalesce(max(gid), 0) FROM geo").fetchone()[0] + 1
@@ -424,13 +400,8 @@ class SqliteStore:
                          attrs)
         conn.executemany("INSERT INTO geo (gid, eid, akey, geojson, px, py) VALUES (?, ?, ?, ?, ?, ?)", geo)
         conn.executemany("INSERT INTO geo_rtree (gid, minx, maxx, miny, maxy) VALUES (?, ?, ?, ?, ?)", boxes)
-        outbox = [(tenant, c.kind, c.entity_id, at, orjson.dumps(
-            {"before": c.before, "after": c.after, "attributes": c.attributes})) for c in changes]
-        for kind, subject, data in extra_events:
-            outbox.append((tenant, kind, subject, at, orjson.dumps(data)))
-        if outbox:
-            conn.executemany("INSERT INTO outbox (tenant, kind, subject, at, data) VALUES (?, ?, ?, ?, ?)",
-                             outbox)
+        write_outbox(conn, [change_event(c, tenant) for c in changes] +
+                     [(kind, subject, data, tenant) for kind, subject, data in extra_events])
         if tenant != DEFAULT_TENANT and changes:
             conn.execute("INSERT OR IGNORE INTO tenants (name, created_at) VALUES (?, ?)", (tenant, at))
         return changes

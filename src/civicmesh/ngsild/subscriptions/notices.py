@@ -107,7 +107,10 @@ class Notices:
             # The gate judges the attributes of both states, so one the change deleted is judged too: a masked one
             # must not show up as deleted (with its previous value under showChanges), a readable one must.
             doc = {**after, "attrs": {**before["attrs"], **after["attrs"]}}
-        shown = await screen(_owner_caller(owner), event.tenant, "notify", [doc])
+        # A deletion released the owner in its own transaction and carries it in the event (finding 12).
+        released = event.data.get("owner") if after is None else None
+        shown = await screen(_owner_caller(owner), event.tenant, "notify", [doc],
+                             **({"owners": {doc["id"]: released}} if released else {}))
         return matcher.masked(event, set(shown[0]["attrs"]) if shown else None)
 
     def _view_of(self, sub: dict[str, Any]) -> bytes:
