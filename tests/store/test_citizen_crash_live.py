@@ -72,7 +72,7 @@ asyncio.run(main())
 
 def _child(url: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", CHILD, url, *args], env=env, capture_output=True, text=True,
-                          timeout=240)
+                          timeout=600)  # a loaded machine trains the classifier slowly
 
 
 def _state_and_ledger(url: str, rid: str) -> tuple[str, list[str]]:
