@@ -74,3 +74,30 @@ def test_stop_logs_what_a_worker_died_of(caplog: pytest.LogCaptureFixture) -> No
     asyncio.run(run())
     assert "background task test-crash had failed" in caplog.text
     assert "the writer lost its connection" in caplog.text
+
+
+def test_stop_ends_a_task_that_swallowed_the_first_cancellation() -> None:
+    # What Python 3.11's asyncio.wait_for does when a cancellation arrives as its inner wait completes: the
+    # CancelledError is lost and the loop goes on. stop() must still end the task, not wait for it forever.
+    swallowed: list[bool] = []
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed.append(True)
+
+    async def run() -> None:
+        worker = Worker("test-stubborn", stubborn)
+        worker.start()
+        await asyncio.sleep(0.02)
+        stopping = asyncio.ensure_future(worker.stop())
+        await asyncio.wait({stopping}, timeout=10)  # unlike wait_for, does not cancel `stop` itself on time-out
+        assert stopping.done(), "stop() still waits for a task that swallowed one cancellation"
+        assert not worker.running
+
+    asyncio.run(run())
+    assert swallowed == [True]

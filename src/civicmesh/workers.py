@@ -34,11 +34,16 @@ class Worker:
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
+        # Cancel until it has ended: on Python 3.11 `asyncio.wait_for` can swallow a cancellation that arrives as
+        # its inner wait completes (the relay and the delivery loop wait that way), and a single cancel then left
+        # `stop` waiting forever on a loop that kept running — a child of the citizen crash test hung in shutdown.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
         # A task that already failed has logged nothing yet: its error is logged here, at the latest, not lost.
         with contextlib.suppress(asyncio.CancelledError):
             try:
-                await task
+                task.result()
             except Exception:
                 log.exception("background task %s had failed", self.name)
 
